@@ -1,0 +1,36 @@
+# capsearch: `make repro` runs the pipeline, `make test` runs the tests, `make demo` runs it all offline.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+# torch 2.13.0: a CPU build on the project's CI machines, a CUDA build from PyPI elsewhere on Linux.
+TORCH ?= torch==2.13.0
+export PATH := $(abspath $(VENV))/bin:$(PATH)
+export DVC_NO_ANALYTICS := 1
+
+.PHONY: venv repro test lint demo clean-demo
+
+venv: $(VENV)/.installed
+
+$(VENV)/.installed: pyproject.toml Makefile
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install --quiet --upgrade pip
+	$(PY) -m pip install --quiet '$(TORCH)'
+	$(PY) -m pip install --quiet -e '.[dev]'
+	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
+	touch $@
+
+repro: venv
+	dvc repro
+
+lint: venv
+	ruff check src stages tests
+	ruff format --check src stages tests
+
+test: venv lint
+	$(PY) -m pytest
+
+demo: venv
+	capsearch demo --dir build/demo
+
+clean-demo:
+	rm -rf build/demo build/toy-models

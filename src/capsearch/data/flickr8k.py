@@ -1,0 +1,136 @@
+"""Flickr8k annotations: the caption token file, the split files and deterministic subsets.
+
+Quirks of the real release handled here (see ``tests/test_flickr8k_real.py``):
+
+* ``Flickr8k.token.txt`` has 40,460 lines in 8,092 caption groups, but the image zip holds 8,091 images:
+  ``2258277193_586949ec62.jpg`` has captions and no image. Subset drops it as "not in the image archive".
+* Its caption #0 carries the stray key ``2258277193_586949ec62.jpg.1#0``; a key ``<name>.jpg.<n>`` is
+  folded into ``<name>.jpg`` and counted in :attr:`CaptionFile.stray_keys_folded`.
+* 92 captioned images are in no split file; they are only reachable with ``split: all``.
+"""
+
+from __future__ import annotations
+
+import random
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+IMAGE_ZIP_NAME = "Flickr8k_Dataset.zip"
+TEXT_ZIP_NAME = "Flickr8k_text.zip"
+IMAGES_DIR_IN_ZIP = "Flicker8k_Dataset/"  # sic: the release misspells the folder
+TOKEN_FILE = "Flickr8k.token.txt"
+SPLIT_FILES = {
+    "train": "Flickr_8k.trainImages.txt",
+    "dev": "Flickr_8k.devImages.txt",
+    "test": "Flickr_8k.testImages.txt",
+}
+SPLITS = ("test", "dev", "train", "all")
+CAPTIONS_PER_IMAGE = 5
+
+_KEY = re.compile(r"^(?P<image>.+?\.jpg)(?P<stray>\.\d+)?#(?P<index>\d+)$")
+
+
+class AnnotationError(ValueError):
+    """A malformed annotation file; the message names the file and line."""
+
+
+@dataclass
+class CaptionFile:
+    """Parsed ``Flickr8k.token.txt``: captions per image in caption-index order."""
+
+    captions: dict[str, list[str]]
+    lines: int
+    stray_keys_folded: int = 0
+    stray_keys: list[str] = field(default_factory=list)
+
+    @property
+    def caption_groups(self) -> int:
+        """Number of distinct images that have captions."""
+        return len(self.captions)
+
+
+def parse_token_file(path: str | Path) -> CaptionFile:
+    """Parse ``<image>.jpg#<0-4>\\t<caption>`` lines; raise :class:`AnnotationError` naming file:line."""
+    path = Path(path)
+    raw = path.read_bytes()
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line_no = raw[: exc.start].count(b"\n") + 1
+        raise AnnotationError(f"{path}:{line_no}: not valid UTF-8 ({exc.reason})") from exc
+    by_image: dict[str, dict[int, str]] = {}
+    stray: list[str] = []
+    lines = 0
+    for line_no, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        lines += 1
+        key, tab, caption = line.partition("\t")
+        match = _KEY.match(key.strip())
+        if not tab or match is None:
+            raise AnnotationError(f"{path}:{line_no}: expected '<image>.jpg#<0-4><TAB><caption>', got {line[:80]!r}")
+        index = int(match["index"])
+        caption = caption.strip()
+        if index >= CAPTIONS_PER_IMAGE:
+            raise AnnotationError(f"{path}:{line_no}: caption index {index} outside 0-4 in {key!r}")
+        if not caption:
+            raise AnnotationError(f"{path}:{line_no}: empty caption for {key!r}")
+        image = match["image"]
+        if match["stray"]:
+            stray.append(key)
+        slots = by_image.setdefault(image, {})
+        if index in slots:
+            raise AnnotationError(f"{path}:{line_no}: duplicate caption id {image}#{index}")
+        slots[index] = caption
+    captions = {image: [slots[i] for i in sorted(slots)] for image, slots in by_image.items()}
+    return CaptionFile(captions=captions, lines=lines, stray_keys_folded=len(stray), stray_keys=stray)
+
+
+def read_split_file(path: str | Path) -> list[str]:
+    """Image names of one split file, in file order (blank lines ignored)."""
+    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+
+
+def read_splits(text_dir: str | Path) -> dict[str, list[str]]:
+    """All three split files of an extracted ``Flickr8k_text.zip``."""
+    return {split: read_split_file(Path(text_dir) / name) for split, name in SPLIT_FILES.items()}
+
+
+@dataclass
+class SplitCandidates:
+    """Images of one split that have captions, plus what was left out and why."""
+
+    images: list[str]
+    without_captions: list[str]
+    in_no_split: int
+
+
+def split_candidates(captions: dict[str, list[str]], splits: dict[str, list[str]], split: str) -> SplitCandidates:
+    """Captioned images of ``split`` (``test``/``dev``/``train``/``all``), sorted by name."""
+    if split not in SPLITS:
+        raise ValueError(f"subset.split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+    in_any = {name for names in splits.values() for name in names}
+    in_no_split = sum(1 for image in captions if image not in in_any)
+    wanted = sorted(captions) if split == "all" else sorted(set(splits[split]))
+    return SplitCandidates(
+        images=[image for image in wanted if image in captions],
+        without_captions=[image for image in wanted if image not in captions],
+        in_no_split=in_no_split,
+    )
+
+
+def parse_num_images(value: int | str) -> int | None:
+    """``subset.num_images``: a positive integer, or ``all`` (returned as None)."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return None
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ValueError(f"subset.num_images: expected a positive integer or 'all', got {value!r}")
+    return value
+
+
+def sampling_order(images: list[str], seed: int) -> list[str]:
+    """A seeded permutation of ``images`` (sorted first, so the input order never matters)."""
+    order = sorted(images)
+    random.Random(seed).shuffle(order)
+    return order

@@ -1,0 +1,94 @@
+"""Choosing a deterministic subset of Flickr8k and proving every chosen image decodes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tqdm.auto import tqdm
+
+from capsearch.data.flickr8k import (
+    TOKEN_FILE,
+    parse_num_images,
+    parse_token_file,
+    read_splits,
+    sampling_order,
+    split_candidates,
+)
+from capsearch.data.images import ImageReadError, ImageSource
+
+
+@dataclass
+class Subset:
+    """The chosen images (sorted by id) with their captions, and every image left out with the reason."""
+
+    images: list[tuple[str, int, int]]  # (image_id, width, height)
+    captions: list[tuple[str, int, str]]  # (image_id, caption_index, caption)
+    excluded: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
+    candidates: int = 0
+    stray_keys_folded: int = 0
+    in_no_split: int = 0
+
+
+def find_text_dir(extracted: str | Path) -> Path:
+    """The folder holding ``Flickr8k.token.txt`` inside an extracted ``Flickr8k_text.zip``."""
+    found = sorted(Path(extracted).rglob(TOKEN_FILE))
+    if not found:
+        raise FileNotFoundError(f"{TOKEN_FILE} not found under {extracted}; re-run the fetch stage")
+    return found[0].parent
+
+
+def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_images: int | str, seed: int) -> Subset:
+    """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
+
+    Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
+    decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
+    images (or an error says the split is too small). Output order is sorted by image id.
+    """
+    wanted = parse_num_images(num_images)
+    text_dir = Path(text_dir)
+    caption_file = parse_token_file(text_dir / TOKEN_FILE)
+    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split)
+    if wanted is not None and wanted > len(candidates.images):
+        raise ValueError(
+            f"subset.num_images: {wanted} is larger than the {len(candidates.images)} captioned images of split "
+            f"{split!r}; use a smaller num_images or 'all'"
+        )
+    available = set(images.ids())
+    chosen: list[tuple[str, int, int]] = []
+    excluded: list[tuple[str, str]] = [
+        (image, "in split file but has no captions") for image in candidates.without_captions
+    ]
+    order = sampling_order(candidates.images, seed)
+    target = len(order) if wanted is None else wanted
+    with tqdm(total=target, desc="check images", unit="img") as bar:
+        for image_id in order:
+            if len(chosen) == target:
+                break
+            if image_id not in available:
+                excluded.append((image_id, "not in the image archive"))
+                continue
+            try:
+                width, height = images.check(image_id)
+            except ImageReadError as exc:
+                excluded.append((image_id, str(exc).split(": ", 1)[-1]))
+                continue
+            chosen.append((image_id, width, height))
+            bar.update()
+    if len(chosen) < target:
+        raise ValueError(
+            f"subset.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
+            f"({len(excluded)} excluded); use a smaller num_images"
+        )
+    chosen.sort()
+    captions = [
+        (image_id, i, text) for image_id, _, _ in chosen for i, text in enumerate(caption_file.captions[image_id])
+    ]
+    return Subset(
+        images=chosen,
+        captions=captions,
+        excluded=sorted(excluded),
+        candidates=len(candidates.images),
+        stray_keys_folded=caption_file.stray_keys_folded,
+        in_no_split=candidates.in_no_split,
+    )

@@ -1,0 +1,54 @@
+"""Evaluating a pipeline run from its artifacts (subset tables and embedding arrays)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from capsearch.io import load_npy, read_csv
+from capsearch.metrics import retrieval_report
+from capsearch.retrieval import index_of
+
+CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption")
+
+
+def validate_ks(ks: Any) -> list[int]:
+    """``evaluate.ks``: a non-empty list of distinct positive integers, returned sorted."""
+    if (
+        not isinstance(ks, list)
+        or not ks
+        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks)
+    ):
+        raise ValueError(f"evaluate.ks: expected a non-empty list of positive integers, got {ks!r}")
+    if len(set(ks)) != len(ks):
+        raise ValueError(f"evaluate.ks: duplicate values in {ks!r}")
+    return sorted(ks)
+
+
+def _rows(array: np.ndarray, expected: int, what: str) -> np.ndarray:
+    if array.ndim != 2 or len(array) != expected:
+        raise ValueError(f"{what}: expected {expected} rows, found shape {array.shape}; re-run its stage")
+    return array
+
+
+def evaluate_run(data_dir: Path, ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Metrics of the run under ``data_dir`` and the recall-vs-K curve (one row per K, percent)."""
+    ks = validate_ks(list(ks))
+    embeddings = data_dir / "embeddings"
+    image_ids = (embeddings / "images.ids.txt").read_text(encoding="utf-8").split()
+    captions = read_csv(data_dir / "subset" / "captions.csv", ["image_id", "caption_index", "caption"])
+    generated = read_csv(data_dir / "captions" / "generated.csv", ["image_id", "caption"])
+    if [row["image_id"] for row in generated] != image_ids:
+        raise ValueError(
+            "generated captions and image embeddings list different images; re-run caption and embed_images"
+        )
+    image_vectors = _rows(load_npy(embeddings / "images.npy"), len(image_ids), "images.npy")
+    caption_vectors = _rows(load_npy(embeddings / "captions.npy"), len(captions), "captions.npy")
+    generated_vectors = _rows(load_npy(embeddings / "generated.npy"), len(generated), "generated.npy")
+    caption_image_index = index_of(image_ids, [row["image_id"] for row in captions])
+    report = retrieval_report(image_vectors, caption_vectors, caption_image_index, generated_vectors, ks)
+    curve = [{"k": k, **{key: report[key][f"R@{k}"] for key in CURVE_KEYS}} for k in ks]  # type: ignore[index]
+    return report, curve

@@ -1,0 +1,70 @@
+"""Atomic writes: every output is written to a temporary name in the same folder and renamed."""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a temporary path beside ``path``; rename it onto ``path`` only if the block succeeds."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.replace(tmp, target)
+    finally:
+        if tmp.exists():
+            tmp.unlink()
+
+
+def write_text(path: str | os.PathLike[str], text: str) -> None:
+    """Write UTF-8 text atomically."""
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
+
+
+def write_json(path: str | os.PathLike[str], data: Any) -> None:
+    """Write pretty, key-sorted JSON atomically (byte-stable for the same data)."""
+    write_text(path, json.dumps(data, indent=2, sort_keys=True) + "\n")
+
+
+def write_csv(path: str | os.PathLike[str], header: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """Write a CSV table with a header row atomically (LF line endings)."""
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8", newline="") as handle:
+        writer = csv.writer(handle, lineterminator="\n")
+        writer.writerow(header)
+        writer.writerows(rows)
+
+
+def read_csv(path: str | os.PathLike[str], expected_header: Sequence[str]) -> list[dict[str, str]]:
+    """Read a CSV table written by :func:`write_csv`, checking its header."""
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header is None or list(header[: len(expected_header)]) != list(expected_header):
+            raise ValueError(f"{path}: expected header {list(expected_header)}, found {header}")
+        return [dict(zip(header, row, strict=True)) for row in reader]
+
+
+def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
+    """Save one numpy array atomically."""
+    with atomic_path(path) as tmp, tmp.open("wb") as handle:
+        np.save(handle, array, allow_pickle=False)
+
+
+def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
+    """Load a numpy array saved by :func:`save_npy` (pickles refused)."""
+    return np.load(path, allow_pickle=False)

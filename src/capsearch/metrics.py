@@ -1,0 +1,62 @@
+"""Retrieval metrics over plain rank arrays (one function per metric, as in LAION's CLIP_benchmark)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from capsearch.retrieval import image_to_text_ranks, text_to_image_ranks
+
+
+def recall_at_k(ranks: np.ndarray, k: int) -> float:
+    """Fraction of queries whose correct item is within the top ``k`` (rank <= k)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    if len(ranks) == 0:
+        raise ValueError("no queries")
+    return float(np.mean(np.asarray(ranks) <= k))
+
+
+def median_rank(ranks: np.ndarray) -> float:
+    """Median rank of the correct item (1 is best)."""
+    return float(np.median(ranks))
+
+
+def mean_rank(ranks: np.ndarray) -> float:
+    """Mean rank of the correct item (1 is best)."""
+    return float(np.mean(ranks))
+
+
+def summarise_ranks(ranks: np.ndarray, ks: Sequence[int]) -> dict[str, float]:
+    """Recall@K in percent for each K, plus median and mean rank."""
+    summary = {f"R@{k}": round(100.0 * recall_at_k(ranks, k), 4) for k in ks}
+    summary["median_rank"] = median_rank(ranks)
+    summary["mean_rank"] = round(mean_rank(ranks), 4)
+    return summary
+
+
+def retrieval_report(
+    image_vectors: np.ndarray,
+    caption_vectors: np.ndarray,
+    caption_image_index: np.ndarray,
+    generated_vectors: np.ndarray,
+    ks: Sequence[int],
+) -> dict[str, object]:
+    """All retrieval metrics of one run.
+
+    * ``text_to_image``: each ground-truth caption queries the images; a hit if its own image is in the top K.
+    * ``image_to_text``: each image queries all captions; a hit if any of its captions is in the top K.
+    * ``text_to_generated_caption``: each ground-truth caption queries the generated captions (one per image,
+      row i for image i); a hit if its image's generated caption is in the top K.
+    """
+    t2i = text_to_image_ranks(caption_vectors, image_vectors, caption_image_index)
+    i2t = image_to_text_ranks(image_vectors, caption_vectors, caption_image_index)
+    t2g = text_to_image_ranks(caption_vectors, generated_vectors, caption_image_index)
+    return {
+        "gallery_images": len(image_vectors),
+        "query_captions": len(caption_vectors),
+        "text_to_image": summarise_ranks(t2i, ks),
+        "image_to_text": summarise_ranks(i2t, ks),
+        "text_to_generated_caption": summarise_ranks(t2g, ks),
+    }

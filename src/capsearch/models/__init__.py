@@ -1,0 +1,1 @@
+"""BLIP captioning and CLIP embedding wrappers, loaded safely (safetensors only, no remote code)."""

@@ -1,0 +1,301 @@
+"""Small CLIP and BLIP models trained on generated scenes, saved like hub models.
+
+They stand in for ``openai/clip-vit-base-patch32`` and ``Salesforce/blip-image-captioning-base`` where no
+model hub is reachable (tests, ``make demo``): same classes, same ``save_pretrained``/``from_pretrained`` path,
+tiny configs. Tokenizers are built locally: CLIP's real BPE merges ship in the ``open-clip-torch`` wheel
+(read as a file, the package is never imported); BLIP's WordPiece vocabulary is trained on the captions.
+"""
+
+from __future__ import annotations
+
+import gzip
+import importlib.util
+import json
+import random
+import re
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+from tokenizers import BertWordPieceTokenizer
+from transformers import (
+    BertTokenizer,
+    BlipConfig,
+    BlipForConditionalGeneration,
+    BlipProcessor,
+    CLIPConfig,
+    CLIPModel,
+    CLIPProcessor,
+    CLIPTokenizer,
+)
+from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from capsearch.data.synthetic import SHAPES, generate_scenes
+
+IMAGE_SIZE = 64
+CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "white", "gray", "black")
+
+
+@dataclass
+class ToyModelReport:
+    """How well the toy models learned, measured on scenes they were not trained on."""
+
+    clip_text_to_image_r1: float
+    clip_chance_r1: float
+    blip_colour_and_shape_accuracy: float
+    seconds: float
+
+
+def find_clip_bpe_vocab() -> Path:
+    """Path of CLIP's BPE merges file inside the installed ``open-clip-torch`` wheel (not imported)."""
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise FileNotFoundError(
+            "open-clip-torch is not installed; it ships CLIP's BPE vocabulary (pip install --no-deps)"
+        )
+    path = Path(next(iter(spec.submodule_search_locations))) / CLIP_VOCAB_FILE
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found in the open-clip-torch package")
+    return path
+
+
+def _bytes_to_unicode() -> dict[int, str]:
+    codes = (
+        list(range(ord("!"), ord("~") + 1)) + list(range(ord("¡"), ord("¬") + 1)) + list(range(ord("®"), ord("ÿ") + 1))
+    )
+    chars = codes[:]
+    extra = 0
+    for byte in range(256):
+        if byte not in codes:
+            codes.append(byte)
+            chars.append(256 + extra)
+            extra += 1
+    return dict(zip(codes, (chr(c) for c in chars), strict=True))
+
+
+def build_clip_tokenizer() -> CLIPTokenizer:
+    """CLIP's real 49,408-token BPE tokenizer, built from the merges file (as OpenAI's SimpleTokenizer does)."""
+    with gzip.open(find_clip_bpe_vocab()) as handle:
+        merges = handle.read().decode("utf-8").split("\n")[1 : 49152 - 256 - 2 + 1]
+    pairs = [tuple(merge.split()) for merge in merges]
+    symbols = list(_bytes_to_unicode().values())
+    vocab = symbols + [s + "</w>" for s in symbols] + ["".join(pair) for pair in pairs]
+    vocab += ["<|startoftext|>", "<|endoftext|>"]
+    return CLIPTokenizer(vocab={token: i for i, token in enumerate(vocab)}, merges=pairs, model_max_length=77)
+
+
+def build_blip_tokenizer(captions: list[str]) -> BertTokenizer:
+    """A lower-cased WordPiece tokenizer trained on ``captions``, with BLIP's ``[DEC]`` start token."""
+    trainer = BertWordPieceTokenizer(lowercase=True)
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", "[DEC]"]
+    trainer.train_from_iterator(captions, vocab_size=400, min_frequency=1, special_tokens=specials)
+    return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True, bos_token="[DEC]")
+
+
+def _vision_config() -> dict[str, int]:
+    return {
+        "hidden_size": 96,
+        "intermediate_size": 256,
+        "num_hidden_layers": 3,
+        "num_attention_heads": 4,
+        "image_size": IMAGE_SIZE,
+        "patch_size": 16,
+    }
+
+
+def _set_seed(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def _pixels(image_processor: object, images: list[Image.Image]) -> torch.Tensor:
+    rgb = [image.convert("RGB") for image in images]
+    return image_processor(images=rgb, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+
+
+def train_toy_clip(
+    images: list[Image.Image], captions: list[list[str]], out_dir: Path, steps: int, early_dir: Path | None, seed: int
+) -> CLIPModel:
+    """Train a small CLIPModel contrastively on (image, one of its captions) pairs and save it."""
+    _set_seed(seed)
+    tokenizer = build_clip_tokenizer()
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = CLIPConfig(
+        text_config={
+            "vocab_size": tokenizer.vocab_size,
+            "hidden_size": 96,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "max_position_embeddings": 77,
+            "bos_token_id": tokenizer.bos_token_id,
+            "eos_token_id": tokenizer.eos_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config=_vision_config(),
+        projection_dim=64,
+    )
+    model = CLIPModel(config)
+    pixels = _pixels(image_processor, images)
+    flat = [c for group in captions for c in group]
+    tokens = tokenizer(flat, padding=True, return_tensors="pt")
+    per_image = len(captions[0])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randperm(len(images), generator=generator)[:64]
+        which = idx * per_image + torch.randint(0, per_image, (len(idx),), generator=generator)
+        out = model(
+            input_ids=tokens["input_ids"][which],
+            attention_mask=tokens["attention_mask"][which],
+            pixel_values=pixels[idx],
+            return_loss=True,
+        )
+        optimiser.zero_grad()
+        out.loss.backward()
+        optimiser.step()
+        schedule.step()
+        if early_dir is not None and step + 1 == steps // 3:
+            model.eval()
+            model.save_pretrained(early_dir)
+            processor.save_pretrained(early_dir)
+            model.train()
+    model.eval()
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return model
+
+
+def train_toy_blip(
+    images: list[Image.Image], captions: list[list[str]], out_dir: Path, steps: int, early_dir: Path | None, seed: int
+) -> BlipForConditionalGeneration:
+    """Train a small BlipForConditionalGeneration to caption the scenes (teacher forcing) and save it."""
+    _set_seed(seed)
+    flat = [c for group in captions for c in group]
+    tokenizer = build_blip_tokenizer(flat)
+    image_processor = BlipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    dec_id = tokenizer.convert_tokens_to_ids("[DEC]")
+    config = BlipConfig(
+        text_config={
+            "vocab_size": len(tokenizer),
+            "hidden_size": 96,
+            "intermediate_size": 256,
+            "num_hidden_layers": 2,
+            "num_attention_heads": 4,
+            "encoder_hidden_size": _vision_config()["hidden_size"],
+            "max_position_embeddings": 40,
+            "bos_token_id": dec_id,
+            "eos_token_id": tokenizer.sep_token_id,
+            "sep_token_id": tokenizer.sep_token_id,
+            "pad_token_id": tokenizer.pad_token_id,
+        },
+        vision_config=_vision_config(),
+        image_text_hidden_size=64,
+    )
+    model = BlipForConditionalGeneration(config)
+    pixels = _pixels(image_processor, images)
+    encoded = tokenizer(flat, padding=True, return_tensors="pt")
+    input_ids = encoded["input_ids"].clone()
+    input_ids[:, 0] = dec_id  # BLIP decodes from [DEC] in place of [CLS]
+    labels = input_ids.masked_fill(encoded["attention_mask"] == 0, -100)
+    per_image = len(captions[0])
+    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randperm(len(images), generator=generator)[:64]
+        which = idx * per_image + torch.randint(0, per_image, (len(idx),), generator=generator)
+        out = model(
+            pixel_values=pixels[idx],
+            input_ids=input_ids[which],
+            attention_mask=encoded["attention_mask"][which],
+            labels=labels[which],
+        )
+        optimiser.zero_grad()
+        out.loss.backward()
+        optimiser.step()
+        schedule.step()
+        if early_dir is not None and step + 1 == steps // 3:
+            model.eval()
+            model.save_pretrained(early_dir)
+            processor.save_pretrained(early_dir)
+            model.train()
+    model.eval()
+    model.save_pretrained(out_dir)
+    processor.save_pretrained(out_dir)
+    return model
+
+
+def names_colour_and_shape(caption: str, colour: str, shape: str) -> bool:
+    """Whether a caption's first colour word is ``colour`` and its only shape word is ``shape``."""
+    words = re.findall(r"[a-z]+", caption.lower())
+    colours = [w for w in words if w in COLOUR_WORDS]
+    shapes = {w for w in words if w in SHAPES}
+    return bool(colours) and colours[0] == colour and shapes == {shape}
+
+
+def build_toy_models(
+    out_dir: str | Path, train_images: int = 3000, clip_steps: int = 1000, blip_steps: int = 1500, seed: int = 0
+) -> ToyModelReport:
+    """Train and save ``toy-clip``, ``toy-clip-early``, ``toy-blip`` and ``toy-blip-early`` under ``out_dir``.
+
+    The ``-early`` folders are checkpoints from a third of the way through training: different models with
+    the same architecture, used to show a model change re-running the right stages. Returns the quality
+    measured on freshly generated scenes.
+    """
+    started = time.perf_counter()
+    torch.set_num_threads(max(1, torch.get_num_threads()))
+    out = Path(out_dir)
+    scenes = generate_scenes(train_images, seed=10_000 + seed)
+    images = [image for _, image, _ in scenes]
+    captions = [caps for _, _, caps in scenes]
+    clip = train_toy_clip(images, captions, out / "toy-clip", clip_steps, out / "toy-clip-early", seed)
+    blip = train_toy_blip(images, captions, out / "toy-blip", blip_steps, out / "toy-blip-early", seed)
+    report = evaluate_toy_models(out, clip, blip, seed=20_000 + seed)
+    report.seconds = round(time.perf_counter() - started, 1)
+    (out / "toy-report.json").write_text(json.dumps(asdict(report), indent=2) + "\n", encoding="utf-8")
+    return report
+
+
+@torch.inference_mode()
+def evaluate_toy_models(
+    out: Path, clip: CLIPModel, blip: BlipForConditionalGeneration, seed: int, count: int = 100
+) -> ToyModelReport:
+    """Text→image R@1 of the toy CLIP and colour+shape accuracy of the toy BLIP on unseen scenes."""
+    scenes = generate_scenes(count, seed=seed)
+    clip_processor = CLIPProcessor.from_pretrained(out / "toy-clip")
+    image_features = clip.get_image_features(
+        pixel_values=_pixels(clip_processor.image_processor, [s[1] for s in scenes])
+    )
+    texts = [caps[0] for _, _, caps in scenes]
+    tokens = clip_processor.tokenizer(texts, padding=True, return_tensors="pt")
+    text_features = clip.get_text_features(**tokens)
+    img = torch.nn.functional.normalize(image_features.pooler_output, dim=-1)
+    txt = torch.nn.functional.normalize(text_features.pooler_output, dim=-1)
+    r1 = float((txt @ img.T).argmax(dim=1).eq(torch.arange(count)).float().mean())
+    blip_processor = BlipProcessor.from_pretrained(out / "toy-blip")
+    generated = blip.generate(
+        pixel_values=_pixels(blip_processor.image_processor, [s[1] for s in scenes]), max_new_tokens=20
+    )
+    decoded = blip_processor.batch_decode(generated, skip_special_tokens=True)
+    correct = sum(names_colour_and_shape(c, s.colour, s.shape) for c, (s, _, _) in zip(decoded, scenes, strict=True))
+    return ToyModelReport(r1, 1.0 / count, correct / count, 0.0)
+
+
+def toy_models_exist(out_dir: str | Path) -> bool:
+    """Whether all four toy models are already saved under ``out_dir``."""
+    names = ("toy-clip", "toy-clip-early", "toy-blip", "toy-blip-early")
+    return all((Path(out_dir) / name / "model.safetensors").exists() for name in names)

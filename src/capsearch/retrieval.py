@@ -1,0 +1,62 @@
+"""Ranking over cosine similarities: where the correct item lands for each query.
+
+A rank is ``1 + (number of wrong gallery items scoring at least as high as the best correct one)``: ties are
+counted against the query, so a model that scores everything equally gets the worst rank, never the best.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+CHUNK = 2048
+
+
+def text_to_image_ranks(
+    text_vectors: np.ndarray, image_vectors: np.ndarray, text_image_index: np.ndarray
+) -> np.ndarray:
+    """Rank (1-based) of each text's own image among all images; ``text_image_index[t]`` is its image row."""
+    ranks = np.empty(len(text_vectors), dtype=np.int64)
+    for start in range(0, len(text_vectors), CHUNK):
+        scores = text_vectors[start : start + CHUNK] @ image_vectors.T
+        rows = np.arange(len(scores))
+        target = scores[rows, text_image_index[start : start + CHUNK]]
+        ranks[start : start + CHUNK] = (scores >= target[:, None]).sum(axis=1)  # includes the target itself
+    return ranks
+
+
+def image_to_text_ranks(
+    image_vectors: np.ndarray, text_vectors: np.ndarray, text_image_index: np.ndarray
+) -> np.ndarray:
+    """Rank (1-based) of the first of each image's own texts among all texts."""
+    ranks = np.empty(len(image_vectors), dtype=np.int64)
+    owner = np.asarray(text_image_index)
+    for start in range(0, len(image_vectors), CHUNK):
+        scores = image_vectors[start : start + CHUNK] @ text_vectors.T
+        own = owner[None, :] == np.arange(start, start + len(scores))[:, None]
+        if not own.any(axis=1).all():
+            missing = start + int(np.flatnonzero(~own.any(axis=1))[0])
+            raise ValueError(f"image row {missing} has no texts: image→text rank is undefined")
+        best_own = np.where(own, scores, -np.inf).max(axis=1)
+        ranks[start : start + CHUNK] = 1 + ((scores >= best_own[:, None]) & ~own).sum(axis=1)
+    return ranks
+
+
+def top_k(query_vectors: np.ndarray, gallery_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Indices and scores of the ``k`` best gallery items per query, best first (stable on ties)."""
+    if k <= 0:
+        raise ValueError(f"k must be positive, got {k}")
+    scores = query_vectors @ gallery_vectors.T
+    k = min(k, scores.shape[1])
+    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    return order, np.take_along_axis(scores, order, axis=1)
+
+
+def index_of(ids: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
+    """Row of each ``wanted`` id in ``ids``; a KeyError names the first id that is missing."""
+    position = {item: row for row, item in enumerate(ids)}
+    try:
+        return np.array([position[item] for item in wanted], dtype=np.int64)
+    except KeyError as exc:
+        raise KeyError(f"id {exc.args[0]!r} not found among {len(ids)} ids") from exc

@@ -1,0 +1,41 @@
+"""Stage caption: BLIP captions for every subset image, one table image_id -> caption."""
+
+from pathlib import Path
+
+from _common import Timer, fail, load_params, runtime, section, summary
+
+from capsearch.data.flickr8k import IMAGE_ZIP_NAME
+from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.io import read_csv, write_csv
+from capsearch.models.blip import BlipCaptioner, DecodingSettings
+from capsearch.models.runtime import ModelLoadError, precision_name
+
+OUT = Path("data/captions/generated.csv")
+
+
+def main() -> None:
+    params = load_params()
+    p = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
+    device, batch_size, workers = runtime(params, "caption")
+    settings = DecodingSettings(int(p["num_beams"]), int(p["max_new_tokens"]), int(p["min_new_tokens"]))
+    image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
+    try:
+        settings.validate()
+        captioner = BlipCaptioner(p["model"], p["revision"], p["precision"], device)
+        timer = Timer()
+        captions = captioner.caption_images(
+            ImageSource(Path("data/raw") / IMAGE_ZIP_NAME), image_ids, settings, batch_size, workers
+        )
+    except (ValueError, ModelLoadError, ImageReadError) as exc:
+        fail("caption", exc)
+    write_csv(OUT, ["image_id", "caption"], list(zip(image_ids, captions, strict=True)))
+    summary(
+        "caption",
+        f"{len(captions)} images captioned by {p['model']} ({precision_name(captioner.dtype)} on "
+        f"{captioner.device.type}, batch {batch_size}, {settings.num_beams} beams) in {timer.seconds:.1f}s "
+        f"({len(captions) / max(timer.seconds, 1e-9):.1f} images/s)",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,50 @@
+"""Stage embed_texts: CLIP embeddings of every ground-truth caption and every generated caption."""
+
+from pathlib import Path
+
+from _common import Timer, fail, load_params, runtime, section, summary
+
+from capsearch.io import read_csv, save_npy, write_json
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import ModelLoadError, precision_name
+
+OUT = Path("data/embeddings")
+
+
+def main() -> None:
+    params = load_params()
+    p = section(params, "clip", ("model", "revision", "precision"))
+    device, batch_size, _ = runtime(params, "embed_texts")
+    references = [
+        row["caption"] for row in read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    ]
+    generated = [row["caption"] for row in read_csv("data/captions/generated.csv", ["image_id", "caption"])]
+    try:
+        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], device)
+        timer = Timer()
+        reference_vectors = embedder.embed_texts(references, batch_size)
+        generated_vectors = embedder.embed_texts(generated, batch_size)
+    except (ValueError, ModelLoadError) as exc:
+        fail("embed_texts", exc)
+    save_npy(OUT / "captions.npy", reference_vectors.vectors)
+    save_npy(OUT / "generated.npy", generated_vectors.vectors)
+    counts = {
+        "reference_captions": len(references),
+        "reference_truncated": reference_vectors.truncated,
+        "generated_captions": len(generated),
+        "generated_truncated": generated_vectors.truncated,
+        "context_length": embedder.context_length,
+    }
+    write_json(OUT / "texts.json", counts)
+    total = len(references) + len(generated)
+    summary(
+        "embed_texts",
+        f"{len(references)} reference + {len(generated)} generated captions embedded by {p['model']} "
+        f"({precision_name(embedder.dtype)} on {embedder.device.type}); "
+        f"{reference_vectors.truncated + generated_vectors.truncated} truncated to {embedder.context_length} tokens; "
+        f"in {timer.seconds:.1f}s ({total / max(timer.seconds, 1e-9):.0f} texts/s)",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,31 @@
+"""Stage evaluate: Recall@K, median and mean rank in both directions, written as DVC metrics and a plot."""
+
+from pathlib import Path
+
+from _common import Timer, fail, load_params, section, summary
+
+from capsearch.evaluation import evaluate_run
+from capsearch.io import write_json
+
+
+def main() -> None:
+    timer = Timer()
+    p = section(load_params(), "evaluate", ("ks",))
+    try:
+        report, curve = evaluate_run(Path("data"), p["ks"])
+    except (ValueError, KeyError) as exc:
+        fail("evaluate", exc)
+    write_json("metrics/retrieval.json", report)
+    write_json("metrics/recall_curve.json", curve)
+    t2i, i2t = report["text_to_image"], report["image_to_text"]
+    k = sorted(p["ks"])
+    summary(
+        "evaluate",
+        f"{report['gallery_images']} images, {report['query_captions']} captions: text→image R@{k[0]} "
+        f"{t2i[f'R@{k[0]}']:.1f} R@{k[-1]} {t2i[f'R@{k[-1]}']:.1f}, image→text R@{k[0]} {i2t[f'R@{k[0]}']:.1f} "
+        f"R@{k[-1]} {i2t[f'R@{k[-1]}']:.1f} in {timer.seconds:.1f}s -> metrics/retrieval.json",
+    )
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,33 @@
+"""Stage fetch: download (or verify user-placed) Flickr8k zips, check them, extract the text files."""
+
+from pathlib import Path
+
+from _common import Timer, fail, load_params, section, summary
+
+from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
+from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME
+
+RAW = Path("data/raw")
+TEXT_DIR = Path("data/text")
+
+
+def main() -> None:
+    timer = Timer()
+    p = section(load_params(), "fetch", ("images_url", "images_md5", "text_url", "text_md5"))
+    try:
+        images = download(p["images_url"], RAW / IMAGE_ZIP_NAME, p["images_md5"])
+        text = download(p["text_url"], RAW / TEXT_ZIP_NAME, p["text_md5"])
+        image_members = check_archive(images.path)
+        text_files = safe_extract(text.path, TEXT_DIR)
+    except FetchError as exc:
+        fail("fetch", exc)
+    summary(
+        "fetch",
+        f"{IMAGE_ZIP_NAME} {images.action} ({images.bytes / 1e6:.1f} MB, {len(image_members)} members checked), "
+        f"{TEXT_ZIP_NAME} {text.action}, {len(text_files)} text files extracted to {TEXT_DIR} "
+        f"in {timer.seconds:.1f}s",
+    )
+
+
+if __name__ == "__main__":
+    main()

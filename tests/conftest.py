@@ -1,0 +1,34 @@
+"""Shared fixtures: toy models trained once per session, generated Flickr8k data."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+from capsearch.models.toy import build_toy_models, toy_models_exist
+
+PROJECT = Path(__file__).resolve().parents[1]
+SHARED_FLICKR8K = PROJECT.parent / "shared" / "flickr8k"
+
+
+@pytest.fixture(scope="session")
+def toy_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Toy CLIP/BLIP (and their early checkpoints), trained once per session.
+
+    Set CAPSEARCH_TOY_MODELS to a folder to reuse models between local runs (built there if missing).
+    """
+    cached = os.environ.get("CAPSEARCH_TOY_MODELS")
+    out = Path(cached) if cached else tmp_path_factory.mktemp("toy-models")
+    if not toy_models_exist(out):
+        build_toy_models(out)
+    return out
+
+
+@pytest.fixture(scope="session")
+def shared_flickr8k() -> Path:
+    """The real Flickr8k annotation files in ../shared/flickr8k, or a skip where they are absent."""
+    if not (SHARED_FLICKR8K / "Flickr8k.token.txt").exists():
+        pytest.skip(f"real Flickr8k annotations not found at {SHARED_FLICKR8K}")
+    return SHARED_FLICKR8K

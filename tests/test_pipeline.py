@@ -1,0 +1,128 @@
+"""The whole pipeline through `dvc repro` on generated data with toy models, and per-key params tracking."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+
+from capsearch.demo import commit_run, create_demo_workspace, run_dvc
+from capsearch.io import load_npy, read_csv
+from capsearch.metrics import retrieval_report
+from capsearch.models.toy import COLOUR_WORDS, names_colour_and_shape
+from capsearch.retrieval import index_of
+
+pytestmark = pytest.mark.slow
+STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "evaluate"}
+
+
+@pytest.fixture(scope="module")
+def workspace(toy_models, tmp_path_factory):
+    ws = create_demo_workspace(tmp_path_factory.mktemp("pipeline") / "ws", toy_models, images=480, num_images=48)
+    result = run_dvc(ws, "repro", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    commit_run(ws, "first run")
+    return ws
+
+
+def ran_stages(output: str) -> set[str]:
+    return set(re.findall(r"Running stage '([\w-]+)'", output))
+
+
+def repro_after(ws, change):
+    params_file = ws / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    change(params)
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_dvc(ws, "repro", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    return ran_stages(result.stdout)
+
+
+def load_run(ws):
+    ids = (ws / "data/embeddings/images.ids.txt").read_text().split()
+    captions = read_csv(ws / "data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    owner = index_of(ids, [row["image_id"] for row in captions])
+    vectors = {name: load_npy(ws / f"data/embeddings/{name}.npy") for name in ("images", "captions", "generated")}
+    return ids, captions, owner, vectors
+
+
+def test_full_run_writes_every_artifact(workspace):
+    metrics = json.loads((workspace / "metrics/retrieval.json").read_text())
+    assert metrics["gallery_images"] == 48 and metrics["query_captions"] == 240
+    curve = json.loads((workspace / "metrics/recall_curve.json").read_text())
+    assert [row["k"] for row in curve] == [1, 5, 10]
+    for section in ("text_to_image", "image_to_text", "text_to_generated_caption"):
+        values = [row[section] for row in curve]
+        assert values == sorted(values) and values == [metrics[section][f"R@{k}"] for k in (1, 5, 10)]
+    _, _, _, vectors = load_run(workspace)
+    assert vectors["images"].shape[0] == 48 and vectors["captions"].shape[0] == 240
+    assert np.allclose(np.linalg.norm(vectors["images"], axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(vectors["captions"], axis=1), 1, atol=1e-5)
+    status = run_dvc(workspace, "status")
+    assert "up to date" in status.stdout
+
+
+def test_toy_models_retrieve_far_above_chance_and_at_chance_when_shuffled(workspace):
+    metrics = json.loads((workspace / "metrics/retrieval.json").read_text())
+    chance_r1, chance_r5 = 100 / 48, 500 / 48
+    assert metrics["text_to_image"]["R@1"] > 5 * chance_r1
+    assert metrics["text_to_image"]["R@5"] > 4 * chance_r5
+    assert metrics["image_to_text"]["R@5"] > 4 * chance_r5
+    assert metrics["text_to_generated_caption"]["R@5"] > 4 * chance_r5
+    _, _, owner, vectors = load_run(workspace)
+    rng = np.random.default_rng(0)
+    shuffled = []
+    for seed in range(5):
+        permutation = np.random.default_rng(seed).permutation(48)
+        report = retrieval_report(vectors["images"], vectors["captions"], permutation[owner], vectors["generated"], [5])
+        shuffled.append(report["text_to_image"]["R@5"])
+    assert np.mean(shuffled) < 2 * chance_r5, shuffled  # wrong id alignment falls to chance
+    assert rng is not None
+
+
+def test_generated_captions_name_colour_and_shape(workspace):
+    generated = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
+    references = read_csv(workspace / "data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    truth = {}
+    for row in references:
+        words = row["caption"].lower().split()
+        colour = next(w for w in words if w in COLOUR_WORDS)
+        shape = next(w for w in words if w in ("circle", "square", "triangle"))
+        truth[row["image_id"]] = (colour, shape)
+    correct = sum(names_colour_and_shape(row["caption"], *truth[row["image_id"]]) for row in generated)
+    assert correct / len(generated) > 0.5, correct
+
+
+def test_changing_evaluate_ks_reruns_only_evaluate(workspace):
+    ran = repro_after(workspace, lambda p: p["evaluate"].update(ks=[1, 5, 10, 20]))
+    assert ran == {"evaluate"}
+    assert "R@20" in json.loads((workspace / "metrics/retrieval.json").read_text())["text_to_image"]
+
+
+def test_untracked_runtime_knobs_rerun_nothing(workspace):
+    ran = repro_after(workspace, lambda p: p["runtime"]["batch_size"].update(caption=7, embed_images=5))
+    assert ran == set()
+
+
+def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
+    ran = repro_after(workspace, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
+    assert ran == {"embed_images", "embed_texts", "evaluate"}
+    diff = run_dvc(workspace, "metrics", "diff")
+    assert "text_to_image.R@1" in diff.stdout, diff.stdout
+
+
+def test_changing_caption_model_reruns_caption_embed_texts_evaluate(workspace, toy_models):
+    before = (workspace / "data/captions/generated.csv").read_text()
+    ran = repro_after(workspace, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
+    assert ran == {"caption", "embed_texts", "evaluate"}
+    assert (workspace / "data/captions/generated.csv").read_text() != before
+
+
+def test_changing_subset_num_images_reruns_everything_after_fetch(workspace):
+    ran = repro_after(workspace, lambda p: p["subset"].update(num_images=40))
+    assert ran == STAGES - {"fetch"}
+    assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 40
+    params_diff = run_dvc(workspace, "params", "diff")
+    assert "subset.num_images" in params_diff.stdout
