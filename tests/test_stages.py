@@ -1,0 +1,122 @@
+"""Stage scripts run as DVC runs them: clear one-line errors for bad params and no network; atomic writes."""
+
+import shutil
+import socket
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from capsearch.io import atomic_path, write_json
+
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def run_stage(workspace: Path, stage: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, str(PROJECT / "stages" / f"{stage}.py")], cwd=workspace, capture_output=True, text=True
+    )
+
+
+def write_params(workspace: Path, params: dict) -> None:
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
+
+
+def closed_port() -> int:
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return port
+
+
+def test_fetch_without_network_says_how_to_place_the_zips(tmp_path):
+    real = yaml.safe_load((PROJECT / "params.yaml").read_text())
+    assert real["fetch"]["images_url"].startswith("https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/")
+    port = closed_port()
+    real["fetch"]["images_url"] = f"http://127.0.0.1:{port}/Flickr8k_Dataset.zip"
+    write_params(tmp_path, real)
+    result = run_stage(tmp_path, "fetch")
+    assert result.returncode != 0
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("[fetch] error:") and "cannot connect" in last
+    assert "place it at data/raw/Flickr8k_Dataset.zip (md5 f18a1e2920de5bd84dae7cf08ec78978)" in last
+    assert "Traceback" not in result.stderr
+
+
+def test_fetch_uses_zips_placed_by_hand(tmp_path):
+    from capsearch.data.fetch import md5_of
+    from capsearch.data.synthetic import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
+    port = closed_port()  # any download attempt would fail
+    write_params(
+        tmp_path,
+        {
+            "fetch": {
+                "images_url": f"http://127.0.0.1:{port}/a.zip",
+                "images_md5": md5_of(paths["images"]),
+                "text_url": f"http://127.0.0.1:{port}/b.zip",
+                "text_md5": md5_of(paths["text"]),
+            }
+        },
+    )
+    result = run_stage(tmp_path, "fetch")
+    assert result.returncode == 0, result.stderr
+    assert "Flickr8k_Dataset.zip present" in result.stdout and "16 members checked" in result.stdout
+    assert (tmp_path / "data" / "text" / "Flickr8k.token.txt").exists()
+
+
+@pytest.mark.parametrize(
+    ("subset", "message"),
+    [
+        ({"split": "test", "num_images": 0, "seed": 0}, "subset.num_images: expected a positive integer or 'all'"),
+        ({"split": "val", "num_images": 2, "seed": 0}, "subset.split: unknown split 'val'"),
+        ({"split": "test", "num_images": 3, "seed": 0}, "subset.num_images: 3 is larger than the 2 captioned"),
+        ({"split": "test", "seed": 0}, "subset.num_images missing"),
+    ],
+)
+def test_subset_param_errors(tmp_path, subset, message):
+    from capsearch.data.synthetic import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
+    shutil.unpack_archive(paths["text"], tmp_path / "data" / "text")
+    write_params(tmp_path, {"subset": subset})
+    result = run_stage(tmp_path, "subset")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "subset").exists()  # nothing half-written
+
+
+def test_caption_with_missing_model_names_the_param(tmp_path):
+    (tmp_path / "data" / "subset").mkdir(parents=True)
+    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height\n")
+    params = {
+        "caption": {
+            "model": str(tmp_path / "no-model"),
+            "revision": "main",
+            "num_beams": 1,
+            "max_new_tokens": 5,
+            "min_new_tokens": 1,
+            "precision": "fp32",
+        },
+        "runtime": {"device": "cpu"},
+    }
+    write_params(tmp_path, params)
+    result = run_stage(tmp_path, "caption")
+    assert result.returncode != 0
+    assert "[caption] error: caption.model: local model folder" in result.stderr
+    params["caption"]["precision"] = "fp64"
+    write_params(tmp_path, params)
+    assert "caption.precision: unknown precision 'fp64'" in run_stage(tmp_path, "caption").stderr
+
+
+def test_atomic_path_leaves_nothing_on_failure(tmp_path):
+    target = tmp_path / "out" / "metrics.json"
+    write_json(target, {"a": 1})
+    with pytest.raises(RuntimeError), atomic_path(target) as tmp:
+        tmp.write_text("half")
+        raise RuntimeError("killed")
+    assert target.read_text() == '{\n  "a": 1\n}\n'
+    assert sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
