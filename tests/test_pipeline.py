@@ -126,3 +126,15 @@ def test_changing_subset_num_images_reruns_everything_after_fetch(workspace):
     assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 40
     params_diff = run_dvc(workspace, "params", "diff")
     assert "subset.num_images" in params_diff.stdout
+
+
+def test_dvc_experiments_compare_against_the_committed_run(workspace):
+    commit_run(workspace, "baseline for experiments")
+    result = run_dvc(workspace, "exp", "run", "-S", "caption.num_beams=1", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert ran_stages(result.stdout) == {"caption", "embed_texts", "evaluate"}
+    shown = json.loads(run_dvc(workspace, "exp", "show", "--json").stdout)
+    experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
+    assert experiments, shown
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    assert params["caption"]["num_beams"] == 1  # a plain `dvc exp run -S` keeps the experiment's params
