@@ -23,8 +23,8 @@ repro: venv
 	dvc repro
 
 lint: venv
-	ruff check src stages tests
-	ruff format --check src stages tests
+	ruff check src stages tests bench
+	ruff format --check src stages tests bench
 
 test: venv lint
 	$(PY) -m pytest

@@ -32,3 +32,15 @@ def shared_flickr8k() -> Path:
     if not (SHARED_FLICKR8K / "Flickr8k.token.txt").exists():
         pytest.skip(f"real Flickr8k annotations not found at {SHARED_FLICKR8K}")
     return SHARED_FLICKR8K
+
+
+@pytest.fixture(scope="session")
+def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A demo workspace after one full `dvc repro`, committed; tests must not change it."""
+    from capsearch.demo import commit_run, create_demo_workspace, run_dvc
+
+    workspace = create_demo_workspace(tmp_path_factory.mktemp("demo") / "ws", toy_models, images=480, num_images=60)
+    result = run_dvc(workspace, "repro", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    commit_run(workspace, "demo run")
+    return workspace

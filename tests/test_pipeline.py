@@ -14,7 +14,7 @@ from capsearch.models.toy import COLOUR_WORDS, names_colour_and_shape
 from capsearch.retrieval import index_of
 
 pytestmark = pytest.mark.slow
-STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "evaluate"}
+STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "evaluate", "report"}
 
 
 @pytest.fixture(scope="module")
@@ -101,6 +101,11 @@ def test_changing_evaluate_ks_reruns_only_evaluate(workspace):
     assert "R@20" in json.loads((workspace / "metrics/retrieval.json").read_text())["text_to_image"]
 
 
+def test_changing_report_queries_reruns_only_report(workspace):
+    ran = repro_after(workspace, lambda p: p["report"].update(queries=["a green square"], k=3))
+    assert ran == {"report"}
+
+
 def test_untracked_runtime_knobs_rerun_nothing(workspace):
     ran = repro_after(workspace, lambda p: p["runtime"]["batch_size"].update(caption=7, embed_images=5))
     assert ran == set()
@@ -108,7 +113,7 @@ def test_untracked_runtime_knobs_rerun_nothing(workspace):
 
 def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
     ran = repro_after(workspace, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
-    assert ran == {"embed_images", "embed_texts", "evaluate"}
+    assert ran == {"embed_images", "embed_texts", "evaluate", "report"}
     diff = run_dvc(workspace, "metrics", "diff")
     assert "text_to_image.R@1" in diff.stdout, diff.stdout
 
@@ -116,7 +121,7 @@ def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
 def test_changing_caption_model_reruns_caption_embed_texts_evaluate(workspace, toy_models):
     before = (workspace / "data/captions/generated.csv").read_text()
     ran = repro_after(workspace, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
-    assert ran == {"caption", "embed_texts", "evaluate"}
+    assert ran == {"caption", "embed_texts", "evaluate", "report"}
     assert (workspace / "data/captions/generated.csv").read_text() != before
 
 
@@ -132,7 +137,7 @@ def test_dvc_experiments_compare_against_the_committed_run(workspace):
     commit_run(workspace, "baseline for experiments")
     result = run_dvc(workspace, "exp", "run", "-S", "caption.num_beams=1", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ran_stages(result.stdout) == {"caption", "embed_texts", "evaluate"}
+    assert ran_stages(result.stdout) == {"caption", "embed_texts", "evaluate", "report"}
     shown = json.loads(run_dvc(workspace, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown

@@ -1,11 +1,185 @@
-"""The ``capsearch`` command: the offline demo and its building blocks."""
+"""capsearch: search images by text, caption your own pictures, index a folder, and run the offline demo.
+
+Run `capsearch COMMAND --help` for each command. Examples, from a project where `dvc repro` has run:
+
+  capsearch search "man riding a horse" -k 3 --out hits.png
+  capsearch caption photos/ holiday/*.jpg
+  capsearch index ~/Pictures && capsearch search "a dog on a beach" --index ~/Pictures
+"""
 
 from __future__ import annotations
 
 import argparse
+import json
+import os
 import sys
 import time
+from dataclasses import asdict
 from pathlib import Path
+from typing import Any
+
+
+class UsageError(Exception):
+    """A problem the user can fix; printed as one line, exit status 2."""
+
+
+def _quiet_libraries() -> None:
+    os.environ["CAPSEARCH_PROGRESS"] = "0"
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.utils.logging.disable_progress_bar()
+
+
+def _project_section(project: Path, name: str) -> dict[str, Any]:
+    import yaml
+
+    path = project / "params.yaml"
+    if not path.exists():
+        return {}
+    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(name) or {}
+
+
+def _device(args: argparse.Namespace) -> str:
+    return args.device or _project_section(Path(args.project), "runtime").get("device", "auto")
+
+
+def _clip_ref(args: argparse.Namespace) -> tuple[str, str | None, str]:
+    from capsearch.models.clip import DEFAULT_CLIP
+
+    section = _project_section(Path(args.project), "clip")
+    return (
+        args.clip_model or section.get("model", DEFAULT_CLIP),
+        section.get("revision", "main") if not args.clip_model else "main",
+        args.precision or section.get("precision", "auto"),
+    )
+
+
+def _captioner(args: argparse.Namespace) -> Any:
+    from capsearch.models.blip import DEFAULT_BLIP, BlipCaptioner, DecodingSettings
+
+    section = _project_section(Path(args.project), "caption")
+    model = args.blip_model or section.get("model", DEFAULT_BLIP)
+    revision = section.get("revision", "main") if not args.blip_model else "main"
+    settings = DecodingSettings(
+        int(section.get("num_beams", 3)), int(section.get("max_new_tokens", 30)), int(section.get("min_new_tokens", 5))
+    )
+    precision = args.precision or section.get("precision", "auto")
+    return BlipCaptioner(model, revision, precision, _device(args), param="--blip-model"), settings
+
+
+def _read_queries(args: argparse.Namespace) -> list[str]:
+    queries = list(args.queries)
+    if args.queries_file:
+        try:
+            lines = Path(args.queries_file).read_text(encoding="utf-8").splitlines()
+        except OSError as exc:
+            raise UsageError(f"cannot read --queries-file: {exc}") from exc
+        queries += [line.strip() for line in lines if line.strip()]
+    if not queries:
+        raise UsageError("no query given: pass one or more queries, or --queries-file FILE")
+    empty = [i + 1 for i, q in enumerate(queries) if not q.strip()]
+    if empty:
+        raise UsageError(f"query {empty[0]} is empty: give some words to search for")
+    return [q.strip() for q in queries]
+
+
+def _search(args: argparse.Namespace) -> int:
+    if args.k < 1:
+        raise UsageError(f"-k must be at least 1, got {args.k}")
+    queries = _read_queries(args)
+    _quiet_libraries()
+    from capsearch.contact_sheet import Tile, render_contact_sheet, save_png
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.search import load_folder_index, load_pipeline_index, search
+
+    index = load_folder_index(args.index) if args.index else load_pipeline_index(args.project)
+    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, _device(args))
+    started = time.perf_counter()
+    vectors = embedder.embed_texts(queries).vectors
+    results = search(index, vectors, args.k, args.method, args.alpha)
+    seconds = time.perf_counter() - started
+    if args.out:
+        rows = [
+            (
+                f'"{query}" ({args.method})',
+                [
+                    Tile(
+                        lambda image_id=hit.image_id: index.source.open_rgb(image_id),
+                        [f"#{hit.rank}  score {hit.score:.3f}", hit.caption],
+                    )
+                    for hit in hits
+                ],
+            )
+            for query, hits in zip(queries, results, strict=True)
+        ]
+        save_png(render_contact_sheet(rows), args.out)
+    if args.json:
+        payload = [
+            {"query": q, "method": args.method, "hits": [asdict(h) for h in hits]}
+            for q, hits in zip(queries, results, strict=True)
+        ]
+        print(json.dumps(payload, indent=2))
+    else:
+        for query, hits in zip(queries, results, strict=True):
+            print(f'"{query}"  ({args.method}, {len(index.ids)} images)')
+            print(f"{'rank':>4}  {'score':>6}  {'image':<60}  caption")
+            for hit in hits:
+                print(f"{hit.rank:>4}  {hit.score:>6.3f}  {hit.path:<60}  {hit.caption}")
+            print()
+        per_query = 1000 * seconds / len(queries)
+        print(f"{len(queries)} queries in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query)", file=sys.stderr)
+        if args.out:
+            print(f"contact sheet: {args.out}", file=sys.stderr)
+    return 0
+
+
+def _caption(args: argparse.Namespace) -> int:
+    from capsearch.search import find_images, readable_images
+
+    files = [p.resolve() for p in find_images(args.paths)]
+    _quiet_libraries()
+    from capsearch.data.images import ImageSource
+
+    source = ImageSource(Path.cwd())
+    good, bad = readable_images(source, [str(p) for p in files])
+    for _, reason in bad:
+        print(f"capsearch caption: {reason}", file=sys.stderr)
+    captions: list[str] = []
+    if good:
+        captioner, settings = _captioner(args)
+        captions = captioner.caption_images(source, good, settings, args.batch_size, 0)
+    shown = {p: os.path.relpath(p) for p in good}
+    if args.json:
+        print(json.dumps([{"path": shown[p], "caption": c} for p, c in zip(good, captions, strict=True)], indent=2))
+    else:
+        for path, caption in zip(good, captions, strict=True):
+            print(f"{shown[path]}\t{caption}")
+    return 1 if bad else 0
+
+
+def _index(args: argparse.Namespace) -> int:
+    folder = Path(args.folder)
+    if not folder.is_dir():
+        raise UsageError(f"{folder}: not a folder")
+    _quiet_libraries()
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.search import INDEX_DIR_NAME, build_folder_index
+
+    out = Path(args.out) if args.out else folder / INDEX_DIR_NAME
+    started = time.perf_counter()
+    captioner, settings = _captioner(args)
+    model, revision, precision = _clip_ref(args)
+    embedder = ClipEmbedder(model, revision, precision, _device(args), param="--clip-model")
+    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, args.batch_size, 0)
+    print(
+        f"indexed {len(index.ids)} images under {folder.resolve()} into {out} "
+        f"({len(skipped)} unreadable skipped) in {time.perf_counter() - started:.1f}s; "
+        f'search it with: capsearch search "..." --index {args.folder}'
+    )
+    for image_id, reason in skipped:
+        print(f"skipped {image_id}: {reason}", file=sys.stderr)
+    return 0
 
 
 def _demo(args: argparse.Namespace) -> int:
@@ -31,7 +205,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"demo finished in {time.perf_counter() - started:.0f}s. Workspace: {workspace}\n"
         f"  metrics: {workspace / 'metrics' / 'retrieval.json'} (recall curve: metrics/recall_curve.json)\n"
         f"  compare: cd {workspace} && dvc exp run -S caption.num_beams=1 && dvc metrics diff\n"
-        f"           dvc exp show; dvc plots show (writes dvc_plots/index.html)"
+        f"           dvc exp show; dvc plots show (writes dvc_plots/index.html)\n"
+        f'  search:  cd {workspace} && capsearch search "a red circle" -k 3 --out hits.png'
     )
     return 0
 
@@ -51,10 +226,65 @@ def _toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
+def _model_options(parser: argparse.ArgumentParser, blip: bool, clip: bool) -> None:
+    parser.add_argument("--project", default=".", help="project folder whose params.yaml names the models (default: .)")
+    if blip:
+        parser.add_argument("--blip-model", help="BLIP hub id or local folder (default: caption.model of params.yaml)")
+    if clip:
+        parser.add_argument("--clip-model", help="CLIP hub id or local folder (default: clip.model of params.yaml)")
+    parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: runtime.device of params.yaml")
+    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), help="default: from params.yaml")
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of ``capsearch``."""
-    parser = argparse.ArgumentParser(prog="capsearch", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    parser = argparse.ArgumentParser(
+        prog="capsearch", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    search = commands.add_parser(
+        "search",
+        help="find the images that best match a text query",
+        description="Rank the indexed images for each query: by the image itself (CLIP), by its generated "
+        "caption, or a fusion of both. Uses the pipeline's artifacts (run `dvc repro` first) or --index.",
+    )
+    search.add_argument("queries", nargs="*", help='one or more queries, e.g. "man riding a horse"')
+    search.add_argument("-k", type=int, default=5, help="how many images per query (default 5)")
+    search.add_argument("--method", choices=("image", "caption", "fusion"), default="image", help="default: image")
+    search.add_argument("--alpha", type=float, default=0.5, help="fusion weight of the image score (default 0.5)")
+    search.add_argument("--queries-file", help="a file with one query per line")
+    search.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
+    search.add_argument("--out", help="write a contact sheet PNG of the hits")
+    search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("--project", default=".", help="project folder with the pipeline's data/ (default: .)")
+    search.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: runtime.device of params.yaml")
+    search.set_defaults(func=_search)
+
+    caption = commands.add_parser(
+        "caption",
+        help="caption image files, folders or globs with BLIP",
+        description="Print `path<TAB>caption` for each image. Folders are searched recursively for "
+        ".jpg/.jpeg/.png/.webp. Unreadable images are reported on stderr and make the exit status 1.",
+    )
+    caption.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
+    caption.add_argument("--json", action="store_true", help="print JSON instead of lines")
+    caption.add_argument("--batch-size", type=int, default=16)
+    _model_options(caption, blip=True, clip=False)
+    caption.set_defaults(func=_caption)
+
+    index = commands.add_parser(
+        "index",
+        help="caption and embed a folder of images so `search --index` can search it",
+        description="Caption (BLIP) and embed (CLIP) every image under FOLDER, recursively, with the pipeline's "
+        "code. Unreadable images are skipped and listed. The index goes to FOLDER/.capsearch by default.",
+    )
+    index.add_argument("folder")
+    index.add_argument("--out", help="index folder (default: FOLDER/.capsearch)")
+    index.add_argument("--batch-size", type=int, default=16)
+    _model_options(index, blip=True, clip=True)
+    index.set_defaults(func=_index)
+
     demo = commands.add_parser("demo", help="run the whole pipeline offline on generated data with toy models")
     demo.add_argument("--dir", default="build/demo", help="workspace to (re)create (default: build/demo)")
     demo.add_argument("--models", help="toy model folder (default: <dir>/../toy-models, built if missing)")
@@ -73,9 +303,19 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the ``capsearch`` console script."""
+    """Entry point of the ``capsearch`` console script: expected problems exit with one clear line."""
+    from capsearch.data.images import ImageReadError
+    from capsearch.models.runtime import ModelLoadError
+
     args = build_parser().parse_args(argv)
-    return int(args.func(args))
+    try:
+        return int(args.func(args))
+    except UsageError as exc:
+        print(f"capsearch {args.command}: {exc}", file=sys.stderr)
+        return 2
+    except (FileNotFoundError, ValueError, ModelLoadError, ImageReadError) as exc:
+        print(f"capsearch {args.command}: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

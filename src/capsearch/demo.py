@@ -78,6 +78,13 @@ def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str
         },
         "clip": {"model": str((models_dir / "toy-clip").resolve()), "revision": "main", "precision": "fp32"},
         "evaluate": {"ks": [1, 5, 10]},
+        "report": {
+            "queries": ["a red circle", "a large blue square on a white background", "a small yellow triangle"],
+            "k": 5,
+            "method": "image",
+            "samples": 8,
+            "seed": 0,
+        },
         "runtime": {
             "device": "cpu",
             "num_workers": 0,

@@ -44,12 +44,23 @@ def image_to_text_ranks(
 
 
 def top_k(query_vectors: np.ndarray, gallery_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the ``k`` best gallery items per query, best first (stable on ties)."""
+    """Indices and scores of the ``k`` best gallery items per query, best first (ties: lower index first)."""
+    return top_k_of_scores(query_vectors @ gallery_vectors.T, k)
+
+
+def top_k_of_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best columns of each row of ``scores``, best first (ties: lower index first)."""
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
-    scores = query_vectors @ gallery_vectors.T
     k = min(k, scores.shape[1])
-    order = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    if k < scores.shape[1]:
+        candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
+        # argpartition may cut through a tie: widen to every item scoring at least the k-th score
+        threshold = np.take_along_axis(scores, candidates, axis=1).min(axis=1, keepdims=True)
+        order = [np.flatnonzero(row >= t) for row, t in zip(scores, threshold[:, 0], strict=True)]
+        order = np.stack([o[np.lexsort((o, -row[o]))][:k] for o, row in zip(order, scores, strict=True)])
+    else:
+        order = np.argsort(-scores, axis=1, kind="stable")
     return order, np.take_along_axis(scores, order, axis=1)
 
 

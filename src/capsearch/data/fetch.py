@@ -13,7 +13,7 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
-from tqdm.auto import tqdm
+from capsearch.progress import progress
 
 CHUNK = 1 << 20
 SKIPPED_PREFIXES = ("__MACOSX/",)
@@ -63,7 +63,7 @@ def _stream(url: str, part: Path, timeout: float) -> None:
         mode = "ab" if offset else "wb"
         with (
             part.open(mode) as handle,
-            tqdm(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name) as bar,
+            progress(total=total, initial=offset, unit="B", unit_scale=True, desc=part.name) as bar,
         ):
             while chunk := response.read(CHUNK):
                 handle.write(chunk)

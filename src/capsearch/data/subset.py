@@ -5,8 +5,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from tqdm.auto import tqdm
-
 from capsearch.data.flickr8k import (
     TOKEN_FILE,
     parse_num_images,
@@ -16,6 +14,7 @@ from capsearch.data.flickr8k import (
     split_candidates,
 )
 from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.progress import progress
 
 
 @dataclass
@@ -61,7 +60,7 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
     ]
     order = sampling_order(candidates.images, seed)
     target = len(order) if wanted is None else wanted
-    with tqdm(total=target, desc="check images", unit="img") as bar:
+    with progress(total=target, desc="check images", unit="img") as bar:
         for image_id in order:
             if len(chosen) == target:
                 break

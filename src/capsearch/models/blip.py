@@ -7,11 +7,11 @@ from dataclasses import dataclass
 
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from capsearch.data.images import ImageDataset, ImageSource
 from capsearch.models.runtime import batch_loader, load_pretrained, resolve_device, resolve_precision
+from capsearch.progress import progress
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 
@@ -48,6 +48,8 @@ class BlipCaptioner:
         param: str = "caption.model",
     ) -> None:
         self.model_id = model_id
+        self.revision = revision
+        self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
         self.processor = load_pretrained(BlipProcessor, model_id, revision, param)
@@ -83,6 +85,6 @@ class BlipCaptioner:
         settings.validate()
         loader = batch_loader(ImageDataset(source, image_ids, self.preprocess), batch_size, num_workers, self.device)
         captions: list[str] = []
-        for batch in tqdm(loader, desc="caption", unit="batch"):
+        for batch in progress(loader, desc="caption", unit="batch"):
             captions += self.caption_pixels(batch, settings)
         return captions

@@ -8,11 +8,11 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 from PIL import Image
-from tqdm.auto import tqdm
 from transformers import CLIPModel, CLIPProcessor
 
 from capsearch.data.images import ImageDataset, ImageSource
 from capsearch.models.runtime import batch_loader, load_pretrained, resolve_device, resolve_precision
+from capsearch.progress import progress
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
@@ -42,6 +42,8 @@ class ClipEmbedder:
         param: str = "clip.model",
     ) -> None:
         self.model_id = model_id
+        self.revision = revision
+        self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
         self.processor = load_pretrained(CLIPProcessor, model_id, revision, param)
@@ -64,7 +66,7 @@ class ClipEmbedder:
     ) -> np.ndarray:
         """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes."""
         loader = batch_loader(ImageDataset(source, image_ids, self.preprocess), batch_size, num_workers, self.device)
-        chunks = [self.embed_pixels(batch) for batch in tqdm(loader, desc="embed images", unit="batch")]
+        chunks = [self.embed_pixels(batch) for batch in progress(loader, desc="embed images", unit="batch")]
         if not chunks:
             return np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
         return np.concatenate(chunks).astype(np.float32)
@@ -74,7 +76,7 @@ class ClipEmbedder:
         """Embeddings of ``texts``; texts longer than the context (77 tokens for CLIP) are truncated."""
         tokenizer = self.processor.tokenizer
         chunks, truncated = [], 0
-        for start in tqdm(range(0, len(texts), batch_size), desc="embed texts", unit="batch"):
+        for start in progress(range(0, len(texts), batch_size), desc="embed texts", unit="batch"):
             batch = list(texts[start : start + batch_size])
             lengths = [len(ids) for ids in tokenizer(batch)["input_ids"]]
             truncated += sum(length > self.context_length for length in lengths)

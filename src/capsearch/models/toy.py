@@ -248,7 +248,7 @@ def names_colour_and_shape(caption: str, colour: str, shape: str) -> bool:
 
 
 def build_toy_models(
-    out_dir: str | Path, train_images: int = 3000, clip_steps: int = 1000, blip_steps: int = 1500, seed: int = 0
+    out_dir: str | Path, train_images: int = 4000, clip_steps: int = 1500, blip_steps: int = 1500, seed: int = 0
 ) -> ToyModelReport:
     """Train and save ``toy-clip``, ``toy-clip-early``, ``toy-blip`` and ``toy-blip-early`` under ``out_dir``.
 

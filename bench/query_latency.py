@@ -1,0 +1,96 @@
+"""Query latency of `capsearch search`: text encode + one matrix product + top-k over 8,091 images.
+
+Builds a random-weight CLIP of the real ViT-B/32 size from its default config (no download; compute does not
+depend on the weights), saves it with save_pretrained and loads it through capsearch's own ClipEmbedder, then
+times `embed_texts` + `search` exactly as the CLI runs them. Run: `python bench/query_latency.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+from transformers import CLIPConfig, CLIPModel, CLIPProcessor
+from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+from capsearch.data.images import ImageSource
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.toy import build_clip_tokenizer
+from capsearch.search import ModelRef, SearchIndex, search
+
+QUERIES = ["man riding a horse", "dog jumping into a pool", "children playing on the beach", "a red circle"]
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+def unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
+    rows = rng.normal(size=(count, dim)).astype(np.float32)
+    return rows / np.linalg.norm(rows, axis=1, keepdims=True)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--images", type=int, default=8091)
+    parser.add_argument("--repeats", type=int, default=30)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument("--out", default="bench/results/query_latency.json")
+    args = parser.parse_args()
+    os.environ["CAPSEARCH_PROGRESS"] = "0"
+    torch.manual_seed(0)
+    results = {"machine": cpu_name(), "threads": torch.get_num_threads(), "images": args.images, "runs": []}
+    with tempfile.TemporaryDirectory() as tmp:
+        CLIPModel(CLIPConfig()).save_pretrained(tmp)
+        CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=build_clip_tokenizer()).save_pretrained(tmp)
+        rng = np.random.default_rng(0)
+        for precision in ("fp32", "auto"):
+            embedder = ClipEmbedder(tmp, None, precision, "cpu")
+            dim = embedder.model.config.projection_dim
+            index = SearchIndex(
+                ids=[f"{i}.jpg" for i in range(args.images)],
+                image_vectors=unit_rows(rng, args.images, dim),
+                captions=["caption"] * args.images,
+                caption_vectors=unit_rows(rng, args.images, dim),
+                source=ImageSource(tmp),
+                clip=ModelRef(tmp),
+            )
+            for query in QUERIES:  # warm-up
+                search(index, embedder.embed_texts([query]).vectors, 5)
+            single = []
+            for i in range(args.repeats):
+                started = time.perf_counter()
+                search(index, embedder.embed_texts([QUERIES[i % len(QUERIES)]]).vectors, 5)
+                single.append(1000 * (time.perf_counter() - started))
+            batch = [QUERIES[i % len(QUERIES)] + f" {i}" for i in range(args.batch)]
+            started = time.perf_counter()
+            hits = search(index, embedder.embed_texts(batch, batch_size=256).vectors, 5, method="fusion")
+            batch_ms = 1000 * (time.perf_counter() - started)
+            assert len(hits) == args.batch
+            results["runs"].append(
+                {
+                    "precision": str(embedder.dtype).replace("torch.", ""),
+                    "one_query_median_ms": round(statistics.median(single), 2),
+                    "one_query_p90_ms": round(sorted(single)[int(0.9 * len(single)) - 1], 2),
+                    f"batch_{args.batch}_queries_ms": round(batch_ms, 1),
+                    "batch_ms_per_query": round(batch_ms / args.batch, 2),
+                }
+            )
+    Path(args.out).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.out).write_text(json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+
+
+if __name__ == "__main__":
+    main()

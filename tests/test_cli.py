@@ -1,0 +1,178 @@
+"""`capsearch search | caption | index` through the installed entry point, on the demo run and plain folders."""
+
+import json
+import os
+import subprocess
+import sys
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from capsearch.io import read_csv
+
+CAPSEARCH = str(Path(sys.executable).parent / "capsearch")
+COLOURS = ("red", "green", "blue", "yellow", "purple", "white", "gray", "black")
+SHAPES = ("circle", "square", "triangle")
+
+
+def capsearch(*args, cwd):
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    return subprocess.run([CAPSEARCH, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def references(workspace):
+    refs = {}
+    for row in read_csv(workspace / "data/subset/captions.csv", ["image_id", "caption_index", "caption"]):
+        refs.setdefault(row["image_id"], []).append(row["caption"].lower())
+    return refs
+
+
+def red_fraction(region: Image.Image) -> float:
+    pixels = np.asarray(region.convert("RGB")).astype(int)
+    red = (pixels[..., 0] > 170) & (pixels[..., 1] < 90) & (pixels[..., 2] < 90)
+    return float(red.mean())
+
+
+def test_search_finds_red_circles_and_draws_a_contact_sheet(demo_run, tmp_path):
+    out = tmp_path / "hits.png"
+    result = capsearch("search", "a red circle", "-k", "3", "--out", str(out), "--json", cwd=demo_run)
+    assert result.returncode == 0, result.stderr
+    [entry] = json.loads(result.stdout)
+    hits = entry["hits"]
+    assert [h["rank"] for h in hits] == [1, 2, 3]
+    assert [h["score"] for h in hits] == sorted((h["score"] for h in hits), reverse=True)
+    refs = references(demo_run)
+    assert all(any("red" in c for c in refs[h["image_id"]]) for h in hits)  # every hit shows something red
+    assert sum(any("red circle" in c for c in refs[h["image_id"]]) for h in hits) >= 2
+    assert sum("red" in h["caption"] for h in hits) == 3
+    sheet = Image.open(out)
+    assert sheet.width >= 3 * 200 and sheet.height > 200
+    cells = [sheet.crop((10 + i * 210, 38, 10 + i * 210 + 200, 238)) for i in range(3)]
+    assert all(red_fraction(cell) > 0.02 for cell in cells)  # the thumbnails really are the red hits
+    assert red_fraction(sheet.crop((10, 260, sheet.width, sheet.height))) < 0.001  # text area is not an image
+
+
+def test_search_table_methods_and_queries_file(demo_run, tmp_path):
+    table = capsearch("search", "a blue square", "-k", "2", cwd=demo_run)
+    assert table.returncode == 0, table.stderr
+    lines = [line for line in table.stdout.splitlines() if line.strip()]
+    assert lines[0].startswith('"a blue square"') and "rank" in lines[1]
+    assert lines[2].split()[0] == "1" and "Flicker8k_Dataset/" in lines[2] and lines[3].split()[0] == "2"
+    queries = tmp_path / "queries.txt"
+    queries.write_text("a blue square\n\na yellow triangle\n")
+    image = json.loads(capsearch("search", "--queries-file", str(queries), "--json", cwd=demo_run).stdout)
+    assert [e["query"] for e in image] == ["a blue square", "a yellow triangle"]
+    fusion1 = json.loads(
+        capsearch("search", "a blue square", "--method", "fusion", "--alpha", "1", "--json", cwd=demo_run).stdout
+    )
+    assert [h["image_id"] for h in fusion1[0]["hits"]] == [h["image_id"] for h in image[0]["hits"]]
+    by_caption = json.loads(
+        capsearch("search", "a yellow triangle", "--method", "caption", "--json", cwd=demo_run).stdout
+    )
+    assert all("yellow" in h["caption"] for h in by_caption[0]["hits"][:3])
+
+
+@pytest.mark.parametrize(
+    ("args", "code", "message"),
+    [
+        (["search", ""], 2, "capsearch search: query 1 is empty"),
+        (["search", "a dog", "-k", "0"], 2, "capsearch search: -k must be at least 1, got 0"),
+        (["search"], 2, "capsearch search: no query given"),
+    ],
+)
+def test_search_usage_errors(demo_run, args, code, message):
+    result = capsearch(*args, cwd=demo_run)
+    assert result.returncode == code
+    assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
+
+
+def test_search_before_the_pipeline_says_which_stage_to_run(tmp_path):
+    result = capsearch("search", "a dog", cwd=tmp_path)
+    assert result.returncode == 1
+    assert "run the pipeline first (`dvc repro embed_images`" in result.stderr
+    assert len(result.stderr.strip().splitlines()) == 1
+
+
+@pytest.fixture(scope="module")
+def photo_folder(demo_run, tmp_path_factory):
+    """A folder that is not Flickr8k-shaped: nested, mixed formats, odd names, one broken file."""
+    folder = tmp_path_factory.mktemp("photos")
+    with zipfile.ZipFile(demo_run / "data/raw/Flickr8k_Dataset.zip") as archive:
+        names = sorted(archive.namelist())[:9]
+        for i, name in enumerate(names):
+            with archive.open(name) as handle:
+                image = Image.open(handle).convert("RGB")
+            target = folder / ("holiday" if i % 2 else "misc/deeper") / f"photo {i}"
+            target.parent.mkdir(parents=True, exist_ok=True)
+            image.save(target.with_suffix((".png", ".webp", ".jpeg")[i % 3]))
+    (folder / "broken.jpg").write_bytes(b"\xff\xd8 definitely not a full jpeg")
+    (folder / "notes.txt").write_text("not an image")
+    return folder
+
+
+def test_caption_prints_path_and_caption(toy_models, photo_folder):
+    blip = str(toy_models / "toy-blip")
+    result = capsearch("caption", "holiday", "misc/deeper/photo 0.png", "--blip-model", blip, cwd=photo_folder)
+    assert result.returncode == 0, result.stderr
+    rows = [line.split("\t") for line in result.stdout.splitlines()]
+    assert [r[0] for r in rows] == [
+        *sorted(str(p.relative_to(photo_folder)) for p in (photo_folder / "holiday").iterdir()),
+        "misc/deeper/photo 0.png",
+    ]
+    for _, caption in rows:
+        words = caption.split()
+        assert any(w.strip(".") in COLOURS for w in words) and any(w.strip(".") in SHAPES for w in words), caption
+    as_json = json.loads(
+        capsearch("caption", "misc/**/*.jpeg", "--blip-model", blip, "--json", cwd=photo_folder).stdout
+    )
+    assert [e["path"] for e in as_json] == ["misc/deeper/photo 2.jpeg", "misc/deeper/photo 8.jpeg"]
+
+
+def test_caption_errors(toy_models, photo_folder, tmp_path):
+    blip = str(toy_models / "toy-blip")
+    broken = capsearch("caption", ".", "--blip-model", blip, cwd=photo_folder)
+    assert broken.returncode == 1
+    assert "cannot decode image" in broken.stderr and "broken.jpg" in broken.stderr
+    assert len(broken.stdout.splitlines()) == 9  # the readable images are still captioned
+    (tmp_path / "empty").mkdir()
+    empty = capsearch("caption", "empty", "--blip-model", blip, cwd=tmp_path)
+    assert (
+        empty.returncode == 1
+        and empty.stderr.strip() == "capsearch caption: empty: no images (.jpg, .jpeg, .png, .webp) in this folder"
+    )
+    missing = capsearch("caption", "nope.jpg", "--blip-model", blip, cwd=tmp_path)
+    assert missing.returncode == 1 and "nope.jpg: no such file or folder" in missing.stderr
+
+
+def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
+    models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
+    indexed = capsearch("index", str(photo_folder), *models, cwd=tmp_path)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "indexed 9 images" in indexed.stdout and "1 unreadable skipped" in indexed.stdout
+    assert "skipped broken.jpg" in indexed.stderr
+    found = capsearch("search", "a red circle", "-k", "9", "--index", str(photo_folder), "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    hits = json.loads(found.stdout)[0]["hits"]
+    assert len(hits) == 9 and all(Path(h["path"]).exists() for h in hits)
+    assert {h["image_id"] for h in hits} == {str(p.relative_to(photo_folder)) for p in photo_folder.rglob("photo *")}
+    again = capsearch("caption", *[h["path"] for h in hits[:2]], "--blip-model", models[1], cwd=tmp_path)
+    assert [line.split("\t")[1] for line in again.stdout.splitlines()] == [h["caption"] for h in hits[:2]]
+    nothing = capsearch("search", "x", "--index", str(tmp_path), cwd=tmp_path)
+    assert nothing.returncode == 1 and "no capsearch index here" in nothing.stderr
+
+
+def test_report_stage_renders_the_example_queries(demo_run):
+    gallery = Image.open(demo_run / "metrics/report/search.png")
+    samples = Image.open(demo_run / "metrics/report/captions.png")
+    assert gallery.width >= 5 * 200 and gallery.height >= 3 * 200 and samples.height >= 2 * 200
+    first_row = [gallery.crop((10 + i * 210, 38, 10 + i * 210 + 200, 238)) for i in range(5)]
+    assert sum(red_fraction(cell) > 0.02 for cell in first_row) >= 4  # the demo's first query is "a red circle"
+    plots = subprocess.run(
+        [str(Path(sys.executable).parent / "dvc"), "plots", "show"], cwd=demo_run, capture_output=True, text=True
+    )
+    assert plots.returncode == 0, plots.stderr
+    html = (demo_run / "dvc_plots" / "index.html").read_text()
+    assert "metrics_report_search.png" in html and "metrics_report_captions.png" in html
