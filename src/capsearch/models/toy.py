@@ -14,6 +14,7 @@ import json
 import random
 import re
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -119,6 +120,45 @@ def _pixels(image_processor: object, images: list[Image.Image]) -> torch.Tensor:
     return image_processor(images=rgb, return_tensors="pt")["pixel_values"]  # type: ignore[operator]
 
 
+def _save(model: torch.nn.Module, processor: object, folder: Path) -> None:
+    model.eval()
+    model.save_pretrained(folder)  # type: ignore[attr-defined]
+    processor.save_pretrained(folder)  # type: ignore[attr-defined]
+
+
+def _fit(
+    model: torch.nn.Module,
+    processor: object,
+    batch_inputs: Callable[[torch.Tensor, torch.Tensor], dict[str, torch.Tensor]],
+    counts: tuple[int, int],
+    hyper: tuple[int, float, float, int],
+    out_dir: Path,
+    early_dir: Path | None,
+) -> None:
+    """AdamW + one-cycle training on random (image, one of its captions) batches of 64; saves the model.
+
+    ``counts`` is (images, captions per image); ``hyper`` is (steps, lr, weight decay, seed). With
+    ``early_dir``, the model a third of the way through is saved there too.
+    """
+    (images, per_image), (steps, lr, weight_decay, seed) = counts, hyper
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=weight_decay)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for step in range(steps):
+        idx = torch.randperm(images, generator=generator)[:64]
+        which = idx * per_image + torch.randint(0, per_image, (len(idx),), generator=generator)
+        out = model(**batch_inputs(idx, which))
+        optimiser.zero_grad()
+        out.loss.backward()
+        optimiser.step()
+        schedule.step()
+        if early_dir is not None and step + 1 == steps // 3:
+            _save(model, processor, early_dir)
+            model.train()
+    _save(model, processor, out_dir)
+
+
 def train_toy_clip(
     images: list[Image.Image], captions: list[list[str]], out_dir: Path, steps: int, early_dir: Path | None, seed: int
 ) -> CLIPModel:
@@ -148,32 +188,20 @@ def train_toy_clip(
     pixels = _pixels(image_processor, images)
     flat = [c for group in captions for c in group]
     tokens = tokenizer(flat, padding=True, return_tensors="pt")
-    per_image = len(captions[0])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.05)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        idx = torch.randperm(len(images), generator=generator)[:64]
-        which = idx * per_image + torch.randint(0, per_image, (len(idx),), generator=generator)
-        out = model(
-            input_ids=tokens["input_ids"][which],
-            attention_mask=tokens["attention_mask"][which],
-            pixel_values=pixels[idx],
-            return_loss=True,
-        )
-        optimiser.zero_grad()
-        out.loss.backward()
-        optimiser.step()
-        schedule.step()
-        if early_dir is not None and step + 1 == steps // 3:
-            model.eval()
-            model.save_pretrained(early_dir)
-            processor.save_pretrained(early_dir)
-            model.train()
-    model.eval()
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    _fit(
+        model,
+        processor,
+        lambda idx, which: {
+            "input_ids": tokens["input_ids"][which],
+            "attention_mask": tokens["attention_mask"][which],
+            "pixel_values": pixels[idx],
+            "return_loss": True,
+        },
+        (len(images), len(captions[0])),
+        (steps, 2e-3, 0.05, seed),
+        out_dir,
+        early_dir,
+    )
     return model
 
 
@@ -210,32 +238,20 @@ def train_toy_blip(
     input_ids = encoded["input_ids"].clone()
     input_ids[:, 0] = dec_id  # BLIP decodes from [DEC] in place of [CLS]
     labels = input_ids.masked_fill(encoded["attention_mask"] == 0, -100)
-    per_image = len(captions[0])
-    optimiser = torch.optim.AdamW(model.parameters(), lr=2e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=2e-3, total_steps=steps, pct_start=0.1)
-    generator = torch.Generator().manual_seed(seed)
-    model.train()
-    for step in range(steps):
-        idx = torch.randperm(len(images), generator=generator)[:64]
-        which = idx * per_image + torch.randint(0, per_image, (len(idx),), generator=generator)
-        out = model(
-            pixel_values=pixels[idx],
-            input_ids=input_ids[which],
-            attention_mask=encoded["attention_mask"][which],
-            labels=labels[which],
-        )
-        optimiser.zero_grad()
-        out.loss.backward()
-        optimiser.step()
-        schedule.step()
-        if early_dir is not None and step + 1 == steps // 3:
-            model.eval()
-            model.save_pretrained(early_dir)
-            processor.save_pretrained(early_dir)
-            model.train()
-    model.eval()
-    model.save_pretrained(out_dir)
-    processor.save_pretrained(out_dir)
+    _fit(
+        model,
+        processor,
+        lambda idx, which: {
+            "pixel_values": pixels[idx],
+            "input_ids": input_ids[which],
+            "attention_mask": encoded["attention_mask"][which],
+            "labels": labels[which],
+        },
+        (len(images), len(captions[0])),
+        (steps, 2e-3, 0.01, seed),
+        out_dir,
+        early_dir,
+    )
     return model
 
 
