@@ -117,3 +117,14 @@ def test_top_k_and_index_of():
     assert index_of(["a", "b", "c"], ["c", "a"]).tolist() == [2, 0]
     with pytest.raises(KeyError, match="'z' not found"):
         index_of(["a"], ["z"])
+
+
+@pytest.mark.parametrize("k", [1, 3, 7, 20])
+def test_top_k_matches_a_stable_full_sort_with_ties(k):
+    from capsearch.retrieval import top_k_of_scores
+
+    scores = np.random.default_rng(k).integers(0, 4, size=(50, 20)).astype(np.float32)  # many ties
+    order, values = top_k_of_scores(scores, k)
+    expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
+    assert (order == expected).all()
+    assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1))
