@@ -4,6 +4,7 @@ from pathlib import Path
 
 from _common import Timer, fail, load_params, runtime, section, summary
 
+from capsearch.clipscore import with_prefix
 from capsearch.io import read_csv, save_npy, write_json
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, precision_name
@@ -24,10 +25,15 @@ def main() -> None:
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)
         generated_vectors = embedder.embed_texts(generated, batch_size)
+        # CLIPScore embeds texts with its "A photo depicts" prefix
+        reference_prefixed = embedder.embed_texts(with_prefix(references), batch_size)
+        generated_prefixed = embedder.embed_texts(with_prefix(generated), batch_size)
     except (ValueError, ModelLoadError) as exc:
         fail("embed_texts", exc)
     save_npy(OUT / "captions.npy", reference_vectors.vectors)
     save_npy(OUT / "generated.npy", generated_vectors.vectors)
+    save_npy(OUT / "captions_clipscore.npy", reference_prefixed.vectors)
+    save_npy(OUT / "generated_clipscore.npy", generated_prefixed.vectors)
     counts = {
         "reference_captions": len(references),
         "reference_truncated": reference_vectors.truncated,
@@ -36,10 +42,11 @@ def main() -> None:
         "context_length": embedder.context_length,
     }
     write_json(OUT / "texts.json", counts)
-    total = len(references) + len(generated)
+    total = 2 * (len(references) + len(generated))
     summary(
         "embed_texts",
-        f"{len(references)} reference + {len(generated)} generated captions embedded by {p['model']} "
+        f"{len(references)} reference + {len(generated)} generated captions embedded (plain and with the "
+        f"CLIPScore prefix) by {p['model']} "
         f"({precision_name(embedder.dtype)} on {embedder.device.type}); "
         f"{reference_vectors.truncated + generated_vectors.truncated} truncated to {embedder.context_length} tokens; "
         f"in {timer.seconds:.1f}s ({total / max(timer.seconds, 1e-9):.0f} texts/s)",

@@ -56,10 +56,18 @@ def test_full_run_writes_every_artifact(workspace):
     for section in ("text_to_image", "image_to_text", "text_to_generated_caption"):
         values = [row[section] for row in curve]
         assert values == sorted(values) and values == [metrics[section][f"R@{k}"] for k in (1, 5, 10)]
-    _, _, _, vectors = load_run(workspace)
+    ids, _, _, vectors = load_run(workspace)
     assert vectors["images"].shape[0] == 48 and vectors["captions"].shape[0] == 240
     assert np.allclose(np.linalg.norm(vectors["images"], axis=1), 1, atol=1e-5)
     assert np.allclose(np.linalg.norm(vectors["captions"], axis=1), 1, atol=1e-5)
+    quality = json.loads((workspace / "metrics/caption_quality.json").read_text())
+    assert quality["images"] == 48 and 0 < quality["BLEU-4"] <= quality["BLEU-1"] <= 100
+    assert quality["CLIP-S"] > 0 and quality["CIDEr-D"] > 50  # the toy BLIP mostly says what the references say
+    per_image = read_csv(workspace / "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D"])
+    assert [row["image_id"] for row in per_image] == ids
+    assert np.mean([float(row["CLIP-S"]) for row in per_image]) == pytest.approx(quality["CLIP-S"], abs=1e-5)
+    t2i = metrics["text_to_image"]
+    assert t2i["R@1_low"] <= t2i["R@1"] <= t2i["R@1_high"] and t2i["R@1_high"] - t2i["R@1_low"] > 1
     status = run_dvc(workspace, "status")
     assert "up to date" in status.stdout
 

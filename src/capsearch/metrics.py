@@ -49,6 +49,8 @@ def retrieval_report(
     * ``image_to_text``: each image queries all captions; a hit if any of its captions is in the top K.
     * ``text_to_generated_caption``: each ground-truth caption queries the generated captions (one per image,
       row i for image i); a hit if its image's generated caption is in the top K.
+
+    Each Recall@K comes with ``R@K_low``/``R@K_high``, a seeded 95% bootstrap interval over the queries.
     """
     t2i = text_to_image_ranks(caption_vectors, image_vectors, caption_image_index)
     i2t = image_to_text_ranks(image_vectors, caption_vectors, caption_image_index)
@@ -56,7 +58,26 @@ def retrieval_report(
     return {
         "gallery_images": len(image_vectors),
         "query_captions": len(caption_vectors),
-        "text_to_image": summarise_ranks(t2i, ks),
-        "image_to_text": summarise_ranks(i2t, ks),
-        "text_to_generated_caption": summarise_ranks(t2g, ks),
+        "text_to_image": with_intervals(summarise_ranks(t2i, ks), t2i, ks),
+        "image_to_text": with_intervals(summarise_ranks(i2t, ks), i2t, ks),
+        "text_to_generated_caption": with_intervals(summarise_ranks(t2g, ks), t2g, ks),
     }
+
+
+def bootstrap_recall_interval(
+    ranks: np.ndarray, k: int, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval (percent) of Recall@K, resampling queries with replacement."""
+    hits = (np.asarray(ranks) <= k).astype(np.float64)
+    rng = np.random.default_rng(seed)
+    means = hits[rng.integers(0, len(hits), size=(resamples, len(hits)))].mean(axis=1)
+    low, high = np.percentile(means, [50 * (1 - level), 100 - 50 * (1 - level)])
+    return round(100.0 * float(low), 4), round(100.0 * float(high), 4)
+
+
+def with_intervals(summary: dict[str, float], ranks: np.ndarray, ks: Sequence[int], seed: int = 0) -> dict[str, float]:
+    """``summary`` plus ``R@K_low``/``R@K_high``: the 95% bootstrap interval of each Recall@K."""
+    out = dict(summary)
+    for k in ks:
+        out[f"R@{k}_low"], out[f"R@{k}_high"] = bootstrap_recall_interval(ranks, k, seed=seed)
+    return out

@@ -1,0 +1,69 @@
+"""BLEU, CIDEr-D and CLIPScore: hand-computed cases and properties that fail if a formula is wrong."""
+
+import math
+
+import numpy as np
+import pytest
+
+from capsearch.caption_metrics import bleu, cider_d, coco_tokenize
+from capsearch.clipscore import best_reference_similarity, clip_score, harmonic_mean, ref_clip_score, with_prefix
+
+
+def test_coco_tokenize():
+    assert coco_tokenize("A Dog, running -- on the beach!") == "a dog running on the beach"
+    assert coco_tokenize("The dog's ball .") == "the dog's ball"
+
+
+def test_bleu_by_hand():
+    # candidate "a red circle on black": every unigram occurs in a reference -> p1 = 5/5;
+    # bigrams: "a red", "red circle", "circle on", "on black"; only "a red" and "on black" occur -> p2 = 2/4;
+    # the closest reference length is 5 = candidate length -> no brevity penalty.
+    scores, per_item = bleu({"x": "A red circle on black."}, {"x": ["a red square on black", "a blue circle"]})
+    assert scores["BLEU-1"] == pytest.approx(1.0, abs=1e-6)
+    assert scores["BLEU-2"] == pytest.approx(math.sqrt(1.0 * 0.5), abs=1e-6)
+    assert per_item.shape == (1, 4) and per_item[0, 1] == pytest.approx(math.sqrt(0.5), abs=1e-6)
+
+
+def test_bleu_brevity_penalty_by_hand():
+    # candidate of 2 words, closest reference of 4 words: BP = exp(1 - 4/2) = e^-1; p1 = 1
+    scores, _ = bleu({"x": "red circle"}, {"x": ["a red circle here"]})
+    assert scores["BLEU-1"] == pytest.approx(math.exp(-1), abs=1e-6)
+
+
+def test_bleu_and_cider_properties():
+    refs = {"a": ["a red circle on white", "a large red circle"], "b": ["a blue square", "a blue box on gray"]}
+    perfect = {"a": "a red circle on white", "b": "a blue square"}
+    wrong = {"a": "green triangle", "b": "yellow triangle"}
+    assert bleu(perfect, refs)[0]["BLEU-4"] > 0.5 > bleu(wrong, refs)[0]["BLEU-4"]
+    perfect_cider, perfect_items = cider_d(perfect, refs)
+    wrong_cider, wrong_items = cider_d(wrong, refs)
+    assert wrong_cider == 0.0 and (wrong_items == 0).all()
+    assert perfect_cider == pytest.approx(perfect_items.mean()) and perfect_cider > 1.0
+    swapped, _ = cider_d({"b": perfect["b"], "a": perfect["a"]}, refs)  # key order does not matter
+    assert swapped == pytest.approx(perfect_cider)
+    with pytest.raises(ValueError, match="no references for 'c'"):
+        cider_d({"c": "x"}, refs)
+
+
+def test_clip_score_by_hand():
+    images = np.array([[1.0, 0.0], [1.0, 0.0], [1.0, 0.0]])
+    captions = np.array([[1.0, 0.0], [0.6, 0.8], [-0.6, 0.8]])  # cos 1, 0.6, -0.6
+    assert clip_score(captions, images).tolist() == pytest.approx([2.5, 1.5, 0.0])
+    assert with_prefix(["a dog"]) == ["A photo depicts a dog"]
+
+
+def test_ref_clip_score_by_hand_and_identical_reference_property():
+    image = np.array([[1.0, 0.0]])
+    candidate = np.array([[0.96, 0.28]])  # cos with image 0.96 -> CLIP-S 2.4
+    references = np.array([[0.0, 1.0], [0.96, 0.28]])  # cos 0.28 and 1.0 (identical)
+    owner = np.array([0, 0])
+    assert best_reference_similarity(candidate, references, owner).tolist() == pytest.approx([1.0])
+    assert ref_clip_score(candidate, image, references, owner)[0] == pytest.approx(2 * 2.4 * 1.0 / 3.4)
+    # with CLIP-S <= 1 (real CLIP: cos <= 0.4), a caption identical to a reference scores RefCLIP-S >= CLIP-S
+    rng = np.random.default_rng(0)
+    for _ in range(50):
+        cos = rng.uniform(0, 0.4)
+        cand = np.array([[cos, math.sqrt(1 - cos**2)]])
+        clip_s = clip_score(cand, image)[0]
+        assert ref_clip_score(cand, image, cand.copy(), np.array([0]))[0] >= clip_s
+    assert harmonic_mean(np.array([0.0]), np.array([0.0])).tolist() == [0.0]
