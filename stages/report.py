@@ -5,10 +5,11 @@ from pathlib import Path
 from _common import Timer, fail, load_params, runtime, section, summary
 
 from capsearch.contact_sheet import save_png
-from capsearch.io import read_csv
+from capsearch.io import load_npy, read_csv
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError
-from capsearch.report import caption_samples, query_gallery
+from capsearch.report import caption_samples, query_gallery, worst_queries
+from capsearch.retrieval import index_of
 from capsearch.search import METHODS, load_pipeline_index
 
 OUT = Path("metrics/report")
@@ -17,7 +18,7 @@ OUT = Path("metrics/report")
 def main() -> None:
     timer = Timer()
     params = load_params()
-    p = section(params, "report", ("queries", "k", "method", "samples", "seed"))
+    p = section(params, "report", ("queries", "k", "method", "samples", "seed", "failures"))
     clip = section(params, "clip", ("model", "revision", "precision"))
     device, _, _ = runtime(params, "embed_texts")
     try:
@@ -32,16 +33,26 @@ def main() -> None:
         embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], device)
         vectors = embedder.embed_texts(queries).vectors
         references: dict[str, list[str]] = {}
-        for row in read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"]):
+        caption_rows = read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+        for row in caption_rows:
             references.setdefault(row["image_id"], []).append(row["caption"])
         save_png(query_gallery(index, queries, vectors, int(p["k"]), p["method"]), OUT / "search.png")
         save_png(caption_samples(index, references, int(p["samples"]), int(p["seed"])), OUT / "captions.png")
+        targets = index_of(index.ids, [row["image_id"] for row in caption_rows])
+        failures = worst_queries(
+            index,
+            [row["caption"] for row in caption_rows],
+            load_npy("data/embeddings/captions.npy"),
+            targets,
+            int(p["failures"]),
+        )
+        save_png(failures, OUT / "failures.png")
     except (ValueError, FileNotFoundError, ModelLoadError) as exc:
         fail("report", exc)
     summary(
         "report",
-        f"{len(queries)} queries x top {p['k']} and {p['samples']} caption samples rendered to "
-        f"{OUT / 'search.png'} and {OUT / 'captions.png'} in {timer.seconds:.1f}s",
+        f"{len(queries)} queries x top {p['k']}, {p['samples']} caption samples and the {p['failures']} worst "
+        f"queries rendered to {OUT}/search.png, captions.png, failures.png in {timer.seconds:.1f}s",
     )
 
 

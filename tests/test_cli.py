@@ -176,3 +176,6 @@ def test_report_stage_renders_the_example_queries(demo_run):
     assert plots.returncode == 0, plots.stderr
     html = (demo_run / "dvc_plots" / "index.html").read_text()
     assert "metrics_report_search.png" in html and "metrics_report_captions.png" in html
+    assert "metrics_report_failures.png" in html
+    failures = Image.open(demo_run / "metrics/report/failures.png")
+    assert failures.width >= 5 * 200 and failures.height >= 5 * 200  # 5 worst queries: true image + 4 hits each

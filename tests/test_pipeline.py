@@ -14,7 +14,7 @@ from capsearch.models.toy import COLOUR_WORDS, names_colour_and_shape
 from capsearch.retrieval import index_of
 
 pytestmark = pytest.mark.slow
-STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "evaluate", "report"}
+STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
 
 
 @pytest.fixture(scope="module")
@@ -66,6 +66,13 @@ def test_full_run_writes_every_artifact(workspace):
     per_image = read_csv(workspace / "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D"])
     assert [row["image_id"] for row in per_image] == ids
     assert np.mean([float(row["CLIP-S"]) for row in per_image]) == pytest.approx(quality["CLIP-S"], abs=1e-5)
+    fusion = metrics["text_to_image_fusion"]
+    tuned = json.loads((workspace / "data/fusion/alpha.json").read_text())
+    assert tuned["split"] == "dev" and tuned["images"] == 24 and fusion["alpha"] == tuned["alpha"]
+    assert max(row["mean_recall"] for row in tuned["grid"]) == next(
+        row["mean_recall"] for row in tuned["grid"] if row["alpha"] == tuned["alpha"]
+    )
+    assert [row["text_to_image_fusion"] for row in curve] == [fusion[f"R@{k}"] for k in (1, 5, 10)]
     t2i = metrics["text_to_image"]
     assert t2i["R@1_low"] <= t2i["R@1"] <= t2i["R@1_high"] and t2i["R@1_high"] - t2i["R@1_low"] > 1
     status = run_dvc(workspace, "status")
@@ -103,6 +110,35 @@ def test_generated_captions_name_colour_and_shape(workspace):
     assert correct / len(generated) > 0.5, correct
 
 
+def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models):
+    from capsearch.data.flickr8k import parse_token_file
+    from capsearch.human_judgments import human_agreement, read_crowdflower_judgments, read_expert_judgments
+    from capsearch.models.clip import ClipEmbedder
+
+    report = json.loads((workspace / "metrics/human_agreement.json").read_text())
+    expert = report["flickr8k_expert"]
+    assert expert["pairs"] > 100
+    assert expert["tau_CLIP-S"] > 15 and expert["tau_RefCLIP-S"] > 15 and expert["tau_CIDEr-D"] > 15
+    text = workspace / "data/text"
+    ids = (workspace / "data/embeddings/images.ids.txt").read_text().split()
+    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    images = load_npy(workspace / "data/embeddings/images.npy")
+    args = (
+        read_expert_judgments(text / "ExpertAnnotations.txt"),
+        read_crowdflower_judgments(text / "CrowdFlowerAnnotations.txt"),
+        parse_token_file(text / "Flickr8k.token.txt").captions,
+        ids,
+    )
+    again = human_agreement(*args, images, lambda texts: embedder.embed_texts(texts).vectors)
+    assert again["flickr8k_expert"]["tau_CLIP-S"] == pytest.approx(expert["tau_CLIP-S"], abs=1e-3)
+    shuffled = human_agreement(*args, images[np.random.default_rng(0).permutation(len(ids))], embedder_texts(embedder))
+    assert abs(shuffled["flickr8k_expert"]["tau_CLIP-S"]) < 10  # wrong image alignment: no agreement left
+
+
+def embedder_texts(embedder):
+    return lambda texts: embedder.embed_texts(texts).vectors
+
+
 def test_changing_evaluate_ks_reruns_only_evaluate(workspace):
     ran = repro_after(workspace, lambda p: p["evaluate"].update(ks=[1, 5, 10, 20]))
     assert ran == {"evaluate"}
@@ -121,7 +157,7 @@ def test_untracked_runtime_knobs_rerun_nothing(workspace):
 
 def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
     ran = repro_after(workspace, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
-    assert ran == {"embed_images", "embed_texts", "evaluate", "report"}
+    assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
     diff = run_dvc(workspace, "metrics", "diff")
     assert "text_to_image.R@1" in diff.stdout, diff.stdout
 
@@ -129,13 +165,13 @@ def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
 def test_changing_caption_model_reruns_caption_embed_texts_evaluate(workspace, toy_models):
     before = (workspace / "data/captions/generated.csv").read_text()
     ran = repro_after(workspace, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
-    assert ran == {"caption", "embed_texts", "evaluate", "report"}
+    assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
     assert (workspace / "data/captions/generated.csv").read_text() != before
 
 
 def test_changing_subset_num_images_reruns_everything_after_fetch(workspace):
     ran = repro_after(workspace, lambda p: p["subset"].update(num_images=40))
-    assert ran == STAGES - {"fetch"}
+    assert ran == STAGES - {"fetch", "tune_fusion"}  # alpha comes from the dev split, untouched
     assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 40
     params_diff = run_dvc(workspace, "params", "diff")
     assert "subset.num_images" in params_diff.stdout
@@ -145,7 +181,7 @@ def test_dvc_experiments_compare_against_the_committed_run(workspace):
     commit_run(workspace, "baseline for experiments")
     result = run_dvc(workspace, "exp", "run", "-S", "caption.num_beams=1", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ran_stages(result.stdout) == {"caption", "embed_texts", "evaluate", "report"}
+    assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
     shown = json.loads(run_dvc(workspace, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown

@@ -120,3 +120,23 @@ def test_atomic_path_leaves_nothing_on_failure(tmp_path):
         raise RuntimeError("killed")
     assert target.read_text() == '{\n  "a": 1\n}\n'
     assert sorted(p.name for p in target.parent.iterdir()) == ["metrics.json"]
+
+
+def test_fusion_alpha_is_never_chosen_on_the_reported_split(tmp_path):
+    params = {
+        "fusion": {"split": "test", "num_images": 5, "seed": 0, "alphas": [0.5]},
+        "subset": {"split": "test"},
+        "caption": {
+            "model": "x",
+            "revision": "main",
+            "num_beams": 1,
+            "max_new_tokens": 5,
+            "min_new_tokens": 1,
+            "precision": "fp32",
+        },
+        "clip": {"model": "x", "revision": "main", "precision": "fp32"},
+    }
+    write_params(tmp_path, params)
+    result = run_stage(tmp_path, "tune_fusion")
+    assert result.returncode != 0
+    assert "fusion.split: alpha must be chosen on another split than the reported one" in result.stderr

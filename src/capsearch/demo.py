@@ -78,12 +78,14 @@ def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str
         },
         "clip": {"model": str((models_dir / "toy-clip").resolve()), "revision": "main", "precision": "fp32"},
         "evaluate": {"ks": [1, 5, 10]},
+        "fusion": {"split": "dev", "num_images": num_images // 2, "seed": 0, "alphas": [i / 10 for i in range(11)]},
         "report": {
             "queries": ["a red circle", "a large blue square on a white background", "a small yellow triangle"],
             "k": 5,
             "method": "image",
             "samples": 8,
             "seed": 0,
+            "failures": 5,
         },
         "runtime": {
             "device": "cpu",

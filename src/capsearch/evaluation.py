@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -10,11 +11,12 @@ import numpy as np
 
 from capsearch.caption_metrics import bleu, cider_d
 from capsearch.clipscore import best_reference_similarity, clip_score, harmonic_mean
+from capsearch.fusion import fusion_ranks
 from capsearch.io import load_npy, read_csv
-from capsearch.metrics import retrieval_report
+from capsearch.metrics import retrieval_report, summarise_ranks, with_intervals
 from capsearch.retrieval import index_of
 
-CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption")
+CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption", "text_to_image_fusion")
 
 
 def validate_ks(ks: Any) -> list[int]:
@@ -52,6 +54,14 @@ def evaluate_run(data_dir: Path, ks: Sequence[int]) -> tuple[dict[str, Any], lis
     generated_vectors = _rows(load_npy(embeddings / "generated.npy"), len(generated), "generated.npy")
     caption_image_index = index_of(image_ids, [row["image_id"] for row in captions])
     report = retrieval_report(image_vectors, caption_vectors, caption_image_index, generated_vectors, ks)
+    tuned = json.loads((data_dir / "fusion" / "alpha.json").read_text(encoding="utf-8"))
+    alpha = float(tuned["alpha"])
+    fused = fusion_ranks(caption_vectors, image_vectors, generated_vectors, caption_image_index, alpha)
+    report["text_to_image_fusion"] = {
+        "alpha": alpha,
+        "alpha_tuning_images": int(tuned["images"]),  # from fusion.split, never the reported split
+        **with_intervals(summarise_ranks(fused, ks), fused, ks),
+    }
     curve = [{"k": k, **{key: report[key][f"R@{k}"] for key in CURVE_KEYS}} for k in ks]  # type: ignore[index]
     return report, curve
 

@@ -12,11 +12,15 @@ BLEU-4 and CIDEr against the published numbers on the real files.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from scipy.stats import kendalltau
+
+from capsearch.caption_metrics import bleu, cider_d
+from capsearch.clipscore import clip_score, ref_clip_score, with_prefix
 
 EXPERT_FILE = "ExpertAnnotations.txt"
 CROWDFLOWER_FILE = "CrowdFlowerAnnotations.txt"
@@ -83,3 +87,79 @@ def agreement(judgments: list[Judgment], metric_scores: np.ndarray, per_rating: 
         human = np.array([np.mean(j.ratings) for j in judgments])
         metric = np.asarray(metric_scores)
     return kendall_tau_c(human, metric)
+
+
+def kendall_tau_b(human: np.ndarray, metric: np.ndarray) -> float:
+    """Kendall tau-b in percent (for the CrowdFlower yes fractions)."""
+    return float(100.0 * kendalltau(human, metric, variant="b")[0])
+
+
+def score_judged_pairs(
+    pairs: list[Judgment],
+    candidates: list[str],
+    references: list[list[str]],
+    image_rows: np.ndarray,
+    image_vectors: np.ndarray,
+    embed: Callable[[list[str]], np.ndarray],
+) -> dict[str, np.ndarray]:
+    """Per-pair BLEU-4, CIDEr-D, CLIP-S and RefCLIP-S; ``embed`` gives normalised CLIPScore text embeddings."""
+    keys = [str(i) for i in range(len(pairs))]
+    bleu4 = bleu(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))[1][:, 3]
+    cider = cider_d(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))[1]
+    texts = sorted(set(candidates) | {r for refs in references for r in refs})
+    vectors = embed(with_prefix(texts))
+    row = {text: i for i, text in enumerate(texts)}
+    candidate_vectors = vectors[[row[c] for c in candidates]]
+    owner = np.repeat(np.arange(len(pairs)), [len(refs) for refs in references])
+    reference_vectors = vectors[[row[r] for refs in references for r in refs]]
+    images = image_vectors[image_rows]
+    return {
+        "BLEU-4": bleu4,
+        "CIDEr-D": cider,
+        "CLIP-S": clip_score(candidate_vectors, images),
+        "RefCLIP-S": ref_clip_score(candidate_vectors, images, reference_vectors, owner),
+    }
+
+
+def human_agreement(
+    expert: list[Judgment],
+    crowdflower: list[Judgment],
+    captions: dict[str, list[str]],
+    image_ids: list[str],
+    image_vectors: np.ndarray,
+    embed: Callable[[list[str]], np.ndarray],
+) -> dict[str, dict[str, float]]:
+    """tau of each metric with Flickr8k-Expert (published protocol, tau-c) and Flickr8k-CrowdFlower (tau-b).
+
+    Only pairs whose judged image is among ``image_ids`` (the subset) can be scored; ``coverage`` says how many.
+    CrowdFlower keeps every pair and leaves the candidate out of its references where it is one of them.
+    """
+    row_of = {image_id: i for i, image_id in enumerate(image_ids)}
+    report = {}
+    for name, judgments, per_rating in (
+        ("flickr8k_expert", expert, True),
+        ("flickr8k_crowdflower", crowdflower, False),
+    ):
+        usable = [j for j in judgments if j.image in row_of and j.caption_image in captions]
+        if per_rating:
+            usable = expert_protocol(usable)
+        if len(usable) < 2:
+            report[name] = {"pairs": len(usable), "coverage": len(usable) / max(1, len(judgments))}
+            continue
+        candidates = [captions[j.caption_image][j.caption_index] for j in usable]
+        references = [
+            [c for k, c in enumerate(captions[j.image]) if not (j.own_caption and k == j.caption_index)] for j in usable
+        ]
+        rows = np.array([row_of[j.image] for j in usable])
+        scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed)
+        if per_rating:
+            taus = {metric: agreement(usable, values) for metric, values in scores.items()}
+        else:
+            human = np.array([j.ratings[0] for j in usable])
+            taus = {metric: kendall_tau_b(human, values) for metric, values in scores.items()}
+        report[name] = {
+            "pairs": len(usable),
+            "coverage": round(len(usable) / len(judgments), 4),
+            **{f"tau_{metric}": round(value, 4) for metric, value in taus.items()},
+        }
+    return report

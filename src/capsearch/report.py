@@ -1,13 +1,15 @@
-"""The pipeline's visual report: top hits for example queries, and generated vs human captions side by side."""
+"""The pipeline's visual report: hits for example queries, generated vs human captions, and the worst queries."""
 
 from __future__ import annotations
 
 import random
 from collections.abc import Sequence
 
+import numpy as np
 from PIL import Image
 
 from capsearch.contact_sheet import Tile, render_contact_sheet
+from capsearch.retrieval import text_to_image_ranks
 from capsearch.search import SearchIndex, search
 
 
@@ -45,4 +47,36 @@ def caption_samples(index: SearchIndex, references: dict[str, list[str]], count:
         )
         for start in range(0, len(tiles), per_row)
     ]
+    return render_contact_sheet(rows)
+
+
+def worst_queries(
+    index: SearchIndex,
+    query_texts: Sequence[str],
+    query_vectors: np.ndarray,
+    query_targets: np.ndarray,
+    count: int,
+    k: int = 4,
+) -> Image.Image:
+    """The ``count`` text→image queries whose true image ranks lowest: the true image, then the top ``k`` hits."""
+    ranks = text_to_image_ranks(query_vectors, index.image_vectors, query_targets)
+    worst = sorted(range(len(ranks)), key=lambda q: (-int(ranks[q]), q))[:count]
+    results = search(index, query_vectors[worst], k, "image")
+    rows = []
+    for q, hits in zip(worst, results, strict=True):
+        target = int(query_targets[q])
+        tiles = [
+            Tile(
+                lambda image_id=index.ids[target]: index.source.open_rgb(image_id),
+                [f"TRUE IMAGE, rank {int(ranks[q])}", index.captions[target]],
+            )
+        ]
+        tiles += [
+            Tile(
+                lambda image_id=hit.image_id: index.source.open_rgb(image_id),
+                [f"#{hit.rank} {hit.score:.3f}", hit.caption],
+            )
+            for hit in hits
+        ]
+        rows.append((f'"{query_texts[q]}" - true image ranked {int(ranks[q])} of {len(index.ids)}', tiles))
     return render_contact_sheet(rows)

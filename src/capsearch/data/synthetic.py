@@ -127,6 +127,32 @@ def generate_scenes(count: int, seed: int) -> list[tuple[Scene, Image.Image, lis
     return items
 
 
+def judgment_lines(
+    scenes: dict[str, Scene], judged: list[str], rng: random.Random, per_image: int = 4
+) -> tuple[list[str], list[str]]:
+    """Human-like judgments in the release's two formats, for each judged image and ``per_image`` captions.
+
+    One judged caption is sometimes the image's own; the others come from random images. A caption describing a
+    scene that shares k of (colour, shape, background) with the judged image gets expert ratings around 1 + k
+    (three experts, one point of disagreement now and then) and a yes fraction around k / 3 from three workers.
+    """
+    names = sorted(scenes)
+    expert, crowd = [], []
+    for image in judged:
+        candidates = rng.sample(names, per_image)
+        if rng.random() < 0.1:
+            candidates[0] = image
+        for candidate in candidates:
+            a, b = scenes[image], scenes[candidate]
+            shared = (a.colour == b.colour) + (a.shape == b.shape) + (a.background == b.background)
+            key = f"{candidate}#{rng.randrange(5)}"
+            ratings = [min(4, max(1, 1 + shared + rng.choice((-1, 0, 0, 0, 1)))) for _ in range(3)]
+            expert.append(f"{image}\t{key}\t" + "\t".join(str(r) for r in ratings))
+            yes = sum(rng.random() < (shared + 0.2) / 3.4 for _ in range(3))
+            crowd.append(f"{image}\t{key}\t{yes / 3:.3f}\t{yes}\t{3 - yes}")
+    return expert, crowd
+
+
 def _zip_bytes(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
     info = zipfile.ZipInfo(name, date_time=(2013, 1, 1, 0, 0, 0))
     info.compress_type = zipfile.ZIP_DEFLATED
@@ -145,8 +171,9 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     names = [f"{seed:04d}{index:06d}_{rng.getrandbits(40):010x}.jpg" for index in range(count)]
-    token_lines, images = [], []
-    for name, (_, image, captions) in zip(names, generate_scenes(count, seed + 1), strict=True):
+    token_lines, images, scenes = [], [], {}
+    for name, (scene, image, captions) in zip(names, generate_scenes(count, seed + 1), strict=True):
+        scenes[name] = scene
         buffer = io.BytesIO()
         image.save(buffer, format="JPEG", quality=90)
         images.append((name, buffer.getvalue()))
@@ -164,5 +191,8 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
         _zip_bytes(zf, TOKEN_FILE, ("\n".join(token_lines) + "\n").encode())
         for split, filename in SPLIT_FILES.items():
             _zip_bytes(zf, filename, ("\n".join(splits[split]) + "\n").encode())
+        expert, crowd = judgment_lines(scenes, splits["test"], random.Random(seed + 3))
+        _zip_bytes(zf, "ExpertAnnotations.txt", ("\n".join(expert) + "\n").encode())
+        _zip_bytes(zf, "CrowdFlowerAnnotations.txt", ("\n".join(crowd) + "\n").encode())
         _zip_bytes(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.data.synthetic).\n")
     return {"images": image_zip, "text": text_zip}

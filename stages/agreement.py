@@ -1,0 +1,56 @@
+"""Stage agreement: how well BLEU-4, CIDEr-D, CLIP-S and RefCLIP-S agree with Flickr8k's human judgments."""
+
+from pathlib import Path
+
+from _common import Timer, fail, load_params, runtime, section, summary
+
+from capsearch.data.flickr8k import TOKEN_FILE, parse_token_file
+from capsearch.data.subset import find_text_dir
+from capsearch.human_judgments import (
+    CROWDFLOWER_FILE,
+    EXPERT_FILE,
+    human_agreement,
+    read_crowdflower_judgments,
+    read_expert_judgments,
+)
+from capsearch.io import load_npy, write_json
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import ModelLoadError
+
+OUT = Path("metrics/human_agreement.json")
+
+
+def main() -> None:
+    timer = Timer()
+    params = load_params()
+    clip = section(params, "clip", ("model", "revision", "precision"))
+    device, batch_size, _ = runtime(params, "embed_texts")
+    try:
+        text_dir = find_text_dir("data/text")
+        captions = parse_token_file(text_dir / TOKEN_FILE).captions
+        expert = read_expert_judgments(text_dir / EXPERT_FILE)
+        crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
+        image_ids = Path("data/embeddings/images.ids.txt").read_text(encoding="utf-8").split()
+        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], device)
+        report = human_agreement(
+            expert,
+            crowdflower,
+            captions,
+            image_ids,
+            load_npy("data/embeddings/images.npy"),
+            lambda texts: embedder.embed_texts(texts, batch_size).vectors,
+        )
+    except (ValueError, FileNotFoundError, ModelLoadError) as exc:
+        fail("agreement", exc)
+    write_json(OUT, report)
+    e = report["flickr8k_expert"]
+    taus = ", ".join(f"{k[4:]} {v:.1f}" for k, v in e.items() if k.startswith("tau_"))
+    summary(
+        "agreement",
+        f"Flickr8k-Expert: {e['pairs']} judged pairs in the subset (coverage {e['coverage']:.0%}), tau-c {taus}; "
+        f"CrowdFlower: {report['flickr8k_crowdflower']['pairs']} pairs; in {timer.seconds:.1f}s -> {OUT}",
+    )
+
+
+if __name__ == "__main__":
+    main()
