@@ -128,3 +128,16 @@ def test_top_k_matches_a_stable_full_sort_with_ties(k):
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     assert (order == expected).all()
     assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1))
+
+
+def test_bootstrap_interval_matches_the_binomial_normal_approximation():
+    from capsearch.metrics import bootstrap_recall_interval
+
+    ranks = np.where(np.random.default_rng(0).random(2000) < 0.3, 1, 50)  # R@1 close to 30%
+    point = 100 * recall_at_k(ranks, 1)
+    low, high = bootstrap_recall_interval(ranks, 1, resamples=2000, seed=0)
+    assert low < point < high
+    analytic = 2 * 1.96 * 100 * np.sqrt(point / 100 * (1 - point / 100) / len(ranks))
+    assert (high - low) == pytest.approx(analytic, rel=0.15)
+    assert bootstrap_recall_interval(ranks, 1, resamples=2000, seed=0) == (low, high)  # seeded
+    assert bootstrap_recall_interval(np.ones(10, dtype=int), 1) == (100.0, 100.0)

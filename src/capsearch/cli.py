@@ -94,6 +94,9 @@ def _search(args: argparse.Namespace) -> int:
     from capsearch.search import load_folder_index, load_pipeline_index, search
 
     index = load_folder_index(args.index) if args.index else load_pipeline_index(args.project)
+    if args.alpha is None:
+        tuned = Path(args.project) / "data" / "fusion" / "alpha.json"
+        args.alpha = json.loads(tuned.read_text())["alpha"] if tuned.exists() and not args.index else 0.5
     embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, _device(args))
     started = time.perf_counter()
     vectors = embedder.embed_texts(queries).vectors
@@ -252,7 +255,11 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("queries", nargs="*", help='one or more queries, e.g. "man riding a horse"')
     search.add_argument("-k", type=int, default=5, help="how many images per query (default 5)")
     search.add_argument("--method", choices=("image", "caption", "fusion"), default="image", help="default: image")
-    search.add_argument("--alpha", type=float, default=0.5, help="fusion weight of the image score (default 0.5)")
+    search.add_argument(
+        "--alpha",
+        type=float,
+        help="fusion weight of the image score (default: the alpha tune_fusion chose on dev, else 0.5)",
+    )
     search.add_argument("--queries-file", help="a file with one query per line")
     search.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
     search.add_argument("--out", help="write a contact sheet PNG of the hits")
