@@ -44,7 +44,7 @@ def main() -> None:
         fail("agreement", exc)
     write_json(OUT, report)
     e = report["flickr8k_expert"]
-    taus = ", ".join(f"{k[4:]} {v:.1f}" for k, v in e.items() if k.startswith("tau_"))
+    taus = ", ".join(f"{k[4:]} {v:.1f}" for k, v in e.items() if k.startswith("tau_") and "mean" not in k)
     summary(
         "agreement",
         f"Flickr8k-Expert: {e['pairs']} judged pairs in the subset (coverage {e['coverage']:.0%}), tau-c {taus}; "

@@ -131,6 +131,9 @@ def human_agreement(
 ) -> dict[str, dict[str, float]]:
     """tau of each metric with Flickr8k-Expert (published protocol, tau-c) and Flickr8k-CrowdFlower (tau-b).
 
+    For Expert, ``tau_<metric>`` counts every rating (the published numbers); ``tau_<metric>_vs_mean_rating``
+    uses the mean of the three ratings per pair.
+
     Only pairs whose judged image is among ``image_ids`` (the subset) can be scored; ``coverage`` says how many.
     CrowdFlower keeps every pair and leaves the candidate out of its references where it is one of them.
     """
@@ -154,6 +157,7 @@ def human_agreement(
         scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed)
         if per_rating:
             taus = {metric: agreement(usable, values) for metric, values in scores.items()}
+            taus |= {f"{m}_vs_mean_rating": agreement(usable, v, per_rating=False) for m, v in scores.items()}
         else:
             human = np.array([j.ratings[0] for j in usable])
             taus = {metric: kendall_tau_b(human, values) for metric, values in scores.items()}
