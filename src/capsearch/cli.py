@@ -89,8 +89,9 @@ def _search(args: argparse.Namespace) -> int:
         raise UsageError(f"-k must be at least 1, got {args.k}")
     queries = _read_queries(args)
     _quiet_libraries()
-    from capsearch.contact_sheet import Tile, render_contact_sheet, save_png
+    from capsearch.contact_sheet import render_contact_sheet, save_png
     from capsearch.models.clip import ClipEmbedder
+    from capsearch.report import hit_tiles
     from capsearch.search import load_folder_index, load_pipeline_index, search
 
     index = load_folder_index(args.index) if args.index else load_pipeline_index(args.project)
@@ -104,17 +105,7 @@ def _search(args: argparse.Namespace) -> int:
     seconds = time.perf_counter() - started
     if args.out:
         rows = [
-            (
-                f'"{query}" ({args.method})',
-                [
-                    Tile(
-                        lambda image_id=hit.image_id: index.source.open_rgb(image_id),
-                        [f"#{hit.rank}  score {hit.score:.3f}", hit.caption],
-                    )
-                    for hit in hits
-                ],
-            )
-            for query, hits in zip(queries, results, strict=True)
+            (f'"{query}" ({args.method})', hit_tiles(index, hits)) for query, hits in zip(queries, results, strict=True)
         ]
         save_png(render_contact_sheet(rows), args.out)
     if args.json:

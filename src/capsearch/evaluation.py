@@ -38,17 +38,23 @@ def _rows(array: np.ndarray, expected: int, what: str) -> np.ndarray:
     return array
 
 
-def evaluate_run(data_dir: Path, ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
-    """Metrics of the run under ``data_dir`` and the recall-vs-K curve (one row per K, percent)."""
-    ks = validate_ks(list(ks))
-    embeddings = data_dir / "embeddings"
-    image_ids = (embeddings / "images.ids.txt").read_text(encoding="utf-8").split()
+def _tables(data_dir: Path) -> tuple[list[str], list[dict[str, str]], list[dict[str, str]]]:
+    """Image ids (embedding order), reference caption rows and generated caption rows, checked to agree."""
+    image_ids = (data_dir / "embeddings" / "images.ids.txt").read_text(encoding="utf-8").split()
     captions = read_csv(data_dir / "subset" / "captions.csv", ["image_id", "caption_index", "caption"])
     generated = read_csv(data_dir / "captions" / "generated.csv", ["image_id", "caption"])
     if [row["image_id"] for row in generated] != image_ids:
         raise ValueError(
             "generated captions and image embeddings list different images; re-run caption and embed_images"
         )
+    return image_ids, captions, generated
+
+
+def evaluate_run(data_dir: Path, ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
+    """Metrics of the run under ``data_dir`` and the recall-vs-K curve (one row per K, percent)."""
+    ks = validate_ks(list(ks))
+    embeddings = data_dir / "embeddings"
+    image_ids, captions, generated = _tables(data_dir)
     image_vectors = _rows(load_npy(embeddings / "images.npy"), len(image_ids), "images.npy")
     caption_vectors = _rows(load_npy(embeddings / "captions.npy"), len(captions), "captions.npy")
     generated_vectors = _rows(load_npy(embeddings / "generated.npy"), len(generated), "generated.npy")
@@ -74,13 +80,7 @@ def caption_quality(data_dir: Path) -> tuple[dict[str, Any], list[list[Any]]]:
     image_id, generated caption, BLEU-4, CIDEr-D, CLIP-S, RefCLIP-S.
     """
     embeddings = data_dir / "embeddings"
-    image_ids = (embeddings / "images.ids.txt").read_text(encoding="utf-8").split()
-    captions = read_csv(data_dir / "subset" / "captions.csv", ["image_id", "caption_index", "caption"])
-    generated = read_csv(data_dir / "captions" / "generated.csv", ["image_id", "caption"])
-    if [row["image_id"] for row in generated] != image_ids:
-        raise ValueError(
-            "generated captions and image embeddings list different images; re-run caption and embed_images"
-        )
+    image_ids, captions, generated = _tables(data_dir)
     references: dict[str, list[str]] = {}
     for row in captions:
         references.setdefault(row["image_id"], []).append(row["caption"])

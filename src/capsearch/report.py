@@ -10,7 +10,17 @@ from PIL import Image
 
 from capsearch.contact_sheet import Tile, render_contact_sheet
 from capsearch.retrieval import text_to_image_ranks
-from capsearch.search import SearchIndex, search
+from capsearch.search import Hit, SearchIndex, search
+
+
+def hit_tiles(index: SearchIndex, hits: Sequence[Hit]) -> list[Tile]:
+    """Contact-sheet tiles of search hits: rank and score, then the generated caption."""
+    return [
+        Tile(
+            lambda image_id=hit.image_id: index.source.open_rgb(image_id), [f"#{hit.rank} {hit.score:.3f}", hit.caption]
+        )
+        for hit in hits
+    ]
 
 
 def query_gallery(index: SearchIndex, queries: Sequence[str], query_vectors, k: int, method: str) -> Image.Image:
@@ -18,13 +28,7 @@ def query_gallery(index: SearchIndex, queries: Sequence[str], query_vectors, k: 
     results = search(index, query_vectors, k, method)
     rows = []
     for query, hits in zip(queries, results, strict=True):
-        tiles = [
-            Tile(
-                lambda image_id=hit.image_id: index.source.open_rgb(image_id),
-                [f"#{hit.rank} {hit.score:.3f}", hit.caption],
-            )
-            for hit in hits
-        ]
+        tiles = hit_tiles(index, hits)
         rows.append((f'"{query}" - top {k} of {len(index.ids)} ({method})', tiles))
     return render_contact_sheet(rows)
 
@@ -71,12 +75,6 @@ def worst_queries(
                 [f"TRUE IMAGE, rank {int(ranks[q])}", index.captions[target]],
             )
         ]
-        tiles += [
-            Tile(
-                lambda image_id=hit.image_id: index.source.open_rgb(image_id),
-                [f"#{hit.rank} {hit.score:.3f}", hit.caption],
-            )
-            for hit in hits
-        ]
+        tiles += hit_tiles(index, hits)
         rows.append((f'"{query_texts[q]}" - true image ranked {int(ranks[q])} of {len(index.ids)}', tiles))
     return render_contact_sheet(rows)
