@@ -220,14 +220,15 @@ def _toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_options(parser: argparse.ArgumentParser, blip: bool, clip: bool) -> None:
-    parser.add_argument("--project", default=".", help="project folder whose params.yaml names the models (default: .)")
+def _model_options(parser: argparse.ArgumentParser, blip: bool, clip: bool, precision: bool = True) -> None:
+    parser.add_argument("--project", default=".", help="project folder with params.yaml and the pipeline's data/")
     if blip:
         parser.add_argument("--blip-model", help="BLIP hub id or local folder (default: caption.model of params.yaml)")
     if clip:
         parser.add_argument("--clip-model", help="CLIP hub id or local folder (default: clip.model of params.yaml)")
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: runtime.device of params.yaml")
-    parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), help="default: from params.yaml")
+    if precision:
+        parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), help="default: from params.yaml")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -255,8 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
     search.add_argument("--out", help="write a contact sheet PNG of the hits")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
-    search.add_argument("--project", default=".", help="project folder with the pipeline's data/ (default: .)")
-    search.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: runtime.device of params.yaml")
+    _model_options(search, blip=False, clip=False, precision=False)
     search.set_defaults(func=_search)
 
     caption = commands.add_parser(

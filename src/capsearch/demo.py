@@ -19,9 +19,9 @@ import yaml
 
 from capsearch.data.fetch import md5_of
 from capsearch.data.synthetic import write_flickr8k_layout
+from capsearch.models.toy import TOY_MODEL_NAMES
 
 PIPELINE_FILES = ("dvc.yaml", "stages", "src/capsearch")
-TOY_MODELS = ("toy-clip", "toy-clip-early", "toy-blip", "toy-blip-early")
 
 
 def project_root() -> Path:
@@ -105,7 +105,7 @@ def create_demo_workspace(
     """
     workspace = Path(workspace).resolve()
     models_dir = Path(models_dir).resolve()
-    missing = [name for name in TOY_MODELS if not (models_dir / name / "config.json").exists()]
+    missing = [name for name in TOY_MODEL_NAMES if not (models_dir / name / "config.json").exists()]
     if missing:
         raise FileNotFoundError(f"toy models missing under {models_dir}: {', '.join(missing)}")
     if workspace.exists():

@@ -52,7 +52,7 @@ class BlipCaptioner:
         self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.processor = load_pretrained(BlipProcessor, model_id, revision, param)
+        self.processor = load_pretrained(BlipProcessor, model_id, revision, param, weights=False)
         model = load_pretrained(BlipForConditionalGeneration, model_id, revision, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
 

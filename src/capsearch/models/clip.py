@@ -46,7 +46,7 @@ class ClipEmbedder:
         self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.processor = load_pretrained(CLIPProcessor, model_id, revision, param)
+        self.processor = load_pretrained(CLIPProcessor, model_id, revision, param, weights=False)
         model = load_pretrained(CLIPModel, model_id, revision, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.context_length = int(self.model.config.text_config.max_position_embeddings)

@@ -60,11 +60,14 @@ def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
-def load_pretrained(loader: Any, model_id: str, revision: str | None, param: str, **kwargs: Any) -> Any:
+def load_pretrained(
+    loader: Any, model_id: str, revision: str | None, param: str, weights: bool = True, **kwargs: Any
+) -> Any:
     """``loader.from_pretrained`` with safetensors only and no remote code, with a one-line error.
 
     ``model_id`` is a local folder (saved with ``save_pretrained``) or a Hugging Face Hub id pinned by
     ``revision``. A folder with only a pickle checkpoint is refused.
+    ``weights=False`` loads a processor or tokenizer (no checkpoint).
     """
     local = Path(model_id).expanduser()
     if local.is_dir():
@@ -77,9 +80,9 @@ def load_pretrained(loader: Any, model_id: str, revision: str | None, param: str
     elif model_id.startswith((".", "/", "~")):
         raise ModelLoadError(f"{param}: local model folder {model_id!r} does not exist")
     try:
-        if "Processor" in getattr(loader, "__name__", "") or "Tokenizer" in getattr(loader, "__name__", ""):
-            return loader.from_pretrained(model_id, revision=revision, **kwargs)
-        return loader.from_pretrained(model_id, revision=revision, use_safetensors=True, **kwargs)
+        if weights:
+            kwargs["use_safetensors"] = True
+        return loader.from_pretrained(model_id, revision=revision, **kwargs)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

@@ -39,6 +39,7 @@ from capsearch.data.synthetic import SHAPES, generate_scenes
 
 IMAGE_SIZE = 64
 CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
+TOY_MODEL_NAMES = ("toy-clip", "toy-clip-early", "toy-blip", "toy-blip-early")
 COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "white", "gray", "black")
 
 
@@ -313,5 +314,4 @@ def evaluate_toy_models(
 
 def toy_models_exist(out_dir: str | Path) -> bool:
     """Whether all four toy models are already saved under ``out_dir``."""
-    names = ("toy-clip", "toy-clip-early", "toy-blip", "toy-blip-early")
-    return all((Path(out_dir) / name / "model.safetensors").exists() for name in names)
+    return all((Path(out_dir) / name / "model.safetensors").exists() for name in TOY_MODEL_NAMES)
