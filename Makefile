@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test lint demo clean-demo
+.PHONY: venv repro test lint demo clean-demo bench
 
 venv: $(VENV)/.installed
 
@@ -31,6 +31,10 @@ test: venv lint
 
 demo: venv
 	capsearch demo --dir build/demo
+
+# Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; writes bench/results/stages.json.
+bench: venv
+	$(PY) -m capsearch.bench
 
 clean-demo:
 	rm -rf build/demo build/toy-models

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from capsearch.cache import ResultCache
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -31,11 +34,42 @@ def section(params: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[st
     return values
 
 
-def runtime(params: dict[str, Any], stage: str) -> tuple[str, int, int]:
-    """Untracked knobs (no stage lists ``runtime``): device, this stage's batch size, worker count."""
-    knobs = params.get("runtime", {}) or {}
-    batch = (knobs.get("batch_size") or {}).get(stage, 32)
-    return str(knobs.get("device", "auto")), int(batch), int(knobs.get("num_workers", 0))
+@dataclass
+class Runtime:
+    """Untracked knobs of one stage, validated: where to run, how many at a time, where results are cached."""
+
+    device: str
+    batch_size: int
+    num_workers: int
+    cache: ResultCache | None
+
+    def cache_note(self) -> str:
+        return f"cache {self.cache.path}" if self.cache is not None else "cache off"
+
+
+def runtime(params: dict[str, Any], stage: str, task: str | None = None) -> Runtime:
+    """The ``runtime`` section (no stage lists it, so changing it re-runs nothing), validated up front.
+
+    ``task`` picks the ``runtime.batch_size`` entry and its ``auto`` default (the stage's name by default).
+    """
+    from capsearch.models.batching import resolve_batch_size, resolve_num_workers  # imports torch
+    from capsearch.models.runtime import resolve_device
+
+    knobs = params.get("runtime") or {}
+    if not isinstance(knobs, dict):
+        raise ValueError("runtime: expected a mapping of device, num_workers, batch_size, cache, cache_dir")
+    task = task or stage
+    device = resolve_device(str(knobs.get("device", "auto")))
+    sizes = knobs.get("batch_size") or {}
+    if not isinstance(sizes, dict):
+        raise ValueError(f"runtime.batch_size: expected a mapping of stage names to sizes, got {sizes!r}")
+    batch = resolve_batch_size(sizes.get(task, "auto"), task, device, f"runtime.batch_size.{task}")
+    workers = resolve_num_workers(knobs.get("num_workers", "auto"), device)
+    use_cache = knobs.get("cache", True)
+    if not isinstance(use_cache, bool):
+        raise ValueError(f"runtime.cache: expected true or false, got {use_cache!r}")
+    cache = ResultCache(knobs.get("cache_dir") or None) if use_cache else None
+    return Runtime(device.type, batch, workers, cache)
 
 
 class Timer:

@@ -4,7 +4,7 @@ from pathlib import Path
 
 from _common import Timer, fail, load_params, runtime, section, summary
 
-from capsearch.data.flickr8k import TOKEN_FILE, parse_token_file
+from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
 from capsearch.human_judgments import (
     CROWDFLOWER_FILE,
@@ -24,21 +24,26 @@ def main() -> None:
     timer = Timer()
     params = load_params()
     clip = section(params, "clip", ("model", "revision", "precision"))
-    device, batch_size, _ = runtime(params, "embed_texts")
     try:
+        rt = runtime(params, "agreement", task="embed_texts")
         text_dir = find_text_dir("data/text")
-        captions = parse_token_file(text_dir / TOKEN_FILE).captions
+        captions = load_captions(text_dir).captions
+        if not (text_dir / EXPERT_FILE).exists() or not (text_dir / CROWDFLOWER_FILE).exists():
+            note = f"no {EXPERT_FILE} / {CROWDFLOWER_FILE} in {text_dir} (Kaggle's layout has none): nothing to compare"
+            write_json(OUT, {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}, "note": note})
+            summary("agreement", f"skipped: {note} -> {OUT}")
+            return
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
         image_ids = Path("data/embeddings/images.ids.txt").read_text(encoding="utf-8").split()
-        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], device)
+        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], rt.device)
         report = human_agreement(
             expert,
             crowdflower,
             captions,
             image_ids,
             load_npy("data/embeddings/images.npy"),
-            lambda texts: embedder.embed_texts(texts, batch_size).vectors,
+            lambda texts: embedder.embed_texts(texts, rt.batch_size).vectors,
         )
     except (ValueError, FileNotFoundError, ModelLoadError) as exc:
         fail("agreement", exc)

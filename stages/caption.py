@@ -16,24 +16,24 @@ OUT = Path("data/captions/generated.csv")
 def main() -> None:
     params = load_params()
     p = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
-    device, batch_size, workers = runtime(params, "caption")
-    settings = DecodingSettings(int(p["num_beams"]), int(p["max_new_tokens"]), int(p["min_new_tokens"]))
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
+        rt = runtime(params, "caption")
+        settings = DecodingSettings(int(p["num_beams"]), int(p["max_new_tokens"]), int(p["min_new_tokens"]))
         settings.validate()
-        captioner = BlipCaptioner(p["model"], p["revision"], p["precision"], device)
+        captioner = BlipCaptioner(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
-        captions = captioner.caption_images(
-            ImageSource(Path("data/raw") / IMAGE_ZIP_NAME), image_ids, settings, batch_size, workers
-        )
-    except (ValueError, ModelLoadError, ImageReadError) as exc:
+        source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
+        captions = captioner.caption_images(source, image_ids, settings, rt.batch_size, rt.num_workers, rt.cache)
+    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("caption", exc)
     write_csv(OUT, ["image_id", "caption"], list(zip(image_ids, captions, strict=True)))
+    run = captioner.last_run
     summary(
         "caption",
         f"{len(captions)} images captioned by {p['model']} ({precision_name(captioner.dtype)} on "
-        f"{captioner.device.type}, batch {batch_size}, {settings.num_beams} beams) in {timer.seconds:.1f}s "
-        f"({len(captions) / max(timer.seconds, 1e-9):.1f} images/s)",
+        f"{captioner.device.type}, {settings.num_beams} beams, {rt.num_workers} decode workers; {run.describe()}; "
+        f"{rt.cache_note()}) in {timer.seconds:.1f}s ({run.computed / max(timer.seconds, 1e-9):.2f} images/s computed)",
     )
 
 

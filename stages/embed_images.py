@@ -16,21 +16,24 @@ OUT = Path("data/embeddings")
 def main() -> None:
     params = load_params()
     p = section(params, "clip", ("model", "revision", "precision"))
-    device, batch_size, workers = runtime(params, "embed_images")
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
-        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], device)
+        rt = runtime(params, "embed_images")
+        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
-        vectors = embedder.embed_images(ImageSource(Path("data/raw") / IMAGE_ZIP_NAME), image_ids, batch_size, workers)
-    except (ValueError, ModelLoadError, ImageReadError) as exc:
+        source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
+        vectors = embedder.embed_images(source, image_ids, rt.batch_size, rt.num_workers, rt.cache)
+    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("embed_images", exc)
     save_npy(OUT / "images.npy", vectors)
     write_text(OUT / "images.ids.txt", "".join(f"{image_id}\n" for image_id in image_ids))
+    run = embedder.last_run
     summary(
         "embed_images",
         f"{len(image_ids)} images embedded by {p['model']} into {vectors.shape[1]} dims "
-        f"({precision_name(embedder.dtype)} on {embedder.device.type}, batch {batch_size}) in {timer.seconds:.1f}s "
-        f"({len(image_ids) / max(timer.seconds, 1e-9):.1f} images/s)",
+        f"({precision_name(embedder.dtype)} on {embedder.device.type}, {rt.num_workers} decode workers; "
+        f"{run.describe()}; {rt.cache_note()}) in {timer.seconds:.1f}s "
+        f"({run.computed / max(timer.seconds, 1e-9):.1f} images/s computed)",
     )
 
 

@@ -15,13 +15,14 @@ OUT = Path("data/embeddings")
 def main() -> None:
     params = load_params()
     p = section(params, "clip", ("model", "revision", "precision"))
-    device, batch_size, _ = runtime(params, "embed_texts")
     references = [
         row["caption"] for row in read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])
     ]
     generated = [row["caption"] for row in read_csv("data/captions/generated.csv", ["image_id", "caption"])]
     try:
-        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], device)
+        rt = runtime(params, "embed_texts")
+        batch_size = rt.batch_size
+        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)
         generated_vectors = embedder.embed_texts(generated, batch_size)
@@ -47,7 +48,7 @@ def main() -> None:
         "embed_texts",
         f"{len(references)} reference + {len(generated)} generated captions embedded (plain and with the "
         f"CLIPScore prefix) by {p['model']} "
-        f"({precision_name(embedder.dtype)} on {embedder.device.type}); "
+        f"({precision_name(embedder.dtype)} on {embedder.device.type}, batch {embedder.last_run.batch_size}); "
         f"{reference_vectors.truncated + generated_vectors.truncated} truncated to {embedder.context_length} tokens; "
         f"in {timer.seconds:.1f}s ({total / max(timer.seconds, 1e-9):.0f} texts/s)",
     )

@@ -20,8 +20,8 @@ def main() -> None:
     params = load_params()
     p = section(params, "report", ("queries", "k", "method", "samples", "seed", "failures"))
     clip = section(params, "clip", ("model", "revision", "precision"))
-    device, _, _ = runtime(params, "embed_texts")
     try:
+        rt = runtime(params, "report", task="embed_texts")
         queries = [str(q).strip() for q in p["queries"]]
         if not queries or not all(queries):
             raise ValueError(f"report.queries: expected a list of non-empty queries, got {p['queries']!r}")
@@ -30,7 +30,7 @@ def main() -> None:
         if p["method"] not in METHODS:
             raise ValueError(f"report.method: unknown method {p['method']!r}; choose one of {', '.join(METHODS)}")
         index = load_pipeline_index(".")
-        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], device)
+        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], rt.device)
         vectors = embedder.embed_texts(queries).vectors
         references: dict[str, list[str]] = {}
         caption_rows = read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])

@@ -28,8 +28,10 @@ def main() -> None:
     reported = section(params, "subset", ("split",))["split"]
     c = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
     clip = section(params, "clip", ("model", "revision", "precision"))
-    device, batch_size, workers = runtime(params, "caption")
     try:
+        rt = runtime(params, "tune_fusion", task="caption")
+        rt_images = runtime(params, "tune_fusion", task="embed_images")
+        rt_texts = runtime(params, "tune_fusion", task="embed_texts")
         if p["split"] in (reported, "all") or reported == "all":
             raise ValueError(
                 f"fusion.split: alpha must be chosen on another split than the reported one "
@@ -39,15 +41,16 @@ def main() -> None:
         tune = build_subset(find_text_dir("data/text"), source, p["split"], p["num_images"], int(p["seed"]))
         image_ids = [image_id for image_id, _, _ in tune.images]
         settings = DecodingSettings(int(c["num_beams"]), int(c["max_new_tokens"]), int(c["min_new_tokens"]))
-        captioner = BlipCaptioner(c["model"], c["revision"], c["precision"], device)
-        generated = captioner.caption_images(source, image_ids, settings, batch_size, workers)
-        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], device)
-        images = embedder.embed_images(source, image_ids, batch_size, workers)
-        captions = embedder.embed_texts(generated).vectors
-        queries = embedder.embed_texts([text for _, _, text in tune.captions]).vectors
+        settings.validate()
+        captioner = BlipCaptioner(c["model"], c["revision"], c["precision"], rt.device)
+        generated = captioner.caption_images(source, image_ids, settings, rt.batch_size, rt.num_workers, rt.cache)
+        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], rt.device)
+        images = embedder.embed_images(source, image_ids, rt_images.batch_size, rt.num_workers, rt.cache)
+        captions = embedder.embed_texts(generated, rt_texts.batch_size).vectors
+        queries = embedder.embed_texts([text for _, _, text in tune.captions], rt_texts.batch_size).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.captions])
         alpha, grid = choose_alpha(queries, images, captions, targets, [float(a) for a in p["alphas"]])
-    except (ValueError, FileNotFoundError, ModelLoadError, ImageReadError) as exc:
+    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("tune_fusion", exc)
     write_json(OUT, {"alpha": alpha, "split": p["split"], "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)

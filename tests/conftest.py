@@ -3,11 +3,15 @@
 from __future__ import annotations
 
 import os
+import tempfile
 from pathlib import Path
 
 import pytest
 
 from capsearch.models.toy import build_toy_models, toy_models_exist
+
+# Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
+os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
 
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = PROJECT.parent / "shared" / "flickr8k"

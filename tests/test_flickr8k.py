@@ -140,5 +140,7 @@ def test_subset_excludes_undecodable_images_and_tops_up(tmp_path, generated):
     assert set(reasons) == {n.split("/", 1)[1] for n in names[:4]}
     assert reasons[names[3].split("/", 1)[1]] == "not in the image archive"
     assert "truncated" in reasons[names[0].split("/", 1)[1]]
+    everything = build_subset(find_text_dir(root / "text"), ImageSource(bad_zip), "all", "all", seed=0)
+    assert len(everything.images) == 60 and len(everything.excluded) == 4  # "all": every readable image
     with pytest.raises(ValueError, match="only 60 of the 64 images of split 'all' are readable"):
-        build_subset(find_text_dir(root / "text"), ImageSource(bad_zip), "all", "all", seed=0)
+        build_subset(find_text_dir(root / "text"), ImageSource(bad_zip), "all", 61, seed=0)

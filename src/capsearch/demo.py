@@ -91,6 +91,8 @@ def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str
             "device": "cpu",
             "num_workers": 0,
             "batch_size": {"caption": 32, "embed_images": 64, "embed_texts": 256},
+            "cache": True,
+            "cache_dir": None,
         },
     }
 

@@ -10,9 +10,48 @@ from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image
+import numpy as np
+from PIL import Image, ImageOps
 
-from capsearch.data.flickr8k import IMAGES_DIR_IN_ZIP
+from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGES_DIR_IN_ZIP
+
+ORIENTATION_TAG = 0x0112
+# What PIL raises on a file it cannot decode: unknown format, truncated data, bad headers, or more pixels than
+# Image.MAX_IMAGE_PIXELS (a decompression bomb; a warning above the limit is turned into an error too).
+DECODE_ERRORS = (
+    OSError,
+    ValueError,
+    SyntaxError,
+    EOFError,
+    Image.DecompressionBombWarning,
+    Image.DecompressionBombError,
+)
+
+
+def to_rgb(image: Image.Image) -> Image.Image:
+    """Upright 8-bit RGB: EXIF rotation applied, 16-bit scaled down, CMYK converted, alpha over white."""
+    image = ImageOps.exif_transpose(image)
+    if image.mode in ("I;16", "I;16B", "I;16L", "I"):
+        array = np.asarray(image, dtype=np.int64)
+        peak = 65535 if image.mode.startswith("I;16") or array.max(initial=0) > 255 else 255
+        image = Image.fromarray((np.clip(array, 0, peak) * 255 // peak).astype(np.uint8), "L")
+    elif image.mode == "F":
+        image = Image.fromarray(np.clip(np.asarray(image), 0, 255).astype(np.uint8), "L")
+    if (image.mode == "P" and "transparency" in image.info) or image.mode in ("LA", "PA", "La"):
+        image = image.convert("RGBA")
+    if image.mode in ("RGBA", "RGBa"):
+        background = Image.new("RGBA", image.size, (255, 255, 255, 255))
+        image = Image.alpha_composite(background, image.convert("RGBA"))
+    return image.convert("RGB")
+
+
+def _reason(exc: BaseException, data: bytes) -> str:
+    """A short reason for a decode failure (PIL's own message, minus object reprs)."""
+    if not data:
+        return "empty file (0 bytes): cannot identify image format"
+    if isinstance(exc, Image.UnidentifiedImageError):
+        return f"cannot identify image format ({len(data)} bytes, starting {data[:8]!r})"
+    return str(exc) or type(exc).__name__
 
 
 class ImageReadError(OSError):
@@ -47,12 +86,13 @@ class ImageSource:
         return self._zip
 
     def ids(self) -> list[str]:
-        """All ``.jpg`` image ids available in this source, sorted."""
+        """All image ids (``.jpg``, ``.jpeg``, ``.png``, ``.webp`` files) in this source, sorted."""
         if self.is_zip:
             prefix = self.member_prefix
             names = self._archive().namelist()
-            return sorted(n[len(prefix) :] for n in names if n.startswith(prefix) and n.lower().endswith(".jpg"))
-        return sorted(p.name for p in self.location.iterdir() if p.suffix.lower() == ".jpg")
+            members = (n for n in names if n.startswith(prefix) and n.lower().endswith(IMAGE_SUFFIXES))
+            return sorted(n[len(prefix) :] for n in members)
+        return sorted(p.name for p in self.location.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def describe(self, image_id: str) -> str:
         """Where an image lives, for error messages."""
@@ -69,22 +109,30 @@ class ImageSource:
         except (KeyError, OSError) as exc:
             raise ImageReadError(f"cannot read image {self.describe(image_id)}: {exc}") from exc
 
-    def open_rgb(self, image_id: str, draft_size: tuple[int, int] | None = None) -> Image.Image:
-        """Decode one image fully into RGB; ``draft_size`` lets JPEG decode at a reduced scale."""
+    def open_rgb(self, image_id: str, draft_for: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:
+        """Decode one image into upright RGB (EXIF orientation applied, transparency on white).
+
+        ``draft_for(width, height)`` gives the smallest size needed, so a large JPEG decodes at a reduced scale.
+        """
         data = self.read_bytes(image_id)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
-                if draft_size is not None:
-                    image.draft("RGB", draft_size)
+                if draft_for is not None and image.format == "JPEG":
+                    width, height = image.size
+                    if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
+                        height, width = draft_for(height, width)
+                    else:
+                        width, height = draft_for(width, height)
+                    image.draft("RGB", (width, height))
                 image.load()
-            return image.convert("RGB")
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
-            raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {exc}") from exc
+                return to_rgb(image)
+        except DECODE_ERRORS as exc:
+            raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {_reason(exc, data)}") from exc
 
     def check(self, image_id: str) -> tuple[int, int]:
-        """Decode an image to prove it is readable; return its (width, height)."""
+        """Decode an image to prove it is readable; return its upright (width, height)."""
         data = self.read_bytes(image_id)
         try:
             with warnings.catch_warnings():
@@ -93,21 +141,33 @@ class ImageSource:
                 size = image.size
                 image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
                 image.load()
+                if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
+                    size = (size[1], size[0])
             return size
-        except (OSError, ValueError, SyntaxError, Image.DecompressionBombWarning) as exc:
-            raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {exc}") from exc
+        except DECODE_ERRORS as exc:
+            raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {_reason(exc, data)}") from exc
 
 
 class ImageDataset:
-    """A map-style dataset of preprocessed images: ``transform(PIL RGB image)`` per id."""
+    """A map-style dataset of preprocessed images: ``transform(PIL RGB image)`` per id.
 
-    def __init__(self, source: ImageSource, image_ids: Sequence[str], transform: Callable[[Image.Image], Any]) -> None:
+    ``draft_for`` (see ``ImageSource.open_rgb``) lets large JPEGs decode at a reduced scale.
+    """
+
+    def __init__(
+        self,
+        source: ImageSource,
+        image_ids: Sequence[str],
+        transform: Callable[[Image.Image], Any],
+        draft_for: Callable[[int, int], tuple[int, int]] | None = None,
+    ) -> None:
         self.source = source
         self.image_ids = list(image_ids)
         self.transform = transform
+        self.draft_for = draft_for
 
     def __len__(self) -> int:
         return len(self.image_ids)
 
     def __getitem__(self, index: int) -> Any:
-        return self.transform(self.source.open_rgb(self.image_ids[index]))
+        return self.transform(self.source.open_rgb(self.image_ids[index], self.draft_for))

@@ -6,9 +6,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from capsearch.data.flickr8k import (
+    KAGGLE_CAPTIONS,
     TOKEN_FILE,
+    load_captions,
     parse_num_images,
-    parse_token_file,
     read_splits,
     sampling_order,
     split_candidates,
@@ -30,10 +31,10 @@ class Subset:
 
 
 def find_text_dir(extracted: str | Path) -> Path:
-    """The folder holding ``Flickr8k.token.txt`` inside an extracted ``Flickr8k_text.zip``."""
-    found = sorted(Path(extracted).rglob(TOKEN_FILE))
+    """The folder holding ``Flickr8k.token.txt`` (or Kaggle's ``captions.txt``) in an extracted text zip."""
+    found = sorted(Path(extracted).rglob(TOKEN_FILE)) or sorted(Path(extracted).rglob(KAGGLE_CAPTIONS))
     if not found:
-        raise FileNotFoundError(f"{TOKEN_FILE} not found under {extracted}; re-run the fetch stage")
+        raise FileNotFoundError(f"neither {TOKEN_FILE} nor {KAGGLE_CAPTIONS} found under {extracted}; re-run fetch")
     return found[0].parent
 
 
@@ -46,7 +47,7 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
     """
     wanted = parse_num_images(num_images)
     text_dir = Path(text_dir)
-    caption_file = parse_token_file(text_dir / TOKEN_FILE)
+    caption_file = load_captions(text_dir)
     candidates = split_candidates(caption_file.captions, read_splits(text_dir), split)
     if wanted is not None and wanted > len(candidates.images):
         raise ValueError(
@@ -60,7 +61,7 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
     ]
     order = sampling_order(candidates.images, seed)
     target = len(order) if wanted is None else wanted
-    with progress(total=target, desc="check images", unit="img") as bar:
+    with progress(total=target, desc="check images", unit="img") as bar:  # "all": every readable image
         for image_id in order:
             if len(chosen) == target:
                 break
@@ -74,7 +75,7 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
                 continue
             chosen.append((image_id, width, height))
             bar.update()
-    if len(chosen) < target:
+    if wanted is not None and len(chosen) < target:
         raise ValueError(
             f"subset.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
             f"({len(excluded)} excluded); use a smaller num_images"

@@ -3,15 +3,17 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import torch
 from PIL import Image
 from transformers import BlipForConditionalGeneration, BlipProcessor
 
-from capsearch.data.images import ImageDataset, ImageSource
-from capsearch.models.runtime import batch_loader, load_pretrained, resolve_device, resolve_precision
-from capsearch.progress import progress
+from capsearch.cache import ResultCache, model_fingerprint, namespace
+from capsearch.data.images import ImageSource
+from capsearch.models.batching import RunStats, run_over_images
+from capsearch.models.pixels import PixelPipeline
+from capsearch.models.runtime import load_pretrained, precision_name, resolve_device, resolve_precision
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 
@@ -55,23 +57,44 @@ class BlipCaptioner:
         self.processor = load_pretrained(BlipProcessor, model_id, revision, param, weights=False)
         model = load_pretrained(BlipForConditionalGeneration, model_id, revision, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
+        self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
+        self.last_run = RunStats()
+        self._fingerprint: str | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Pixel tensor (C, H, W) of one RGB image, as the model's processor prepares it."""
-        return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        """uint8 pixels (3, H, W) of one RGB image, resized as the model's processor does."""
+        return self.pixels(image)
 
     @torch.inference_mode()
     def caption_pixels(self, pixels: torch.Tensor, settings: DecodingSettings) -> list[str]:
-        """Captions of a preprocessed batch."""
-        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        """Captions of a uint8 batch from ``preprocess`` (KV cache on, greedy or beam search, no sampling)."""
+        pixels = self.pixels.normalise(pixels.to(self.device, non_blocking=True), self.dtype)
         output = self.model.generate(
             pixel_values=pixels,
             num_beams=settings.num_beams,
             max_new_tokens=settings.max_new_tokens,
             min_new_tokens=settings.min_new_tokens,
             do_sample=False,
+            use_cache=True,
         )
         return [text.strip() for text in self.processor.batch_decode(output, skip_special_tokens=True)]
+
+    def fingerprint(self) -> str:
+        """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_id, self.revision)
+        return self._fingerprint
+
+    def cache_space(self, settings: DecodingSettings) -> str:
+        """The cache namespace of captions by this model with these settings."""
+        fingerprint = self.fingerprint()
+        return namespace(
+            task="blip-caption",
+            model=fingerprint,
+            dtype=precision_name(self.dtype),
+            decoding=asdict(settings),
+            pixels=self.pixels,
+        )
 
     def caption_images(
         self,
@@ -80,11 +103,25 @@ class BlipCaptioner:
         settings: DecodingSettings,
         batch_size: int = 16,
         num_workers: int = 0,
+        cache: ResultCache | None = None,
     ) -> list[str]:
-        """One caption per image id, in order, images decoded in worker processes."""
+        """One caption per image id, in order, images decoded in worker processes.
+
+        Images whose caption is in ``cache`` are not recomputed; ``last_run`` says how many were.
+        """
         settings.validate()
-        loader = batch_loader(ImageDataset(source, image_ids, self.preprocess), batch_size, num_workers, self.device)
-        captions: list[str] = []
-        for batch in progress(loader, desc="caption", unit="batch"):
-            captions += self.caption_pixels(batch, settings)
+        captions, self.last_run = run_over_images(
+            source,
+            image_ids,
+            self.pixels,
+            lambda batch: self.caption_pixels(batch, settings),
+            lambda caption: caption.encode("utf-8"),
+            lambda blob: blob.decode("utf-8"),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=self.device,
+            cache=cache,
+            cache_space=self.cache_space(settings) if cache is not None else "",
+            desc="caption",
+        )
         return captions

@@ -10,8 +10,11 @@ import torch
 from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from capsearch.data.images import ImageDataset, ImageSource
-from capsearch.models.runtime import batch_loader, load_pretrained, resolve_device, resolve_precision
+from capsearch.cache import ResultCache, model_fingerprint, namespace
+from capsearch.data.images import ImageSource
+from capsearch.models.batching import OomBackoff, RunStats, run_over_images
+from capsearch.models.pixels import PixelPipeline
+from capsearch.models.runtime import load_pretrained, precision_name, resolve_device, resolve_precision
 from capsearch.progress import progress
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -50,40 +53,84 @@ class ClipEmbedder:
         model = load_pretrained(CLIPModel, model_id, revision, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
+        self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
+        self.last_run = RunStats()
+        self._fingerprint: str | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """Pixel tensor (C, H, W) of one RGB image, as the model's processor prepares it."""
-        return self.processor.image_processor(images=image, return_tensors="pt")["pixel_values"][0]
+        """uint8 pixels (3, H, W) of one RGB image, resized and cropped as the model's processor does."""
+        return self.pixels(image)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
-        """Normalised embeddings of a preprocessed batch."""
-        pixels = pixels.to(self.device, dtype=self.dtype, non_blocking=True)
+        """Normalised embeddings of a uint8 batch from ``preprocess``."""
+        pixels = self.pixels.normalise(pixels.to(self.device, non_blocking=True), self.dtype)
         return _normalise(self.model.get_image_features(pixel_values=pixels).pooler_output)
 
+    def fingerprint(self) -> str:
+        """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
+        if self._fingerprint is None:
+            self._fingerprint = model_fingerprint(self.model_id, self.revision)
+        return self._fingerprint
+
+    def cache_space(self) -> str:
+        """The cache namespace of this model's image embeddings (weights, precision, preprocessing)."""
+        fingerprint = self.fingerprint()
+        return namespace(task="clip-image", model=fingerprint, dtype=precision_name(self.dtype), pixels=self.pixels)
+
     def embed_images(
-        self, source: ImageSource, image_ids: Sequence[str], batch_size: int = 64, num_workers: int = 0
+        self,
+        source: ImageSource,
+        image_ids: Sequence[str],
+        batch_size: int = 64,
+        num_workers: int = 0,
+        cache: ResultCache | None = None,
     ) -> np.ndarray:
-        """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes."""
-        loader = batch_loader(ImageDataset(source, image_ids, self.preprocess), batch_size, num_workers, self.device)
-        chunks = [self.embed_pixels(batch) for batch in progress(loader, desc="embed images", unit="batch")]
-        if not chunks:
-            return np.zeros((0, self.model.config.projection_dim), dtype=np.float32)
-        return np.concatenate(chunks).astype(np.float32)
+        """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes.
+
+        Images whose embedding is in ``cache`` are not recomputed; ``last_run`` says how many were.
+        """
+        dim = int(self.model.config.projection_dim)
+        rows, self.last_run = run_over_images(
+            source,
+            image_ids,
+            self.pixels,
+            lambda batch: list(self.embed_pixels(batch)),
+            lambda row: np.asarray(row, dtype=np.float32).tobytes(),
+            lambda blob: np.frombuffer(blob, dtype=np.float32),
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=self.device,
+            cache=cache,
+            cache_space=self.cache_space() if cache is not None else "",
+            desc="embed images",
+        )
+        if not rows:
+            return np.zeros((0, dim), dtype=np.float32)
+        return np.stack(rows).astype(np.float32)
 
     @torch.inference_mode()
+    def _embed_tokens(self, ids_and_mask: torch.Tensor) -> list[np.ndarray]:
+        """Embeddings of token ids stacked with their attention mask, shape (N, 2, L)."""
+        features = self.model.get_text_features(input_ids=ids_and_mask[:, 0], attention_mask=ids_and_mask[:, 1])
+        return list(_normalise(features.pooler_output))
+
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> TextEmbeddings:
         """Embeddings of ``texts``; texts longer than the context (77 tokens for CLIP) are truncated."""
         tokenizer = self.processor.tokenizer
-        chunks, truncated = [], 0
+        rows: list[np.ndarray] = []
+        truncated = 0
+        backoff = OomBackoff(batch_size, self.device)
         for start in progress(range(0, len(texts), batch_size), desc="embed texts", unit="batch"):
             batch = list(texts[start : start + batch_size])
             lengths = [len(ids) for ids in tokenizer(batch)["input_ids"]]
             truncated += sum(length > self.context_length for length in lengths)
             tokens = tokenizer(
                 batch, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
-            ).to(self.device)
-            chunks.append(_normalise(self.model.get_text_features(**tokens).pooler_output))
-        if not chunks:
+            )
+            ids_and_mask = torch.stack([tokens["input_ids"], tokens["attention_mask"]], dim=1).to(self.device)
+            rows += backoff(self._embed_tokens, ids_and_mask)
+        self.last_run = RunStats(len(texts), len(texts), 0, backoff.limit, backoff.backoffs)
+        if not rows:
             return TextEmbeddings(np.zeros((0, self.model.config.projection_dim), dtype=np.float32), 0)
-        return TextEmbeddings(np.concatenate(chunks).astype(np.float32), truncated)
+        return TextEmbeddings(np.stack(rows).astype(np.float32), truncated)

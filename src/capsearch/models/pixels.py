@@ -1,0 +1,99 @@
+"""Image preprocessing split for speed: resize and crop on uint8 in worker processes, normalise on the device.
+
+It reproduces the model's own (PIL) image processor exactly: same output size rule, same resampling filter,
+same centre crop; rescale and normalisation then run as one tensor operation on the whole batch where the
+model runs. Workers ship uint8 (a quarter of float32's bytes) and JPEG decoding uses ``draft`` to decode large
+photos at a reduced scale when the result is still at least the size the model needs.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from PIL import Image
+
+MAX_ASPECT = 4  # longer/shorter side kept before a shortest-edge resize; the centre crop never sees the rest
+
+
+@dataclass(frozen=True)
+class PixelPipeline:
+    """Resize (fixed size or shortest edge), optional centre crop, then ``(x * rescale - mean) / std``."""
+
+    shortest_edge: int | None
+    height: int | None
+    width: int | None
+    crop_height: int | None
+    crop_width: int | None
+    resample: int
+    rescale: float
+    mean: tuple[float, float, float]
+    std: tuple[float, float, float]
+
+    @classmethod
+    def from_image_processor(cls, processor: object) -> PixelPipeline:
+        """The pipeline a transformers image processor (CLIP's or BLIP's) describes."""
+        size = processor.size  # type: ignore[attr-defined]
+        crop = processor.crop_size if getattr(processor, "do_center_crop", False) else None  # type: ignore[attr-defined]
+        if not getattr(processor, "do_resize", True) or not (size.shortest_edge or (size.height and size.width)):
+            raise ValueError(f"unsupported image processor settings: size={size}")
+        return cls(
+            shortest_edge=size.shortest_edge if not (size.height and size.width) else None,
+            height=size.height,
+            width=size.width,
+            crop_height=crop.height if crop else None,
+            crop_width=crop.width if crop else None,
+            resample=int(processor.resample),  # type: ignore[attr-defined]
+            rescale=float(processor.rescale_factor) if processor.do_rescale else 1.0,  # type: ignore[attr-defined]
+            mean=tuple(processor.image_mean) if processor.do_normalize else (0.0, 0.0, 0.0),  # type: ignore[attr-defined]
+            std=tuple(processor.image_std) if processor.do_normalize else (1.0, 1.0, 1.0),  # type: ignore[attr-defined]
+        )
+
+    def resized_size(self, width: int, height: int) -> tuple[int, int]:
+        """(width, height) after the resize step, by the processor's own rule."""
+        if self.shortest_edge is None:
+            return int(self.width), int(self.height)  # type: ignore[arg-type]
+        short, long = (width, height) if width <= height else (height, width)
+        new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
+        return (new_short, new_long) if width <= height else (new_long, new_short)
+
+    def draft_size(self, width: int, height: int) -> tuple[int, int]:
+        """The smallest decode size that still resizes down (never up) to what the model needs."""
+        new_width, new_height = self.resized_size(width, height)
+        if self.shortest_edge is None:
+            return new_width, new_height
+        return min(width, new_width), min(height, new_height)
+
+    def __call__(self, image: Image.Image) -> torch.Tensor:
+        """uint8 tensor (3, H, W) of an RGB image, resized and cropped."""
+        if self.shortest_edge is not None:
+            width, height = image.size
+            short, long = min(width, height), max(width, height)
+            if long > MAX_ASPECT * short:  # keep a wide margin around the centre crop, not a huge strip
+                keep = MAX_ASPECT * short
+                left, top = ((width - keep) // 2, 0) if width > height else (0, (height - keep) // 2)
+                image = image.crop((left, top, left + min(width, keep), top + min(height, keep)))
+        image = image.resize(self.resized_size(*image.size), resample=self.resample)
+        array = np.asarray(image, dtype=np.uint8)
+        if self.crop_height is not None and self.crop_width is not None:
+            array = _centre_crop(array, self.crop_height, self.crop_width)
+        return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+    def normalise(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
+        """Float pixels of a uint8 batch (N, 3, H, W), computed where the batch lives, cast to ``dtype``."""
+        mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)
+        std = torch.tensor(self.std, device=batch.device).view(1, 3, 1, 1)
+        return ((batch.float() * self.rescale - mean) / std).to(dtype)
+
+
+def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+    """The processor's centre crop (zero-padding an image smaller than the crop)."""
+    height, width = array.shape[:2]
+    if height < crop_height or width < crop_width:
+        padded = np.zeros((max(height, crop_height), max(width, crop_width), 3), dtype=array.dtype)
+        top, left = -(-(padded.shape[0] - height) // 2), -(-(padded.shape[1] - width) // 2)
+        padded[top : top + height, left : left + width] = array
+        array, height, width = padded, padded.shape[0], padded.shape[1]
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return array[top : top + crop_height, left : left + crop_width]
