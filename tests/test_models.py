@@ -74,6 +74,28 @@ def test_pickle_only_model_folder_is_refused(toy_models, tmp_path):
         ClipEmbedder(str(folder), precision="fp32", device="cpu", param="clip.model")
 
 
+def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkeypatch):
+    folder = tmp_path / "with-remote-code"
+    shutil.copytree(toy_models / "toy-clip", folder)
+    marker = tmp_path / "remote-code-ran"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.syspath_prepend(str(folder))
+    embedder = ClipEmbedder(str(folder), precision="fp32", device="cpu")
+    assert type(embedder.model).__name__ == "CLIPModel" and not marker.exists()
+
+    from transformers import CLIPModel
+
+    from capsearch.models import runtime
+
+    seen = {}
+    monkeypatch.setattr(CLIPModel, "from_pretrained", lambda *args, **kwargs: seen.update(kwargs))
+    runtime.load_pretrained(CLIPModel, str(folder), "main", "clip.model")
+    assert seen["use_safetensors"] is True and not seen.get("trust_remote_code")
+
+
 def test_missing_local_folder_names_the_param(tmp_path):
     with pytest.raises(ModelLoadError, match=r"caption\.model: local model folder .* does not exist"):
         BlipCaptioner(str(tmp_path / "nope"), device="cpu")

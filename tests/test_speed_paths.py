@@ -214,6 +214,7 @@ def test_batch_size_and_worker_knobs():
     for bad in (0, -3, "many", 2.5):
         with pytest.raises(ValueError, match=r"runtime\.batch_size\.caption: expected a positive integer or 'auto'"):
             resolve_batch_size(bad, "caption", CPU, "runtime.batch_size.caption")
-    assert resolve_num_workers("auto", CPU) >= 0 and resolve_num_workers(3, CPU) == 3
+    assert resolve_num_workers("auto", CPU) == 0 and resolve_num_workers(3, CPU) == 3
+    assert resolve_num_workers("auto", torch.device("cuda")) >= 0
     with pytest.raises(ValueError, match=r"runtime\.num_workers"):
         resolve_num_workers(-1, CPU)

@@ -39,8 +39,14 @@ def resolve_batch_size(value: int | str, task: str, device: torch.device, param:
 
 
 def resolve_num_workers(value: int | str, device: torch.device, param: str = "runtime.num_workers") -> int:
-    """0 or more decoding processes, or ``auto``: every core but one (at most 16), none on a 1-core machine."""
+    """0 or more decoding processes, or ``auto``: on a GPU every core but one (at most 16); on the CPU none.
+
+    When the model runs on the CPU, decoding workers compete with its threads for the same cores; decoding in
+    the main process measured faster on the 2-core CI machine (``bench/RESULTS.md``).
+    """
     if value == "auto":
+        if device.type != "cuda":
+            return 0
         cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
         return max(0, min(16, cores - 1))
     try:

@@ -1,0 +1,87 @@
+"""Interrupted and concurrent runs: a SIGKILL mid-caption leaves nothing DVC accepts, DVC's lock refuses a second
+``dvc repro``, and the re-run finishes (resuming from the result cache) with the same captions as a clean run."""
+
+import os
+import signal
+import sqlite3
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import yaml
+
+from capsearch.data.images import ImageSource
+from capsearch.demo import commit_run, create_demo_workspace, run_dvc, tool_env
+from capsearch.io import read_csv
+from capsearch.models.blip import BlipCaptioner, DecodingSettings
+
+
+def _cached_results(cache_file: Path) -> int:
+    if not cache_file.exists():
+        return 0
+    try:
+        with sqlite3.connect(f"file:{cache_file}?mode=ro", uri=True, timeout=1) as db:
+            return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
+    except sqlite3.OperationalError:
+        return 0
+
+
+def _wait_for(predicate, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path):
+    workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=1200, num_images=150)
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["runtime"].update(batch_size={"caption": 1, "embed_images": 64, "embed_texts": 256})
+    params["runtime"]["cache_dir"] = str(tmp_path / "cache")  # a cache no other test has filled
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_run(workspace, "slow captioning")
+    cache_file = tmp_path / "cache" / "results.sqlite"
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    first = subprocess.Popen(
+        [dvc, "repro", "caption"], cwd=workspace, env=tool_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        _wait_for(lambda: _cached_results(cache_file) > 0, 240, "the first captions")
+        second = run_dvc(workspace, "repro", "caption", check=False)
+        assert second.returncode != 0
+        refusal = second.stdout + second.stderr
+        # DVC's repo lock ("Unable to acquire lock") or its per-output read/write lock ("is busy") refuses it
+        assert "Unable to acquire lock" in refusal or "it is being blocked by" in refusal, refusal
+        os.killpg(first.pid, signal.SIGKILL)
+    finally:
+        if first.poll() is None:
+            os.killpg(first.pid, signal.SIGKILL)
+        first.wait()
+    done_before_kill = _cached_results(cache_file)
+    assert 0 < done_before_kill < 150, "the kill must land mid-caption"
+    assert not (workspace / "data/captions/generated.csv").exists()  # nothing half-written
+    assert "caption" in run_dvc(workspace, "status", "caption").stdout  # DVC does not accept the stage as done
+
+    rerun = run_dvc(workspace, "repro", "caption", check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    resumed = next(line for line in rerun.stdout.splitlines() if line.startswith("[caption]"))
+    assert "150 images captioned" in resumed and " from cache" in resumed and "batch 1" in resumed
+    cached = int(resumed.split(" from cache")[0].rsplit(" ", 1)[-1])
+    assert cached >= done_before_kill
+    assert "up to date" in run_dvc(workspace, "status", "caption").stdout
+
+    ids = [row["image_id"] for row in read_csv(workspace / "data/subset/images.csv", ["image_id", "width", "height"])]
+    c = params["caption"]
+    clean = BlipCaptioner(c["model"], precision=c["precision"], device="cpu").caption_images(
+        ImageSource(workspace / "data/raw/Flickr8k_Dataset.zip"),
+        ids,
+        DecodingSettings(c["num_beams"], c["max_new_tokens"], c["min_new_tokens"]),
+        batch_size=16,
+    )
+    rows = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
+    assert [row["image_id"] for row in rows] == ids
+    assert [row["caption"] for row in rows] == clean
