@@ -48,7 +48,7 @@ def main() -> None:
         "embed_texts",
         f"{len(references)} reference + {len(generated)} generated captions embedded (plain and with the "
         f"CLIPScore prefix) by {p['model']} "
-        f"({precision_name(embedder.dtype)} on {embedder.device.type}, batch {embedder.last_run.batch_size}); "
+        f"({precision_name(embedder.dtype)} on {embedder.device.type}, batch {embedder.last_text_run.batch_size}); "
         f"{reference_vectors.truncated + generated_vectors.truncated} truncated to {embedder.context_length} tokens; "
         f"in {timer.seconds:.1f}s ({total / max(timer.seconds, 1e-9):.0f} texts/s)",
     )

@@ -153,6 +153,8 @@ def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
     assert indexed.returncode == 0, indexed.stderr
     assert "indexed 9 images" in indexed.stdout and "1 unreadable skipped" in indexed.stdout
     assert "skipped broken.jpg" in indexed.stderr
+    reindexed = capsearch("index", str(photo_folder), *models, cwd=tmp_path)
+    assert "9 captions and 9 embeddings from the cache" in reindexed.stdout  # nothing recomputed
     found = capsearch("search", "a red circle", "-k", "9", "--index", str(photo_folder), "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)[0]["hits"]

@@ -165,10 +165,14 @@ def _index(args: argparse.Namespace) -> int:
     captioner, settings = _captioner(args)
     model, revision, precision = _clip_ref(args)
     embedder = ClipEmbedder(model, revision, precision, _device(args), param="--clip-model")
-    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, args.batch_size, 0)
+    from capsearch.cache import ResultCache
+
+    cache = None if args.no_cache else ResultCache()
+    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, args.batch_size, 0, cache)
     print(
         f"indexed {len(index.ids)} images under {folder.resolve()} into {out} "
-        f"({len(skipped)} unreadable skipped) in {time.perf_counter() - started:.1f}s; "
+        f"({len(skipped)} unreadable skipped; {captioner.last_run.cached} captions and "
+        f"{embedder.last_run.cached} embeddings from the cache) in {time.perf_counter() - started:.1f}s; "
         f'search it with: capsearch search "..." --index {args.folder}'
     )
     for image_id, reason in skipped:
@@ -280,6 +284,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("folder")
     index.add_argument("--out", help="index folder (default: FOLDER/.capsearch)")
     index.add_argument("--batch-size", type=int, default=16)
+    index.add_argument(
+        "--no-cache", action="store_true", help="recompute everything (default: reuse the result cache, see README)"
+    )
     _model_options(index, blip=True, clip=True)
     index.set_defaults(func=_index)
 

@@ -11,6 +11,7 @@ from typing import Any
 import numpy as np
 import yaml
 
+from capsearch.cache import ResultCache
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.io import load_npy, read_csv, save_npy, write_csv, write_json, write_text
@@ -164,10 +165,13 @@ def build_folder_index(
     settings: Any,
     batch_size: int = 16,
     num_workers: int = 0,
+    cache: ResultCache | None = None,
 ) -> tuple[SearchIndex, list[tuple[str, str]]]:
     """Caption and embed every image under ``folder`` (the pipeline's code path) and save a search index.
 
-    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``).
+    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``). With a
+    ``cache``, images already captioned/embedded by the same models are not recomputed (re-indexing a folder
+    after adding photos only processes the new ones).
     """
     folder = Path(folder).resolve()
     files = find_images([folder])
@@ -175,8 +179,8 @@ def build_folder_index(
     ids, skipped = readable_images(source, [str(p.relative_to(folder)) for p in files])
     if not ids:
         raise FileNotFoundError(f"{folder}: none of the {len(files)} images could be decoded")
-    captions = captioner.caption_images(source, ids, settings, batch_size, num_workers)
-    image_vectors = embedder.embed_images(source, ids, batch_size, num_workers)
+    captions = captioner.caption_images(source, ids, settings, batch_size, num_workers, cache)
+    image_vectors = embedder.embed_images(source, ids, batch_size, num_workers, cache)
     caption_vectors = embedder.embed_texts(captions).vectors
     out = Path(out_dir)
     save_npy(out / "images.npy", image_vectors)

@@ -54,7 +54,8 @@ class ClipEmbedder:
         self.model = model.to(self.device).eval()
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
         self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
-        self.last_run = RunStats()
+        self.last_run = RunStats()  # of the last embed_images
+        self.last_text_run = RunStats()  # of the last embed_texts
         self._fingerprint: str | None = None
 
     def preprocess(self, image: Image.Image) -> torch.Tensor:
@@ -130,7 +131,7 @@ class ClipEmbedder:
             )
             ids_and_mask = torch.stack([tokens["input_ids"], tokens["attention_mask"]], dim=1).to(self.device)
             rows += backoff(self._embed_tokens, ids_and_mask)
-        self.last_run = RunStats(len(texts), len(texts), 0, backoff.limit, backoff.backoffs)
+        self.last_text_run = RunStats(len(texts), len(texts), 0, backoff.limit, backoff.backoffs)
         if not rows:
             return TextEmbeddings(np.zeros((0, self.model.config.projection_dim), dtype=np.float32), 0)
         return TextEmbeddings(np.stack(rows).astype(np.float32), truncated)
