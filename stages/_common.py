@@ -68,7 +68,13 @@ def runtime(params: dict[str, Any], stage: str, task: str | None = None) -> Runt
     use_cache = knobs.get("cache", True)
     if not isinstance(use_cache, bool):
         raise ValueError(f"runtime.cache: expected true or false, got {use_cache!r}")
-    cache = ResultCache(knobs.get("cache_dir") or None) if use_cache else None
+    cache = None
+    if use_cache:
+        try:
+            cache = ResultCache(knobs.get("cache_dir") or None)
+        except OSError as exc:
+            message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
+            raise ValueError(message) from exc
     return Runtime(device.type, batch, workers, cache)
 
 

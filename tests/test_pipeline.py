@@ -187,3 +187,23 @@ def test_dvc_experiments_compare_against_the_committed_run(workspace):
     assert experiments, shown
     params = yaml.safe_load((workspace / "params.yaml").read_text())
     assert params["caption"]["num_beams"] == 1  # a plain `dvc exp run -S` keeps the experiment's params
+
+
+def test_growing_the_subset_computes_only_the_new_images(workspace, tmp_path):
+    params_file = workspace / "params.yaml"
+
+    def repro_with(num_images: int) -> dict[str, str]:
+        params = yaml.safe_load(params_file.read_text())
+        params["subset"]["num_images"] = num_images
+        params["runtime"]["cache_dir"] = str(tmp_path / "fresh-cache")  # untracked: re-runs nothing by itself
+        params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+        result = run_dvc(workspace, "repro", check=False)
+        assert result.returncode == 0, result.stdout + result.stderr
+        return {line.split("]")[0][1:]: line for line in result.stdout.splitlines() if line.startswith("[")}
+
+    first = repro_with(20)
+    assert "20 computed, 0 from cache" in first["caption"] and "20 computed, 0 from cache" in first["embed_images"]
+    grown = repro_with(30)
+    assert "10 computed, 20 from cache" in grown["caption"], grown["caption"]
+    assert "10 computed, 20 from cache" in grown["embed_images"], grown["embed_images"]
+    assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 30

@@ -68,6 +68,7 @@ def caption_params(**changes) -> dict:
         ({"runtime__num_workers": -2}, "runtime.num_workers: expected 0 or more, or 'auto', got -2"),
         ({"runtime__device": "tpu"}, "runtime.device: unknown device 'tpu'; choose one of auto, cpu, cuda"),
         ({"runtime__cache": "yes"}, "runtime.cache: expected true or false, got 'yes'"),
+        ({"runtime__cache": True, "runtime__cache_dir": "/proc/capsearch-cache"}, "runtime.cache_dir: cannot use"),
     ],
 )
 def test_caption_params_are_checked_before_the_model_loads(caption_workspace, changes, message):

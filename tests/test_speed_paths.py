@@ -207,6 +207,15 @@ def test_model_fingerprint_follows_weights_and_hub_commits(toy_models, tmp_path,
         model_fingerprint("org/other", "main")
 
 
+def test_a_corrupt_cache_file_says_it_is_safe_to_delete(tmp_path):
+    (tmp_path / "results.sqlite").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(OSError, match=r"results.sqlite is unusable .* delete it, it is safe to"):
+        ResultCache(tmp_path)
+    cache = ResultCache(tmp_path / "fresh")
+    cache.put_many("space", {"abc": b"value"})
+    assert cache.get_many("space", ["abc", "missing"]) == {"abc": b"value"} and cache.count("space") == 1
+
+
 def test_batch_size_and_worker_knobs():
     assert resolve_batch_size("auto", "caption", CPU, "runtime.batch_size.caption") == 8
     assert resolve_batch_size("auto", "embed_images", torch.device("cuda"), "x") == 1024
