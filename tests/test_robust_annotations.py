@@ -161,3 +161,24 @@ def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
     refused = _stage(workspace, "subset")
     assert refused.returncode != 0
     assert "[subset] error: subset.split: 'test' needs Flickr_8k.testImages.txt" in refused.stderr
+
+
+def test_embed_texts_stage_truncates_and_counts_overlong_captions(toy_models, tmp_path):
+    import json
+
+    from capsearch.io import write_csv
+
+    long_caption = "a dog , " * 120  # ~240 tokens, over CLIP's 77
+    write_csv(tmp_path / "data/subset/captions.csv", ["image_id", "caption_index", "caption"],
+              [("a.jpg", 0, "a red circle"), ("a.jpg", 1, long_caption), ("b.jpg", 0, "a blue square")])  # fmt: skip
+    write_csv(tmp_path / "data/captions/generated.csv", ["image_id", "caption"], [("a.jpg", "a red"), ("b.jpg", "x")])
+    params = {
+        "clip": {"model": str(toy_models / "toy-clip"), "revision": "main", "precision": "fp32"},
+        "runtime": {"device": "cpu", "cache": False},
+    }
+    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
+    result = _stage(tmp_path, "embed_texts")
+    assert result.returncode == 0, result.stderr
+    assert "1 truncated to 77 tokens" in result.stdout  # the plain and the prefixed copy: the summary counts plain
+    counts = json.loads((tmp_path / "data/embeddings/texts.json").read_text())
+    assert counts["reference_truncated"] == 1 and counts["reference_captions"] == 3
