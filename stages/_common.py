@@ -36,10 +36,10 @@ def section(params: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[st
 
 @dataclass
 class Runtime:
-    """Untracked knobs of one stage, validated: where to run, how many at a time, where results are cached."""
+    """Untracked knobs, validated: where to run, how many at a time per task, where results are cached."""
 
     device: str
-    batch_size: int
+    batch_sizes: dict[str, int]  # caption, embed_images, embed_texts
     num_workers: int
     cache: ResultCache | None
 
@@ -47,35 +47,37 @@ class Runtime:
         return f"cache {self.cache.path}" if self.cache is not None else "cache off"
 
 
-def runtime(params: dict[str, Any], stage: str, task: str | None = None) -> Runtime:
-    """The ``runtime`` section (no stage lists it, so changing it re-runs nothing), validated up front.
+def runtime(params: dict[str, Any], use_cache: bool = True) -> Runtime:
+    """The ``runtime`` section (no stage lists it, so changing it re-runs nothing), all validated up front.
 
-    ``task`` picks the ``runtime.batch_size`` entry and its ``auto`` default (the stage's name by default).
+    ``use_cache=False`` for stages that cache nothing (the result cache is then not opened).
     """
-    from capsearch.models.batching import resolve_batch_size, resolve_num_workers  # imports torch
+    from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_batch_size, resolve_num_workers  # imports torch
     from capsearch.models.runtime import resolve_device
 
     knobs = params.get("runtime") or {}
     if not isinstance(knobs, dict):
         raise ValueError("runtime: expected a mapping of device, num_workers, batch_size, cache, cache_dir")
-    task = task or stage
     device = resolve_device(str(knobs.get("device", "auto")))
     sizes = knobs.get("batch_size") or {}
     if not isinstance(sizes, dict):
         raise ValueError(f"runtime.batch_size: expected a mapping of stage names to sizes, got {sizes!r}")
-    batch = resolve_batch_size(sizes.get(task, "auto"), task, device, f"runtime.batch_size.{task}")
+    batch_sizes = {
+        task: resolve_batch_size(sizes.get(task, "auto"), task, device, f"runtime.batch_size.{task}")
+        for task in AUTO_BATCH_SIZES
+    }
     workers = resolve_num_workers(knobs.get("num_workers", "auto"), device)
-    use_cache = knobs.get("cache", True)
-    if not isinstance(use_cache, bool):
-        raise ValueError(f"runtime.cache: expected true or false, got {use_cache!r}")
+    cache_on = knobs.get("cache", True)
+    if not isinstance(cache_on, bool):
+        raise ValueError(f"runtime.cache: expected true or false, got {cache_on!r}")
     cache = None
-    if use_cache:
+    if cache_on and use_cache:
         try:
             cache = ResultCache(knobs.get("cache_dir") or None)
         except OSError as exc:
             message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
             raise ValueError(message) from exc
-    return Runtime(device.type, batch, workers, cache)
+    return Runtime(device.type, batch_sizes, workers, cache)
 
 
 class Timer:

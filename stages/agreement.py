@@ -25,7 +25,7 @@ def main() -> None:
     params = load_params()
     clip = section(params, "clip", ("model", "revision", "precision"))
     try:
-        rt = runtime(params, "agreement", task="embed_texts")
+        rt = runtime(params, use_cache=False)
         text_dir = find_text_dir("data/text")
         captions = load_captions(text_dir).captions
         if not (text_dir / EXPERT_FILE).exists() or not (text_dir / CROWDFLOWER_FILE).exists():
@@ -43,7 +43,7 @@ def main() -> None:
             captions,
             image_ids,
             load_npy("data/embeddings/images.npy"),
-            lambda texts: embedder.embed_texts(texts, rt.batch_size).vectors,
+            lambda texts: embedder.embed_texts(texts, rt.batch_sizes["embed_texts"]).vectors,
         )
     except (ValueError, FileNotFoundError, ModelLoadError) as exc:
         fail("agreement", exc)

@@ -18,13 +18,15 @@ def main() -> None:
     p = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
-        rt = runtime(params, "caption")
+        rt = runtime(params)
         settings = DecodingSettings(int(p["num_beams"]), int(p["max_new_tokens"]), int(p["min_new_tokens"]))
         settings.validate()
         captioner = BlipCaptioner(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
         source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
-        captions = captioner.caption_images(source, image_ids, settings, rt.batch_size, rt.num_workers, rt.cache)
+        captions = captioner.caption_images(
+            source, image_ids, settings, rt.batch_sizes["caption"], rt.num_workers, rt.cache
+        )
     except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("caption", exc)
     write_csv(OUT, ["image_id", "caption"], list(zip(image_ids, captions, strict=True)))

@@ -18,11 +18,11 @@ def main() -> None:
     p = section(params, "clip", ("model", "revision", "precision"))
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
-        rt = runtime(params, "embed_images")
+        rt = runtime(params)
         embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
         source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
-        vectors = embedder.embed_images(source, image_ids, rt.batch_size, rt.num_workers, rt.cache)
+        vectors = embedder.embed_images(source, image_ids, rt.batch_sizes["embed_images"], rt.num_workers, rt.cache)
     except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("embed_images", exc)
     save_npy(OUT / "images.npy", vectors)

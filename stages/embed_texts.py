@@ -20,8 +20,8 @@ def main() -> None:
     ]
     generated = [row["caption"] for row in read_csv("data/captions/generated.csv", ["image_id", "caption"])]
     try:
-        rt = runtime(params, "embed_texts")
-        batch_size = rt.batch_size
+        rt = runtime(params, use_cache=False)
+        batch_size = rt.batch_sizes["embed_texts"]
         embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)

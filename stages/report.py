@@ -21,7 +21,7 @@ def main() -> None:
     p = section(params, "report", ("queries", "k", "method", "samples", "seed", "failures"))
     clip = section(params, "clip", ("model", "revision", "precision"))
     try:
-        rt = runtime(params, "report", task="embed_texts")
+        rt = runtime(params, use_cache=False)
         queries = [str(q).strip() for q in p["queries"]]
         if not queries or not all(queries):
             raise ValueError(f"report.queries: expected a list of non-empty queries, got {p['queries']!r}")

@@ -29,9 +29,7 @@ def main() -> None:
     c = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
     clip = section(params, "clip", ("model", "revision", "precision"))
     try:
-        rt = runtime(params, "tune_fusion", task="caption")
-        rt_images = runtime(params, "tune_fusion", task="embed_images")
-        rt_texts = runtime(params, "tune_fusion", task="embed_texts")
+        rt = runtime(params)
         if p["split"] in (reported, "all") or reported == "all":
             raise ValueError(
                 f"fusion.split: alpha must be chosen on another split than the reported one "
@@ -43,11 +41,13 @@ def main() -> None:
         settings = DecodingSettings(int(c["num_beams"]), int(c["max_new_tokens"]), int(c["min_new_tokens"]))
         settings.validate()
         captioner = BlipCaptioner(c["model"], c["revision"], c["precision"], rt.device)
-        generated = captioner.caption_images(source, image_ids, settings, rt.batch_size, rt.num_workers, rt.cache)
+        generated = captioner.caption_images(
+            source, image_ids, settings, rt.batch_sizes["caption"], rt.num_workers, rt.cache
+        )
         embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], rt.device)
-        images = embedder.embed_images(source, image_ids, rt_images.batch_size, rt.num_workers, rt.cache)
-        captions = embedder.embed_texts(generated, rt_texts.batch_size).vectors
-        queries = embedder.embed_texts([text for _, _, text in tune.captions], rt_texts.batch_size).vectors
+        images = embedder.embed_images(source, image_ids, rt.batch_sizes["embed_images"], rt.num_workers, rt.cache)
+        captions = embedder.embed_texts(generated, rt.batch_sizes["embed_texts"]).vectors
+        queries = embedder.embed_texts([text for _, _, text in tune.captions], rt.batch_sizes["embed_texts"]).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.captions])
         alpha, grid = choose_alpha(queries, images, captions, targets, [float(a) for a in p["alphas"]])
     except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:

@@ -1,13 +1,11 @@
 """Annotation edge cases beyond test_flickr8k.py: Kaggle's layout, BOMs, split files, the fetch stage on them."""
 
-import subprocess
-import sys
 import zipfile
 from pathlib import Path
 
 import pytest
-import yaml
 from PIL import Image
+from stage_runner import run_stage
 
 from capsearch.data.flickr8k import (
     AnnotationError,
@@ -19,7 +17,6 @@ from capsearch.data.flickr8k import (
 )
 from capsearch.data.kaggle import pack_kaggle_folder
 
-PROJECT = Path(__file__).resolve().parents[1]
 KAGGLE_TEXT = (
     "image,caption\r\n"
     "a.jpg,A child in a pink dress is climbing up a set of stairs .\r\n"
@@ -130,12 +127,6 @@ def test_pack_kaggle_folder_writes_release_shaped_zips(tmp_path):
         pack_kaggle_folder(tmp_path / "nowhere", tmp_path / "raw3")
 
 
-def _stage(workspace: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT / "stages" / f"{stage}.py")], cwd=workspace, capture_output=True, text=True
-    )
-
-
 def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
     folder = _kaggle_folder(tmp_path)
     workspace = tmp_path / "ws"
@@ -145,11 +136,10 @@ def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
         "subset": {"split": "all", "num_images": "all", "seed": 0},
     }
     params["fetch"]["kaggle_dir"] = str(folder)
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    fetched = _stage(workspace, "fetch")
+    fetched = run_stage(workspace, "fetch", params)
     assert fetched.returncode == 0, fetched.stderr
     assert "13 images packed" in fetched.stdout
-    subset = _stage(workspace, "subset")
+    subset = run_stage(workspace, "subset")
     assert subset.returncode == 0, subset.stderr
     assert "12 images, 60 captions, 1 excluded" in subset.stdout
     captions = (workspace / "data/subset/captions.csv").read_text()
@@ -157,8 +147,7 @@ def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
     excluded = (workspace / "data/subset/excluded.csv").read_text()
     assert "broken.jpg" in excluded
     params["subset"]["split"] = "test"
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    refused = _stage(workspace, "subset")
+    refused = run_stage(workspace, "subset", params)
     assert refused.returncode != 0
     assert "[subset] error: subset.split: 'test' needs Flickr_8k.testImages.txt" in refused.stderr
 
@@ -176,8 +165,7 @@ def test_embed_texts_stage_truncates_and_counts_overlong_captions(toy_models, tm
         "clip": {"model": str(toy_models / "toy-clip"), "revision": "main", "precision": "fp32"},
         "runtime": {"device": "cpu", "cache": False},
     }
-    (tmp_path / "params.yaml").write_text(yaml.safe_dump(params))
-    result = _stage(tmp_path, "embed_texts")
+    result = run_stage(tmp_path, "embed_texts", params)
     assert result.returncode == 0, result.stderr
     assert "1 truncated to 77 tokens" in result.stdout  # the plain and the prefixed copy: the summary counts plain
     counts = json.loads((tmp_path / "data/embeddings/texts.json").read_text())

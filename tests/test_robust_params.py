@@ -1,27 +1,12 @@
 """Bad params: one line naming the param, given at stage start before any model is loaded or image read."""
 
-import os
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import torch
-import yaml
+from stage_runner import run_stage
 
-PROJECT = Path(__file__).resolve().parents[1]
 MISSING_MODEL = "/nonexistent/capsearch-model"  # loading it would fail: a param error must come first
-
-
-def run_stage(workspace: Path, stage: str, params: dict, **env: str) -> subprocess.CompletedProcess:
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
-    return subprocess.run(
-        [sys.executable, str(PROJECT / "stages" / f"{stage}.py")],
-        cwd=workspace,
-        capture_output=True,
-        text=True,
-        env={**os.environ, **env},
-    )
 
 
 def one_error_line(result: subprocess.CompletedProcess, stage: str) -> str:

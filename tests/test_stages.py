@@ -2,26 +2,15 @@
 
 import shutil
 import socket
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 import yaml
+from stage_runner import run_stage, write_params
 
 from capsearch.io import atomic_path, write_json
 
 PROJECT = Path(__file__).resolve().parents[1]
-
-
-def run_stage(workspace: Path, stage: str) -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, str(PROJECT / "stages" / f"{stage}.py")], cwd=workspace, capture_output=True, text=True
-    )
-
-
-def write_params(workspace: Path, params: dict) -> None:
-    (workspace / "params.yaml").write_text(yaml.safe_dump(params))
 
 
 def closed_port() -> int:

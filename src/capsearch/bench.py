@@ -183,13 +183,11 @@ class _Table:
 
 
 def _bench_caption(
-    table: _Table, blip_dir: Path, photos: Path, files: list[str], preset: dict, batch: int, workers: int, args: Any
-) -> str:
-    device = resolve_device(args.device)
-    source = ImageSource(photos)
-    captioner = BlipCaptioner(str(blip_dir), precision=args.precision, device=device.type)
+    table: _Table, blip_dir: Path, source: ImageSource, ids: list[str], batch: int, workers: int, precision: str,
+    device: torch.device,
+) -> str:  # fmt: skip
+    captioner = BlipCaptioner(str(blip_dir), precision=precision, device=device.type)
     dtype = precision_name(captioner.dtype)
-    ids = files[: preset["caption"]]
     captioner.caption_images(source, ids[:batch], GREEDY, batch, 0)  # warm-up
     seconds = _timed(lambda: captioner.caption_images(source, ids, GREEDY, batch, workers), device)
     table.add("caption (greedy, 20 tokens)", f"capsearch {dtype}, batch {batch}, {workers} workers", len(ids), seconds)
@@ -206,12 +204,10 @@ def _bench_caption(
 
 
 def _bench_embed(
-    table: _Table, clip_dir: Path, photos: Path, files: list[str], texts: list[str], batches: tuple[int, int],
-    workers: int, args: Any,
+    table: _Table, clip_dir: Path, source: ImageSource, files: list[str], texts: list[str], batches: tuple[int, int],
+    workers: int, precision: str, device: torch.device,
 ) -> None:  # fmt: skip
-    device = resolve_device(args.device)
-    source = ImageSource(photos)
-    embedder = ClipEmbedder(str(clip_dir), precision=args.precision, device=device.type)
+    embedder = ClipEmbedder(str(clip_dir), precision=precision, device=device.type)
     dtype = precision_name(embedder.dtype)
     image_batch, text_batch = batches
     embedder.embed_images(source, files[:image_batch], image_batch, 0)
@@ -225,24 +221,27 @@ def _bench_embed(
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     """Time every row and return the results (also the machine description)."""
     device = resolve_device(args.device)
-    preset = dict(PRESETS["cuda" if device.type == "cuda" else "cpu"])
+    kind = "cuda" if device.type == "cuda" else "cpu"
+    preset = dict(PRESETS[kind])
     preset.update({k: v for k, v in vars(args).items() if k in preset and v is not None})
     workers = resolve_num_workers(args.num_workers, device)
     blip_dir, clip_dir = build_base_models(args.models_dir)
     photos = Path(args.images_dir)
     files = write_photos(photos, max(preset["caption"], preset["embed"]))
     texts = _texts(preset["texts"])
-    kind = "cuda" if device.type == "cuda" else "cpu"
     caption_batch = args.caption_batch or AUTO_BATCH_SIZES["caption"][kind]
     embed_batch = args.embed_batch or AUTO_BATCH_SIZES["embed_images"][kind]
     text_batch = args.text_batch or AUTO_BATCH_SIZES["embed_texts"][kind]
     table = _Table()
 
-    dtype = _bench_caption(table, blip_dir, photos, files, preset, caption_batch, workers, args)
+    source = ImageSource(photos)
+    caption_ids = files[: preset["caption"]]
+    dtype = _bench_caption(table, blip_dir, source, caption_ids, caption_batch, workers, args.precision, device)
     naive = files[: preset["naive_caption"]]
     seconds = _naive_caption(photos, blip_dir, naive, device)
     table.add("caption (greedy, 20 tokens)", "naive: 1 at a time, fp32, processor", len(naive), seconds)
-    _bench_embed(table, clip_dir, photos, files[: preset["embed"]], texts, (embed_batch, text_batch), workers, args)
+    batches = (embed_batch, text_batch)
+    _bench_embed(table, clip_dir, source, files[: preset["embed"]], texts, batches, workers, args.precision, device)
     image_seconds, text_seconds = _naive_embed(
         photos, clip_dir, files[: preset["naive_embed"]], texts[: preset["naive_texts"]], device
     )
@@ -311,9 +310,11 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--text-batch", type=int)
     for key in PRESETS["cpu"]:
         parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, help="items to time (default: preset)")
-    result = run_benchmark(parser.parse_args(argv))
-    Path(result_path := parser.parse_args(argv).out).parent.mkdir(parents=True, exist_ok=True)
-    Path(result_path).write_text(json.dumps(result, indent=2) + "\n")
+    args = parser.parse_args(argv)
+    result = run_benchmark(args)
+    result_path = Path(args.out)
+    result_path.parent.mkdir(parents=True, exist_ok=True)
+    result_path.write_text(json.dumps(result, indent=2) + "\n")
     print(f"machine: {result['machine']}; speed-ups vs naive: {result['speedups']}")
     print(f"model work at these rates, default params: {result['pipeline_estimate_s']} s; written to {result_path}")
 

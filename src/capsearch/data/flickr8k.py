@@ -35,7 +35,8 @@ SPLIT_FILES = {
 SPLITS = ("test", "dev", "train", "all")
 CAPTIONS_PER_IMAGE = 5
 
-_KEY = re.compile(r"^(?P<image>.+?\.(?:jpg|jpeg|png|webp))(?P<stray>\.\d+)?#(?P<index>\d+)$", re.IGNORECASE)
+_SUFFIX = "|".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
+_KEY = re.compile(rf"^(?P<image>.+?\.(?:{_SUFFIX}))(?P<stray>\.\d+)?#(?P<index>\d+)$", re.IGNORECASE)
 
 
 class AnnotationError(ValueError):

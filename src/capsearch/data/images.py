@@ -114,36 +114,28 @@ class ImageSource:
 
         ``draft_for(width, height)`` gives the smallest size needed, so a large JPEG decodes at a reduced scale.
         """
-        data = self.read_bytes(image_id)
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("error", Image.DecompressionBombWarning)
-                image = Image.open(io.BytesIO(data))
-                if draft_for is not None and image.format == "JPEG":
-                    width, height = image.size
-                    if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):  # stored sideways
-                        height, width = draft_for(height, width)
-                    else:
-                        width, height = draft_for(width, height)
-                    image.draft("RGB", (width, height))
-                image.load()
-                return to_rgb(image)
-        except DECODE_ERRORS as exc:
-            raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {_reason(exc, data)}") from exc
+        return self._decode(image_id, draft_for)[0]
 
     def check(self, image_id: str) -> tuple[int, int]:
-        """Decode an image to prove it is readable; return its upright (width, height)."""
+        """Decode an image (at 1/8 scale where JPEG allows) to prove it is readable; return its upright size."""
+        return self._decode(image_id, lambda width, height: (max(1, width // 8), max(1, height // 8)))[1]
+
+    def _decode(
+        self, image_id: str, draft_for: Callable[[int, int], tuple[int, int]] | None
+    ) -> tuple[Image.Image, tuple[int, int]]:
+        """The upright RGB image and its full upright (width, height), or an ImageReadError naming the file."""
         data = self.read_bytes(image_id)
         try:
             with warnings.catch_warnings():
                 warnings.simplefilter("error", Image.DecompressionBombWarning)
                 image = Image.open(io.BytesIO(data))
-                size = image.size
-                image.draft("RGB", (max(1, size[0] // 8), max(1, size[1] // 8)))
+                sideways = image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8)  # stored rotated by 90 degrees
+                width, height = (image.height, image.width) if sideways else image.size
+                if draft_for is not None and image.format == "JPEG":
+                    wanted = draft_for(width, height)
+                    image.draft("RGB", wanted[::-1] if sideways else wanted)
                 image.load()
-                if image.getexif().get(ORIENTATION_TAG, 1) in (5, 6, 7, 8):
-                    size = (size[1], size[0])
-            return size
+                return to_rgb(image), (width, height)
         except DECODE_ERRORS as exc:
             raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {_reason(exc, data)}") from exc
 
