@@ -37,4 +37,4 @@ bench: venv
 	$(PY) -m capsearch.bench
 
 clean-demo:
-	rm -rf build/demo build/toy-models
+	rm -rf build/demo

@@ -1,16 +1,17 @@
-"""Shared by the stage scripts: read params.yaml per section, time the stage, print its summary line."""
+"""Shared by every stage script: read params.yaml per section, time the stage, print its summary line.
+
+Kept free of model code, so that it adds no model module to any stage's deps; the stages that run models also
+import ``_runtime``.
+"""
 
 from __future__ import annotations
 
 import sys
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import yaml
-
-from capsearch.cache import ResultCache
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -32,52 +33,6 @@ def section(params: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[st
     if missing:
         sys.exit(f"params.yaml: {', '.join(f'{name}.{key}' for key in missing)} missing")
     return values
-
-
-@dataclass
-class Runtime:
-    """Untracked knobs, validated: where to run, how many at a time per task, where results are cached."""
-
-    device: str
-    batch_sizes: dict[str, int]  # caption, embed_images, embed_texts
-    num_workers: int
-    cache: ResultCache | None
-
-    def cache_note(self) -> str:
-        return f"cache {self.cache.path}" if self.cache is not None else "cache off"
-
-
-def runtime(params: dict[str, Any], use_cache: bool = True) -> Runtime:
-    """The ``runtime`` section (no stage lists it, so changing it re-runs nothing), all validated up front.
-
-    ``use_cache=False`` for stages that cache nothing (the result cache is then not opened).
-    """
-    from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_batch_size, resolve_num_workers  # imports torch
-    from capsearch.models.runtime import resolve_device
-
-    knobs = params.get("runtime") or {}
-    if not isinstance(knobs, dict):
-        raise ValueError("runtime: expected a mapping of device, num_workers, batch_size, cache, cache_dir")
-    device = resolve_device(str(knobs.get("device", "auto")))
-    sizes = knobs.get("batch_size") or {}
-    if not isinstance(sizes, dict):
-        raise ValueError(f"runtime.batch_size: expected a mapping of stage names to sizes, got {sizes!r}")
-    batch_sizes = {
-        task: resolve_batch_size(sizes.get(task, "auto"), task, device, f"runtime.batch_size.{task}")
-        for task in AUTO_BATCH_SIZES
-    }
-    workers = resolve_num_workers(knobs.get("num_workers", "auto"), device)
-    cache_on = knobs.get("cache", True)
-    if not isinstance(cache_on, bool):
-        raise ValueError(f"runtime.cache: expected true or false, got {cache_on!r}")
-    cache = None
-    if cache_on and use_cache:
-        try:
-            cache = ResultCache(knobs.get("cache_dir") or None)
-        except OSError as exc:
-            message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
-            raise ValueError(message) from exc
-    return Runtime(device.type, batch_sizes, workers, cache)
 
 
 class Timer:

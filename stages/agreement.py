@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
@@ -33,7 +34,7 @@ def main() -> None:
     run = captioner.last_run
     summary(
         "caption",
-        f"{len(captions)} images captioned by {p['model']} ({precision_name(captioner.dtype)} on "
+        f"{len(captions)} images captioned by {captioner.source} ({precision_name(captioner.dtype)} on "
         f"{captioner.device.type}, {settings.num_beams} beams, {rt.num_workers} decode workers; {run.describe()}; "
         f"{rt.cache_note()}) in {timer.seconds:.1f}s ({run.computed / max(timer.seconds, 1e-9):.2f} images/s computed)",
     )

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
@@ -30,7 +31,7 @@ def main() -> None:
     run = embedder.last_run
     summary(
         "embed_images",
-        f"{len(image_ids)} images embedded by {p['model']} into {vectors.shape[1]} dims "
+        f"{len(image_ids)} images embedded by {embedder.source} into {vectors.shape[1]} dims "
         f"({precision_name(embedder.dtype)} on {embedder.device.type}, {rt.num_workers} decode workers; "
         f"{run.describe()}; {rt.cache_note()}) in {timer.seconds:.1f}s "
         f"({run.computed / max(timer.seconds, 1e-9):.1f} images/s computed)",

@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.clipscore import with_prefix
 from capsearch.io import read_csv, save_npy, write_json
@@ -47,7 +48,7 @@ def main() -> None:
     summary(
         "embed_texts",
         f"{len(references)} reference + {len(generated)} generated captions embedded (plain and with the "
-        f"CLIPScore prefix) by {p['model']} "
+        f"CLIPScore prefix) by {embedder.source} "
         f"({precision_name(embedder.dtype)} on {embedder.device.type}, batch {embedder.last_text_run.batch_size}); "
         f"{reference_vectors.truncated + generated_vectors.truncated} truncated to {embedder.context_length} tokens; "
         f"in {timer.seconds:.1f}s ({total / max(timer.seconds, 1e-9):.0f} texts/s)",

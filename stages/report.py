@@ -2,7 +2,8 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.contact_sheet import save_png
 from capsearch.io import load_npy, read_csv

@@ -6,7 +6,8 @@ CLIP embeddings of the images, the generated captions and the reference captions
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, runtime, section, summary
+from _common import Timer, fail, load_params, section, summary
+from _runtime import runtime
 
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource

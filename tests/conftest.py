@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capsearch.models.toy import build_toy_models, toy_models_exist
+from capsearch.models.toy import cached_toy_models
 
 # Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
 os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
@@ -18,16 +18,12 @@ SHARED_FLICKR8K = PROJECT.parent / "shared" / "flickr8k"
 
 
 @pytest.fixture(scope="session")
-def toy_models(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Toy CLIP/BLIP (and their early checkpoints), trained once per session.
-
-    Set CAPSEARCH_TOY_MODELS to a folder to reuse models between local runs (built there if missing).
+def toy_models() -> Path:
+    """Toy CLIP/BLIP (and their early checkpoints): trained once per version of their code and kept outside the
+    repository (``~/.cache/capsearch/toy-models/<key>``, or under ``$CAPSEARCH_TOY_MODELS``), shared with
+    ``make demo``.
     """
-    cached = os.environ.get("CAPSEARCH_TOY_MODELS")
-    out = Path(cached) if cached else tmp_path_factory.mktemp("toy-models")
-    if not toy_models_exist(out):
-        build_toy_models(out)
-    return out
+    return cached_toy_models()
 
 
 @pytest.fixture(scope="session")

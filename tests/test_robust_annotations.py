@@ -75,6 +75,26 @@ def test_byte_order_mark_and_windows_line_endings(tmp_path):
     assert parse_token_file(path).captions == {"a.jpg": ["one", "two"]}
 
 
+def test_split_file_with_byte_order_mark_keeps_its_first_image(tmp_path):
+    (tmp_path / "Flickr8k.token.txt").write_text("a.jpg#0\tone\nb.jpg#0\ttwo\n", encoding="utf-8")
+    (tmp_path / "Flickr_8k.testImages.txt").write_bytes(b"\xef\xbb\xbfa.jpg\r\nb.jpg\r\n")
+    splits = read_splits(tmp_path)
+    assert splits == {"test": ["a.jpg", "b.jpg"]}
+    candidates = split_candidates(load_captions(tmp_path).captions, splits, "test")
+    assert candidates.images == ["a.jpg", "b.jpg"] and candidates.without_captions == []
+
+
+def test_judgment_files_with_byte_order_mark(tmp_path):
+    from capsearch.human_judgments import read_crowdflower_judgments, read_expert_judgments
+
+    expert = tmp_path / "ExpertAnnotations.txt"
+    expert.write_bytes(b"\xef\xbb\xbfa.jpg\tb.jpg#2\t1\t2\t3\n")
+    crowd = tmp_path / "CrowdFlowerAnnotations.txt"
+    crowd.write_bytes(b"\xef\xbb\xbfa.jpg\tb.jpg#2\t0.5\t2\t1\n")
+    assert read_expert_judgments(expert)[0].image == "a.jpg"
+    assert read_crowdflower_judgments(crowd)[0].image == "a.jpg"
+
+
 def test_missing_split_file_is_an_error_only_when_asked_for(tmp_path):
     (tmp_path / "captions.txt").write_text("image,caption\na.jpg,x\n")
     splits = read_splits(tmp_path)

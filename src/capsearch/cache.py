@@ -1,4 +1,7 @@
-"""A cache of per-image results (captions, embeddings) keyed by model, settings and image content.
+"""A cache of per-image results (captions, embeddings) keyed by model, code, settings and image content.
+
+The code is part of the key (:func:`capsearch.imports.code_fingerprint` of the model wrapper and everything it
+imports), so after an edit to, say, the resize in ``models/pixels.py`` nothing computed before the edit is reused.
 
 Growing a subset from 1,000 to 2,000 images then computes only the new 1,000; an interrupted stage resumes
 from the batches it finished. The cache lives outside DVC's outputs (``$CAPSEARCH_CACHE_DIR``, else
@@ -10,13 +13,14 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
 import sqlite3
 from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 CACHE_FILE = "results.sqlite"
-CACHE_FORMAT = 1  # bump when the preprocessing or the stored encoding changes meaning
+CACHE_FORMAT = 2  # bump when the stored encoding changes meaning (code edits change the code fingerprint)
 
 
 def default_cache_dir() -> Path:
@@ -34,7 +38,11 @@ def content_hash(data: bytes) -> str:
 
 
 def model_fingerprint(model_id: str, revision: str | None = None) -> str:
-    """What identifies a model's weights: SHA-256 of a local folder's files, or the hub commit it resolved to."""
+    """What identifies a model's weights: SHA-256 of a local folder's files, or the hub commit they came from.
+
+    ``revision`` is best the commit :func:`capsearch.models.runtime.resolve_model` resolved; a branch name is
+    looked up in the hub cache.
+    """
     local = Path(model_id).expanduser()
     if local.is_dir():
         digest = hashlib.sha256()
@@ -45,6 +53,8 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
         return "sha256:" + digest.hexdigest()
+    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
+        return f"{model_id}@{revision}"  # the commit the weights were loaded from
     from huggingface_hub import try_to_load_from_cache
 
     resolved = try_to_load_from_cache(model_id, "config.json", revision=revision)

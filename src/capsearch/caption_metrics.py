@@ -1,25 +1,20 @@
 """Caption quality against references, computed the COCO way: BLEU-1..4 and CIDEr-D.
 
 The scorers are pycocoevalcap's own ``Bleu`` and ``Cider`` (the COCO caption evaluation code; its ``Cider`` is
-CIDEr-D). Its PTB tokenizer needs Java, so texts are tokenized here in plain Python the way it ends up: lower-case,
-punctuation removed, tokens joined by single spaces.
+CIDEr-D). Texts are tokenized exactly as its ``PTBTokenizer`` does (Stanford PTBTokenizer 3.4.1, lower-cased,
+punctuation tokens removed), by the plain-Python port in :mod:`capsearch.ptb_tokenizer`, so no Java is needed:
+references in one batch and candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
 """
 
 from __future__ import annotations
 
-import re
 from collections.abc import Mapping, Sequence
 
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-_TOKEN = re.compile(r"[a-z0-9]+(?:'[a-z]+)?")
-
-
-def coco_tokenize(text: str) -> str:
-    """Lower-cased words and numbers, punctuation dropped: 'A dog, running!' -> 'a dog running'."""
-    return " ".join(_TOKEN.findall(text.lower()))
+from capsearch.ptb_tokenizer import coco_tokenize_batch
 
 
 def _prepare(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]):
@@ -27,8 +22,14 @@ def _prepare(candidates: Mapping[str, str], references: Mapping[str, Sequence[st
     if missing:
         raise ValueError(f"no references for {missing[0]!r} ({len(missing)} candidates without references)")
     keys = list(candidates)
-    res = {key: [coco_tokenize(candidates[key])] for key in keys}
-    gts = {key: [coco_tokenize(r) for r in references[key]] for key in keys}
+    flat_references = coco_tokenize_batch([text for key in keys for text in references[key]])
+    tokenized_candidates = coco_tokenize_batch([candidates[key] for key in keys])
+    gts: dict[str, list[str]] = {}
+    position = 0
+    for key in keys:
+        gts[key] = flat_references[position : position + len(references[key])]
+        position += len(references[key])
+    res = {key: [text] for key, text in zip(keys, tokenized_candidates, strict=True)}
     return keys, gts, res
 
 

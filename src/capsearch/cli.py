@@ -182,11 +182,13 @@ def _index(args: argparse.Namespace) -> int:
 
 def _demo(args: argparse.Namespace) -> int:
     from capsearch.demo import commit_run, create_demo_workspace, run_dvc
-    from capsearch.models.toy import build_toy_models, toy_models_exist
+    from capsearch.models.toy import build_toy_models, cached_toy_models, toy_models_exist
 
     started = time.perf_counter()
     workspace = Path(args.dir).resolve()
-    models = Path(args.models).resolve() if args.models else workspace.parent / "toy-models"
+    if not args.models:
+        print("toy models: trained once per version of their code, kept in ~/.cache/capsearch/toy-models", flush=True)
+    models = Path(args.models).resolve() if args.models else cached_toy_models()
     if not toy_models_exist(models):
         print(f"training toy CLIP and BLIP into {models} (about 2 minutes on 2 cores)...", flush=True)
         report = build_toy_models(models)
@@ -292,7 +294,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     demo = commands.add_parser("demo", help="run the whole pipeline offline on generated data with toy models")
     demo.add_argument("--dir", default="build/demo", help="workspace to (re)create (default: build/demo)")
-    demo.add_argument("--models", help="toy model folder (default: <dir>/../toy-models, built if missing)")
+    demo.add_argument(
+        "--models", help="toy model folder (default: ~/.cache/capsearch/toy-models/<code key>, built if missing)"
+    )
     demo.add_argument("--images", type=int, default=800, help="generated images; the test split is 1/8 of them")
     demo.add_argument("--num-images", type=int, default=80, help="subset.num_images of the demo run")
     demo.set_defaults(func=_demo)

@@ -43,7 +43,7 @@ class Judgment:
 
 def _parse(path: Path, columns: int) -> list[tuple[str, str, int, list[str]]]:
     rows = []
-    for line_no, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+    for line_no, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
         if not line.strip():
             continue
         fields = line.split("\t")

@@ -137,8 +137,8 @@ def load_captions(text_dir: str | Path) -> CaptionFile:
 
 
 def read_split_file(path: str | Path) -> list[str]:
-    """Image names of one split file, in file order (blank lines ignored)."""
-    return [line.strip() for line in Path(path).read_text(encoding="utf-8").splitlines() if line.strip()]
+    """Image names of one split file, in file order (blank lines ignored; a UTF-8 BOM and CRLF are fine)."""
+    return [line.strip() for line in _read_utf8(Path(path)).splitlines() if line.strip()]
 
 
 def read_splits(text_dir: str | Path) -> dict[str, list[str]]:

@@ -11,9 +11,16 @@ from transformers import BlipForConditionalGeneration, BlipProcessor
 
 from capsearch.cache import ResultCache, model_fingerprint, namespace
 from capsearch.data.images import ImageSource
+from capsearch.imports import code_fingerprint
 from capsearch.models.batching import RunStats, run_over_images
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import load_pretrained, precision_name, resolve_device, resolve_precision
+from capsearch.models.runtime import (
+    load_pretrained,
+    precision_name,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+)
 
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 
@@ -54,8 +61,10 @@ class BlipCaptioner:
         self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.processor = load_pretrained(BlipProcessor, model_id, revision, param, weights=False)
-        model = load_pretrained(BlipForConditionalGeneration, model_id, revision, param, dtype=self.dtype)
+        self.source = resolve_model(model_id, revision, param)  # a hub id: the one commit every file comes from
+        self.processor = load_pretrained(BlipProcessor, model_id, self.source.load_revision, param, weights=False)
+        pinned = self.source.load_revision
+        model = load_pretrained(BlipForConditionalGeneration, model_id, pinned, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
         self.last_run = RunStats()
@@ -82,7 +91,7 @@ class BlipCaptioner:
     def fingerprint(self) -> str:
         """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_id, self.revision)
+            self._fingerprint = model_fingerprint(self.model_id, self.source.load_revision)
         return self._fingerprint
 
     def cache_space(self, settings: DecodingSettings) -> str:
@@ -91,6 +100,7 @@ class BlipCaptioner:
         return namespace(
             task="blip-caption",
             model=fingerprint,
+            code=code_fingerprint(__name__),
             dtype=precision_name(self.dtype),
             decoding=asdict(settings),
             pixels=self.pixels,

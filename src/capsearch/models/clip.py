@@ -12,9 +12,16 @@ from transformers import CLIPModel, CLIPProcessor
 
 from capsearch.cache import ResultCache, model_fingerprint, namespace
 from capsearch.data.images import ImageSource
+from capsearch.imports import code_fingerprint
 from capsearch.models.batching import OomBackoff, RunStats, run_over_images
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import load_pretrained, precision_name, resolve_device, resolve_precision
+from capsearch.models.runtime import (
+    load_pretrained,
+    precision_name,
+    resolve_device,
+    resolve_model,
+    resolve_precision,
+)
 from capsearch.progress import progress
 
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -49,8 +56,9 @@ class ClipEmbedder:
         self.precision = precision
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.processor = load_pretrained(CLIPProcessor, model_id, revision, param, weights=False)
-        model = load_pretrained(CLIPModel, model_id, revision, param, dtype=self.dtype)
+        self.source = resolve_model(model_id, revision, param)  # a hub id: the one commit every file comes from
+        self.processor = load_pretrained(CLIPProcessor, model_id, self.source.load_revision, param, weights=False)
+        model = load_pretrained(CLIPModel, model_id, self.source.load_revision, param, dtype=self.dtype)
         self.model = model.to(self.device).eval()
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
         self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
@@ -71,13 +79,19 @@ class ClipEmbedder:
     def fingerprint(self) -> str:
         """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
         if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_id, self.revision)
+            self._fingerprint = model_fingerprint(self.model_id, self.source.load_revision)
         return self._fingerprint
 
     def cache_space(self) -> str:
         """The cache namespace of this model's image embeddings (weights, precision, preprocessing)."""
         fingerprint = self.fingerprint()
-        return namespace(task="clip-image", model=fingerprint, dtype=precision_name(self.dtype), pixels=self.pixels)
+        return namespace(
+            task="clip-image",
+            model=fingerprint,
+            code=code_fingerprint(__name__),
+            dtype=precision_name(self.dtype),
+            pixels=self.pixels,
+        )
 
     def embed_images(
         self,

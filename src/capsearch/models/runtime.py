@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -60,15 +62,30 @@ def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
-def load_pretrained(
-    loader: Any, model_id: str, revision: str | None, param: str, weights: bool = True, **kwargs: Any
-) -> Any:
-    """``loader.from_pretrained`` with safetensors only and no remote code, with a one-line error.
+COMMIT = re.compile(r"[0-9a-f]{40}")
+SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
-    ``model_id`` is a local folder (saved with ``save_pretrained``) or a Hugging Face Hub id pinned by
-    ``revision``. A folder with only a pickle checkpoint is refused.
-    ``weights=False`` loads a processor or tokenizer (no checkpoint).
-    """
+
+@dataclass(frozen=True)
+class ModelSource:
+    """Where a model's files come from: a local folder (``commit`` None) or a Hub repo at one commit."""
+
+    model_id: str
+    revision: str | None  # as asked: a branch, tag, PR ref or commit (hub ids only)
+    commit: str | None  # the commit every file is loaded from
+
+    @property
+    def load_revision(self) -> str | None:
+        """The ``revision`` to give ``from_pretrained``: the resolved commit, so all files come from one commit."""
+        return self.commit or self.revision
+
+    def __str__(self) -> str:
+        """``id@commit`` for a hub model (the commit to pin), the folder for a local one."""
+        return f"{self.model_id}@{self.commit}" if self.commit else self.model_id
+
+
+def _is_local_folder(model_id: str, param: str) -> bool:
+    """Whether ``model_id`` is a local folder (refused if only a pickle is there); a missing path is an error."""
     local = Path(model_id).expanduser()
     if local.is_dir():
         has_config = (local / "config.json").exists()
@@ -77,8 +94,103 @@ def load_pretrained(
                 f"{param}: {local} has only a pickle checkpoint (*.bin); capsearch loads safetensors only. "
                 "Convert it with save_pretrained(..., safe_serialization=True)."
             )
-    elif model_id.startswith((".", "/", "~")):
+        return True
+    if model_id.startswith((".", "/", "~")):
         raise ModelLoadError(f"{param}: local model folder {model_id!r} does not exist")
+    return False
+
+
+def _revision_param(param: str) -> str:
+    return f"{param.rsplit('.', 1)[0]}.revision" if "." in param else "the revision"
+
+
+def _hub_error(param: str, model_id: str, revision: str, exc: Exception) -> ModelLoadError:
+    """One line saying why a hub id could not be resolved, and what to do."""
+    from huggingface_hub.errors import LocalEntryNotFoundError, RepositoryNotFoundError, RevisionNotFoundError
+
+    fix = f"Set {param} to a folder saved with save_pretrained"
+    if isinstance(exc, RevisionNotFoundError):
+        why = f"the repo has no branch, tag or commit {revision!r}"
+        fix = f"Set {_revision_param(param)} to one it has"
+    elif isinstance(exc, RepositoryNotFoundError):
+        why = "no such repo on the Hugging Face Hub (or it is private)"
+    elif isinstance(exc, LocalEntryNotFoundError):
+        why = (
+            "not a local folder and not available from the Hugging Face Hub or its cache (the Hub cannot be "
+            "reached, or HF_HUB_OFFLINE=1, and these files were never downloaded)"
+        )
+        fix += ", or run once with network access to fill the cache (then a pinned commit also loads offline)"
+    else:
+        lines = str(exc).strip().splitlines()
+        why = f"the Hub answered: {lines[0] if lines else type(exc).__name__}"
+    return ModelLoadError(f"{param}: could not load {model_id!r} (revision {revision!r}): {why}. {fix}.")
+
+
+def _safetensors_hint(model_id: str) -> str:
+    """Where the repo's safetensors weights are, if a pull request (the Hub's conversion bot's) has them."""
+    try:
+        from huggingface_hub import HfApi
+
+        api = HfApi()
+        refs = api.list_repo_refs(model_id, include_pull_requests=True)
+        for pull in refs.pull_requests or []:
+            if any(api.file_exists(model_id, name, revision=pull.target_commit) for name in SAFETENSORS_FILES):
+                return f"its safetensors weights are at {pull.ref} (commit {pull.target_commit}): pin that commit"
+    except Exception:  # only a hint: the error itself is already clear
+        pass
+    return "pin a commit that has model.safetensors (a repo whose main branch has only pytorch_model.bin often has "
+    "one at its safetensors conversion pull request, refs/pr/N)"
+
+
+def resolve_model(model_id: str, revision: str | None, param: str) -> ModelSource:
+    """Check a local folder, or resolve a hub id's revision to the commit its safetensors weights load from.
+
+    Online, ``revision`` (a branch, tag, ``refs/pr/N`` or commit) is resolved on the Hub; offline
+    (``HF_HUB_OFFLINE=1``) from the local cache. A commit without safetensors weights is refused with one line
+    naming the param and, where the Hub has one, the commit to pin instead: capsearch never loads pickles, and
+    transformers' own fallback (converting on the fly, only for "main" and only online) would make the weights
+    depend on the day.
+    """
+    if _is_local_folder(model_id, param):
+        return ModelSource(model_id, revision, None)
+    from huggingface_hub import hf_hub_download
+    from huggingface_hub.errors import EntryNotFoundError, HFValidationError, LocalEntryNotFoundError
+
+    asked = revision or "main"
+    try:
+        config = Path(hf_hub_download(model_id, "config.json", revision=asked))
+    except (OSError, HFValidationError) as exc:
+        raise _hub_error(param, model_id, asked, exc) from exc
+    commit = config.parent.name  # .../snapshots/<commit>/config.json
+    if not COMMIT.fullmatch(commit):
+        raise ModelLoadError(f"{param}: unexpected hub cache layout at {config}")
+    for name in SAFETENSORS_FILES:
+        try:
+            hf_hub_download(model_id, name, revision=commit)
+            return ModelSource(model_id, revision, commit)
+        except LocalEntryNotFoundError as exc:  # a subclass of EntryNotFoundError: offline, not cached
+            raise _hub_error(param, model_id, asked, exc) from exc
+        except EntryNotFoundError:
+            continue
+        except OSError as exc:
+            raise _hub_error(param, model_id, asked, exc) from exc
+    raise ModelLoadError(
+        f"{param}: {model_id!r} at revision {asked!r} (commit {commit}) has no safetensors weights "
+        f"(capsearch never loads pickled *.bin checkpoints); {_safetensors_hint(model_id)}, "
+        f"in {_revision_param(param)}."
+    )
+
+
+def load_pretrained(
+    loader: Any, model_id: str, revision: str | None, param: str, weights: bool = True, **kwargs: Any
+) -> Any:
+    """``loader.from_pretrained`` with safetensors only and no remote code, with a one-line error.
+
+    ``model_id`` is a local folder (saved with ``save_pretrained``) or a Hugging Face Hub id at ``revision``
+    (pass the commit :func:`resolve_model` found). A folder with only a pickle checkpoint is refused.
+    ``weights=False`` loads a processor or tokenizer (no checkpoint).
+    """
+    _is_local_folder(model_id, param)
     try:
         if weights:
             kwargs["use_safetensors"] = True

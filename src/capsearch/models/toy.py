@@ -9,10 +9,14 @@ tiny configs. Tokenizers are built locally: CLIP's real BPE merges ship in the `
 from __future__ import annotations
 
 import gzip
+import hashlib
 import importlib.util
 import json
+import os
 import random
 import re
+import shutil
+import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -310,6 +314,51 @@ def evaluate_toy_models(
     decoded = blip_processor.batch_decode(generated, skip_special_tokens=True)
     correct = sum(names_colour_and_shape(c, s.colour, s.shape) for c, (s, _, _) in zip(decoded, scenes, strict=True))
     return ToyModelReport(r1, 1.0 / count, correct / count, 0.0)
+
+
+def toy_models_key() -> str:
+    """What decides the trained toy models: the training code (and all it imports) and the library versions."""
+    import tokenizers
+    import transformers
+
+    from capsearch.imports import code_fingerprint
+
+    blob = json.dumps(
+        {
+            "code": code_fingerprint(__name__),
+            "torch": torch.__version__,
+            "transformers": transformers.__version__,
+            "tokenizers": tokenizers.__version__,
+        },
+        sort_keys=True,
+    )
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def cached_toy_models(root: str | Path | None = None) -> Path:
+    """The toy models for this code and these library versions, trained once and kept outside the repository.
+
+    They live in ``<root>/<key>`` (``root``: ``$CAPSEARCH_TOY_MODELS``, else ``~/.cache/capsearch/toy-models``);
+    the key is :func:`toy_models_key`, so editing the training code trains afresh, while tests, ``make demo``
+    and later runs share one copy. Trained into a temporary folder and renamed, so an interrupted build is
+    never mistaken for a finished one.
+    """
+    base = Path(root or os.environ.get("CAPSEARCH_TOY_MODELS") or Path.home() / ".cache" / "capsearch" / "toy-models")
+    target = base.expanduser() / toy_models_key()
+    if toy_models_exist(target):
+        return target
+    base.mkdir(parents=True, exist_ok=True)
+    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
+    try:
+        build_toy_models(building)
+        if not toy_models_exist(target):
+            if target.exists():
+                shutil.rmtree(target)
+            building.rename(target)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
+    return target
 
 
 def toy_models_exist(out_dir: str | Path) -> bool:

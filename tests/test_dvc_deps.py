@@ -1,0 +1,158 @@
+"""dvc.yaml lists, for every stage, exactly the code its script runs; DVC and the result cache see code edits."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import yaml
+
+from capsearch.demo import run_dvc
+from capsearch.imports import code_fingerprint, import_closure
+
+PROJECT = Path(__file__).resolve().parents[1]
+ROOTS = [PROJECT / "stages", PROJECT / "src"]
+
+
+def stage_scripts() -> dict[str, Path]:
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    scripts = {}
+    for name, stage in stages.items():
+        match = re.fullmatch(r"python (stages/\w+\.py)", stage["cmd"])
+        assert match, f"stage {name}: unexpected cmd {stage['cmd']!r}"
+        scripts[name] = PROJECT / match[1]
+    return scripts
+
+
+def declared_code(name: str) -> set[str]:
+    stage = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"][name]
+    deps = [dep if isinstance(dep, str) else next(iter(dep)) for dep in stage["deps"]]
+    return {dep for dep in deps if dep.endswith(".py")}
+
+
+def test_every_stage_depends_on_exactly_the_code_its_script_imports():
+    problems = []
+    for name, script in stage_scripts().items():
+        closure = {str(path.relative_to(PROJECT)) for path in import_closure([script], ROOTS)}
+        declared = declared_code(name)
+        if missing := sorted(closure - declared):
+            problems.append(f"stage {name}: dvc.yaml lacks {', '.join(missing)}")
+        if superfluous := sorted(declared - closure):
+            problems.append(f"stage {name}: dvc.yaml lists {', '.join(superfluous)}, which {script.name} never imports")
+    assert not problems, "\n".join(problems)
+
+
+def test_report_code_is_no_dependency_of_captioning_and_model_code_none_of_evaluate():
+    assert "src/capsearch/report.py" not in declared_code("caption")
+    assert "src/capsearch/models/pixels.py" in declared_code("caption")
+    assert not any(path.startswith("src/capsearch/models/") for path in declared_code("evaluate"))
+
+
+def write_package(root: Path, files: dict[str, str]) -> None:
+    for name, text in files.items():
+        (root / name).parent.mkdir(parents=True, exist_ok=True)
+        (root / name).write_text(text, encoding="utf-8")
+
+
+def test_import_closure_follows_every_kind_of_import(tmp_path):
+    write_package(
+        tmp_path,
+        {
+            "scripts/run.py": "import helper\nfrom pkg.a import thing\n",
+            "scripts/helper.py": "def f():\n    import pkg.sub.deep  # inside a function: still a dependency\n",
+            "pkg/__init__.py": "",
+            "pkg/a.py": "import numpy\nfrom . import b\nthing = 1\n",
+            "pkg/b.py": "from .sub import c\n",
+            "pkg/unused.py": "",
+            "pkg/sub/__init__.py": "from ..b import *\n",
+            "pkg/sub/c.py": "",
+            "pkg/sub/deep.py": "from pkg import a\n",
+        },
+    )
+    closure = import_closure([tmp_path / "scripts/run.py"], [tmp_path / "scripts", tmp_path])
+    assert {str(path.relative_to(tmp_path)) for path in closure} == {
+        "scripts/run.py",
+        "scripts/helper.py",
+        "pkg/__init__.py",
+        "pkg/a.py",
+        "pkg/b.py",
+        "pkg/sub/__init__.py",
+        "pkg/sub/c.py",
+        "pkg/sub/deep.py",
+    }
+
+
+def test_code_fingerprint_changes_with_any_imported_file_and_only_those(tmp_path):
+    root = tmp_path / "src"
+    shutil.copytree(PROJECT / "src" / "capsearch", root / "capsearch", ignore=shutil.ignore_patterns("__pycache__"))
+    before = code_fingerprint("capsearch.models.clip", root)
+    (root / "capsearch/report.py").write_text("# not imported by the CLIP wrapper\n", encoding="utf-8")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint("capsearch.models.clip", root) == before
+    with (root / "capsearch/models/pixels.py").open("a", encoding="utf-8") as handle:
+        handle.write("# an edit to the resize code\n")
+    code_fingerprint.cache_clear()
+    assert code_fingerprint("capsearch.models.clip", root) != before
+
+
+@pytest.fixture
+def run_copy(demo_run, tmp_path):
+    """A private copy of the demo run whose stages run the copy's own src/ (as in a source checkout)."""
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_run, workspace, symlinks=True)
+    os.environ["PYTHONPATH"] = str(workspace / "src")
+    try:
+        yield workspace
+    finally:
+        del os.environ["PYTHONPATH"]
+
+
+def changed_stages(workspace: Path) -> set[str]:
+    status = json.loads(run_dvc(workspace, "status", "--json").stdout or "{}")
+    return {name.split(":")[-1] for name in status}
+
+
+def append(path: Path, text: str) -> None:
+    with path.open("a", encoding="utf-8") as handle:
+        handle.write(text)
+
+
+@pytest.mark.slow
+def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(run_copy):
+    library = run_copy / "src" / "capsearch"
+    assert changed_stages(run_copy) == set()
+    original = (library / "models/pixels.py").read_text(encoding="utf-8")
+    append(library / "models/pixels.py", "# an edit DVC must see\n")
+    assert changed_stages(run_copy) == {"caption", "embed_images", "embed_texts", "tune_fusion", "agreement", "report"}
+    (library / "models/pixels.py").write_text(original, encoding="utf-8")
+    append(library / "report.py", "# report code only\n")
+    assert changed_stages(run_copy) == {"report"}
+    assert run_dvc(run_copy, "repro", "report").returncode == 0
+
+    # An edit of the image path only (CLIP's image embeddings come out rotated): embed_images and what follows
+    # re-run, caption does not, and the new embeddings are computed, not taken from the result cache.
+    before = json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]["R@1"]
+    append(
+        library / "models/clip.py",
+        "\n_plain = ClipEmbedder.embed_pixels\n"
+        "ClipEmbedder.embed_pixels = lambda self, pixels: np.roll(_plain(self, pixels), 1, axis=1)\n",
+    )
+    result = run_dvc(run_copy, "repro", check=False)
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = set(re.findall(r"Running stage '([\w-]+)'", result.stdout))
+    assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}, result.stdout
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("[embed_images]"))
+    assert "0 from cache" in summary, summary
+    after = json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]["R@1"]
+    assert after < before / 2, (before, after)
+    assert oct((run_copy / "metrics/retrieval.json").stat().st_mode & 0o777) == oct(0o666 & ~current_umask())
+
+
+def current_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask

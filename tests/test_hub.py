@@ -1,0 +1,171 @@
+"""Hub ids through a loopback server speaking the Hub's file protocol: revisions, pinned commits, offline re-runs.
+
+One repo is in the state of ``openai/clip-vit-base-patch32``: only ``pytorch_model.bin`` on main, the safetensors
+weights on the conversion pull request's ref.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+from fake_hub import FakeHub, folder_files
+from stage_runner import run_stage
+
+CLIP = "capsearch-toy/clip"
+BIN_ONLY = "capsearch-toy/clip-bin-only"
+PR_REF = "refs/pr/66"
+
+# Runs in a fresh interpreter (huggingface_hub reads HF_ENDPOINT and HF_HUB_OFFLINE when imported): loads each
+# "repo@revision" given, prints one JSON line per load: the commit, the fingerprint and one embedding, or the error.
+LOADER = """
+import json, sys
+import numpy as np
+from capsearch.cache import ResultCache
+from capsearch.data.images import ImageSource
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import ModelLoadError
+images, cache_dir = sys.argv[1], sys.argv[2]
+for spec in sys.argv[3:]:
+    repo, revision = spec.split("@", 1)
+    try:
+        model = ClipEmbedder(repo, revision, "fp32", "cpu")
+    except ModelLoadError as exc:
+        print(json.dumps({"spec": spec, "error": str(exc)}))
+        continue
+    names = sorted(p.name for p in __import__("pathlib").Path(images).iterdir())
+    vectors = model.embed_images(ImageSource(images), names, 4, cache=ResultCache(cache_dir))
+    print(json.dumps({"spec": spec, "commit": model.source.commit, "fingerprint": model.fingerprint(),
+                      "text": model.embed_texts(["a red circle"]).vectors[0].tolist(),
+                      "image": vectors[0].tolist(), "computed": model.last_run.computed}))
+"""
+
+
+@pytest.fixture(scope="module")
+def hub(toy_models):
+    with FakeHub() as server:
+        repo = server.repo(CLIP)
+        early = repo.commit(folder_files(toy_models / "toy-clip-early"), "main")
+        latest = repo.commit(folder_files(toy_models / "toy-clip"), "main", parent=early)
+        bin_only = server.repo(BIN_ONLY)
+        pickled = {k: v for k, v in folder_files(toy_models / "toy-clip").items() if k != "model.safetensors"}
+        pickled["pytorch_model.bin"] = b"a pickle capsearch must never load"
+        main = bin_only.commit(pickled, "main")
+        converted = bin_only.commit(folder_files(toy_models / "toy-clip"), PR_REF, parent=main)
+        server.commits = {"early": early, "latest": latest, "bin_main": main, "converted": converted}
+        yield server
+
+
+@pytest.fixture(scope="module")
+def images(tmp_path_factory):
+    from PIL import Image
+
+    folder = tmp_path_factory.mktemp("hub-images")
+    for i, colour in enumerate([(220, 30, 30), (30, 200, 40), (40, 40, 220)]):
+        Image.new("RGB", (64, 64), colour).save(folder / f"{i}.png")
+    return folder
+
+
+def load(hub: FakeHub, home: Path, images: Path, specs: list[str], offline: bool = False) -> dict[str, dict]:
+    env = {**os.environ, "HF_ENDPOINT": hub.endpoint, "HF_HOME": str(home), "HF_HUB_DISABLE_TELEMETRY": "1"}
+    env.pop("HF_HUB_OFFLINE", None)
+    if offline:
+        env["HF_HUB_OFFLINE"] = "1"
+    cache = home / "results"
+    result = subprocess.run(
+        [sys.executable, "-c", LOADER, str(images), str(cache), *specs], capture_output=True, text=True, env=env
+    )
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = [json.loads(line) for line in result.stdout.splitlines() if line.startswith("{")]
+    return {row["spec"]: row for row in rows}
+
+
+@pytest.fixture(scope="module")
+def online(hub, images, tmp_path_factory):
+    """Every kind of revision loaded once online, in one interpreter, into a fresh HF cache."""
+    home = tmp_path_factory.mktemp("hf-home")
+    c = hub.commits
+    specs = [
+        f"{CLIP}@main",
+        f"{CLIP}@{c['latest']}",
+        f"{CLIP}@{c['early']}",
+        f"{BIN_ONLY}@{c['converted']}",
+        f"{BIN_ONLY}@{PR_REF}",
+        f"{BIN_ONLY}@main",
+        f"{CLIP}@no-such-branch",
+        "capsearch-toy/no-such-repo@main",
+    ]
+    return home, load(hub, home, images, specs)
+
+
+def test_main_resolves_to_its_commit_and_the_fingerprint_names_it(hub, online):
+    _, rows = online
+    main = rows[f"{CLIP}@main"]
+    assert main["commit"] == hub.commits["latest"]
+    assert main["fingerprint"] == f"{CLIP}@{hub.commits['latest']}"
+
+
+def test_a_pinned_older_commit_loads_its_own_weights(hub, online):
+    _, rows = online
+    early, main = rows[f"{CLIP}@{hub.commits['early']}"], rows[f"{CLIP}@main"]
+    assert early["commit"] == hub.commits["early"] and early["text"] != main["text"]
+
+
+def test_the_conversion_pr_commit_and_ref_load_the_safetensors_weights(hub, online):
+    _, rows = online
+    by_commit, by_ref = rows[f"{BIN_ONLY}@{hub.commits['converted']}"], rows[f"{BIN_ONLY}@{PR_REF}"]
+    assert by_commit["commit"] == by_ref["commit"] == hub.commits["converted"]
+    assert by_commit["text"] == rows[f"{CLIP}@main"]["text"]  # the same toy weights
+
+
+def test_main_without_safetensors_is_refused_naming_the_commit_to_pin(hub, online):
+    _, rows = online
+    error = rows[f"{BIN_ONLY}@main"]["error"]
+    assert "\n" not in error
+    assert error.startswith(f"clip.model: '{BIN_ONLY}' at revision 'main' (commit {hub.commits['bin_main']})")
+    assert f"{PR_REF} (commit {hub.commits['converted']}): pin that commit, in clip.revision" in error
+    assert not any("pytorch_model.bin" in request for request in hub.requests)  # never even downloaded
+
+
+def test_unknown_revision_and_repo_get_one_clear_line(online):
+    _, rows = online
+    revision = rows[f"{CLIP}@no-such-branch"]["error"]
+    assert revision.startswith(f"clip.model: could not load '{CLIP}' (revision 'no-such-branch'): the repo has no")
+    assert "Set clip.revision to one it has" in revision and "\n" not in revision
+    assert "no such repo on the Hugging Face Hub" in rows["capsearch-toy/no-such-repo@main"]["error"]
+
+
+def test_the_result_cache_is_keyed_by_the_weights_commit(hub, online):
+    _, rows = online
+    # main and its commit are one set of weights: the second load found all three images in the cache
+    assert rows[f"{CLIP}@main"]["computed"] == 3 and rows[f"{CLIP}@{hub.commits['latest']}"]["computed"] == 0
+    assert rows[f"{CLIP}@{hub.commits['early']}"]["computed"] == 3  # other weights: nothing reused
+    assert rows[f"{BIN_ONLY}@{PR_REF}"]["computed"] == 0  # same repo and commit as the line before it
+
+
+def test_an_offline_rerun_loads_from_the_cache_without_asking_the_hub(hub, online, images):
+    home, rows = online
+    asked = len(hub.requests)
+    specs = [f"{CLIP}@main", f"{CLIP}@{hub.commits['early']}", f"{BIN_ONLY}@{hub.commits['converted']}"]
+    again = load(hub, home, images, [*specs, f"{BIN_ONLY}@main"], offline=True)
+    assert len(hub.requests) == asked
+    assert again[f"{CLIP}@main"]["text"] == rows[f"{CLIP}@main"]["text"]
+    assert again[f"{CLIP}@main"]["fingerprint"] == rows[f"{CLIP}@main"]["fingerprint"]
+    assert again[f"{CLIP}@{hub.commits['early']}"]["text"] == rows[f"{CLIP}@{hub.commits['early']}"]["text"]
+    assert again[f"{BIN_ONLY}@{hub.commits['converted']}"]["computed"] == 0
+    assert "HF_HUB_OFFLINE=1" in again[f"{BIN_ONLY}@main"]["error"]
+
+
+def test_the_embed_images_stage_names_the_revision_param(hub, tmp_path):
+    (tmp_path / "data/subset").mkdir(parents=True)
+    (tmp_path / "data/subset/images.csv").write_text("image_id,width,height\n")
+    params = {"clip": {"model": CLIP, "revision": "v9", "precision": "fp32"}, "runtime": {"device": "cpu"}}
+    result = run_stage(tmp_path, "embed_images", params, HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
+    lines = result.stderr.strip().splitlines()
+    assert result.returncode != 0 and len(lines) == 1, result.stderr
+    assert lines[0].startswith(f"[embed_images] error: clip.model: could not load '{CLIP}' (revision 'v9')")
+    assert "Set clip.revision to one it has" in lines[0]
