@@ -34,7 +34,7 @@ demo: venv
 
 # Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; writes bench/results/stages.json.
 bench: venv
-	$(PY) -m capsearch.bench
+	$(PY) bench/stages.py
 
 clean-demo:
 	rm -rf build/demo

@@ -10,7 +10,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import statistics
 import tempfile
 import time
@@ -18,22 +17,13 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from transformers import CLIPConfig, CLIPModel, CLIPProcessor
-from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+from base_models import build_base_models, describe_machine  # bench/ is the script folder
 
 from capsearch.data.images import ImageSource
 from capsearch.models.clip import ClipEmbedder
-from capsearch.models.toy import build_clip_tokenizer
 from capsearch.search import ModelRef, SearchIndex, search
 
 QUERIES = ["man riding a horse", "dog jumping into a pool", "children playing on the beach", "a red circle"]
-
-
-def cpu_name() -> str:
-    for line in Path("/proc/cpuinfo").read_text().splitlines():
-        if line.startswith("model name"):
-            return line.split(":", 1)[1].strip()
-    return platform.processor() or "unknown CPU"
 
 
 def unit_rows(rng: np.random.Generator, count: int, dim: int) -> np.ndarray:
@@ -50,13 +40,13 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["CAPSEARCH_PROGRESS"] = "0"
     torch.manual_seed(0)
-    results = {"machine": cpu_name(), "threads": torch.get_num_threads(), "images": args.images, "runs": []}
+    machine = describe_machine(torch.device("cpu"))
+    results = {"machine": machine, "threads": torch.get_num_threads(), "images": args.images, "runs": []}
     with tempfile.TemporaryDirectory() as tmp:
-        CLIPModel(CLIPConfig()).save_pretrained(tmp)
-        CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=build_clip_tokenizer()).save_pretrained(tmp)
+        _, clip_dir = build_base_models(tmp, blip=False)
         rng = np.random.default_rng(0)
         for precision in ("fp32", "auto"):
-            embedder = ClipEmbedder(tmp, None, precision, "cpu")
+            embedder = ClipEmbedder(str(clip_dir), None, precision, "cpu")
             dim = embedder.model.config.projection_dim
             index = SearchIndex(
                 ids=[f"{i}.jpg" for i in range(args.images)],
@@ -64,7 +54,7 @@ def main() -> None:
                 captions=["caption"] * args.images,
                 caption_vectors=unit_rows(rng, args.images, dim),
                 source=ImageSource(tmp),
-                clip=ModelRef(tmp),
+                clip=ModelRef(str(clip_dir)),
             )
             for query in QUERIES:  # warm-up
                 search(index, embedder.embed_texts([query]).vectors, 5)

@@ -1,38 +1,26 @@
-"""Shared by every stage script: read params.yaml per section, time the stage, print its summary line.
-
-Kept free of model code, so that it adds no model module to any stage's deps; the stages that run models also
-import ``_runtime``.
-"""
+"""Shared by every stage script: read its params sections, time the stage, print its summary line or one error."""
 
 from __future__ import annotations
 
 import sys
 import time
-from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
-import yaml
-
-PARAMS_FILE = Path("params.yaml")
+from capsearch.params import ParamError, load_raw, read_key, read_section
 
 
-def load_params() -> dict[str, Any]:
-    """All of params.yaml (stages read only the sections dvc.yaml lists for them, plus ``runtime``)."""
-    if not PARAMS_FILE.exists():
-        sys.exit(f"{PARAMS_FILE.resolve()} not found: run stages from the project root (dvc repro)")
-    with PARAMS_FILE.open(encoding="utf-8") as handle:
-        return yaml.safe_load(handle) or {}
+def read_params(stage: str, *sections: Any) -> Any:
+    """The stage's sections of params.yaml (typed and checked, see capsearch.params), in the order asked.
 
-
-def section(params: dict[str, Any], name: str, keys: tuple[str, ...]) -> dict[str, Any]:
-    """One params section, with every expected key present (a missing one names itself)."""
-    values = params.get(name)
-    if not isinstance(values, dict):
-        sys.exit(f"params.yaml: section '{name}' is missing")
-    missing = [key for key in keys if key not in values]
-    if missing:
-        sys.exit(f"params.yaml: {', '.join(f'{name}.{key}' for key in missing)} missing")
-    return values
+    A section is given by its class; a single param by its dotted name (``"subset.split"``). A bad or missing
+    param ends the stage with one line naming it, before any data or model is touched.
+    """
+    try:
+        raw = load_raw()
+        values = tuple(read_key(raw, s) if isinstance(s, str) else read_section(raw, s) for s in sections)
+    except ParamError as exc:
+        fail(stage, exc)
+    return values if len(values) > 1 else values[0]
 
 
 class Timer:
@@ -51,6 +39,6 @@ def summary(stage: str, text: str) -> None:
     print(f"[{stage}] {text}", flush=True)
 
 
-def fail(stage: str, error: Exception) -> None:
+def fail(stage: str, error: Exception) -> NoReturn:
     """Exit with one clear line instead of a traceback for expected errors."""
     sys.exit(f"[{stage}] error: {error}")

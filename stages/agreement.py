@@ -2,8 +2,7 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
-from _runtime import runtime
+from _common import Timer, fail, read_params, summary
 
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
@@ -16,17 +15,17 @@ from capsearch.human_judgments import (
 )
 from capsearch.io import load_npy, write_json
 from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError
+from capsearch.models.runtime import ModelLoadError, resolve_runtime
+from capsearch.params import ClipParams, RuntimeParams
 
 OUT = Path("metrics/human_agreement.json")
 
 
 def main() -> None:
     timer = Timer()
-    params = load_params()
-    clip = section(params, "clip", ("model", "revision", "precision"))
+    clip, knobs = read_params("agreement", ClipParams, RuntimeParams)
     try:
-        rt = runtime(params, use_cache=False)
+        rt = resolve_runtime(knobs, use_cache=False)
         text_dir = find_text_dir("data/text")
         captions = load_captions(text_dir).captions
         if not (text_dir / EXPERT_FILE).exists() or not (text_dir / CROWDFLOWER_FILE).exists():
@@ -37,7 +36,7 @@ def main() -> None:
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
         image_ids = Path("data/embeddings/images.ids.txt").read_text(encoding="utf-8").split()
-        embedder = ClipEmbedder(clip["model"], clip["revision"], clip["precision"], rt.device)
+        embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
         report = human_agreement(
             expert,
             crowdflower,

@@ -2,27 +2,25 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
-from _runtime import runtime
+from _common import Timer, fail, read_params, summary
 
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.io import read_csv, write_csv
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.runtime import ModelLoadError, precision_name
+from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+from capsearch.params import CaptionParams, RuntimeParams
 
 OUT = Path("data/captions/generated.csv")
 
 
 def main() -> None:
-    params = load_params()
-    p = section(params, "caption", ("model", "revision", "num_beams", "max_new_tokens", "min_new_tokens", "precision"))
+    p, knobs = read_params("caption", CaptionParams, RuntimeParams)
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
-        rt = runtime(params)
-        settings = DecodingSettings(int(p["num_beams"]), int(p["max_new_tokens"]), int(p["min_new_tokens"]))
-        settings.validate()
-        captioner = BlipCaptioner(p["model"], p["revision"], p["precision"], rt.device)
+        rt = resolve_runtime(knobs)
+        settings = DecodingSettings(p.num_beams, p.max_new_tokens, p.min_new_tokens)
+        captioner = BlipCaptioner(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
         source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
         captions = captioner.caption_images(

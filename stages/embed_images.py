@@ -2,25 +2,24 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
-from _runtime import runtime
+from _common import Timer, fail, read_params, summary
 
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.io import read_csv, save_npy, write_text
 from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, precision_name
+from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+from capsearch.params import ClipParams, RuntimeParams
 
 OUT = Path("data/embeddings")
 
 
 def main() -> None:
-    params = load_params()
-    p = section(params, "clip", ("model", "revision", "precision"))
+    p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
     image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
     try:
-        rt = runtime(params)
-        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
+        rt = resolve_runtime(knobs)
+        embedder = ClipEmbedder(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
         source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
         vectors = embedder.embed_images(source, image_ids, rt.batch_sizes["embed_images"], rt.num_workers, rt.cache)

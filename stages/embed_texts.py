@@ -2,28 +2,27 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
-from _runtime import runtime
+from _common import Timer, fail, read_params, summary
 
 from capsearch.clipscore import with_prefix
 from capsearch.io import read_csv, save_npy, write_json
 from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, precision_name
+from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+from capsearch.params import ClipParams, RuntimeParams
 
 OUT = Path("data/embeddings")
 
 
 def main() -> None:
-    params = load_params()
-    p = section(params, "clip", ("model", "revision", "precision"))
+    p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
     references = [
         row["caption"] for row in read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])
     ]
     generated = [row["caption"] for row in read_csv("data/captions/generated.csv", ["image_id", "caption"])]
     try:
-        rt = runtime(params, use_cache=False)
+        rt = resolve_runtime(knobs, use_cache=False)
         batch_size = rt.batch_sizes["embed_texts"]
-        embedder = ClipEmbedder(p["model"], p["revision"], p["precision"], rt.device)
+        embedder = ClipEmbedder(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)
         generated_vectors = embedder.embed_texts(generated, batch_size)

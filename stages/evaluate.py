@@ -2,17 +2,18 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
+from _common import Timer, fail, read_params, summary
 
 from capsearch.evaluation import caption_quality, evaluate_run
 from capsearch.io import write_csv, write_json
+from capsearch.params import EvaluateParams
 
 
 def main() -> None:
     timer = Timer()
-    p = section(load_params(), "evaluate", ("ks",))
+    p: EvaluateParams = read_params("evaluate", EvaluateParams)
     try:
-        report, curve = evaluate_run(Path("data"), p["ks"])
+        report, curve = evaluate_run(Path("data"), p.ks)
         quality, per_image = caption_quality(Path("data"))
     except (ValueError, KeyError) as exc:
         fail("evaluate", exc)
@@ -23,7 +24,7 @@ def main() -> None:
         "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D", "CLIP-S", "RefCLIP-S"], per_image
     )
     t2i, i2t = report["text_to_image"], report["image_to_text"]
-    k = sorted(p["ks"])
+    k = p.ks
     summary(
         "evaluate",
         f"{report['gallery_images']} images, {report['query_captions']} captions: text→image R@{k[0]} "

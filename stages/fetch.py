@@ -2,11 +2,12 @@
 
 from pathlib import Path
 
-from _common import Timer, fail, load_params, section, summary
+from _common import Timer, fail, read_params, summary
 
 from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
 from capsearch.data.kaggle import pack_kaggle_folder
+from capsearch.params import FetchParams
 
 RAW = Path("data/raw")
 TEXT_DIR = Path("data/text")
@@ -14,21 +15,21 @@ TEXT_DIR = Path("data/text")
 
 def main() -> None:
     timer = Timer()
-    p = section(load_params(), "fetch", ("images_url", "images_md5", "text_url", "text_md5"))
+    p: FetchParams = read_params("fetch", FetchParams)
     try:
-        if p.get("kaggle_dir"):
-            packed = pack_kaggle_folder(p["kaggle_dir"], RAW)
+        if p.kaggle_dir:
+            packed = pack_kaggle_folder(p.kaggle_dir, RAW)
             image_members = check_archive(RAW / IMAGE_ZIP_NAME)
             text_files = safe_extract(RAW / TEXT_ZIP_NAME, TEXT_DIR)
             summary(
                 "fetch",
-                f"Kaggle layout {p['kaggle_dir']}: {packed.images} images packed into {RAW / IMAGE_ZIP_NAME} "
+                f"Kaggle layout {p.kaggle_dir}: {packed.images} images packed into {RAW / IMAGE_ZIP_NAME} "
                 f"({len(image_members)} members checked), {packed.captioned_images} captioned images, "
                 f"{len(text_files)} text files ({', '.join(packed.text_files)}) in {timer.seconds:.1f}s",
             )
             return
-        images = download(p["images_url"], RAW / IMAGE_ZIP_NAME, p["images_md5"])
-        text = download(p["text_url"], RAW / TEXT_ZIP_NAME, p["text_md5"])
+        images = download(p.images_url, RAW / IMAGE_ZIP_NAME, p.images_md5)
+        text = download(p.text_url, RAW / TEXT_ZIP_NAME, p.text_md5)
         image_members = check_archive(images.path)
         text_files = safe_extract(text.path, TEXT_DIR)
     except (FetchError, AnnotationError, FileNotFoundError) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from capsearch.models.toy import cached_toy_models
+from capsearch.demo.toy_models import cached_toy_models
 
 # Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
 os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
@@ -37,7 +37,7 @@ def shared_flickr8k() -> Path:
 @pytest.fixture(scope="session")
 def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A demo workspace after one full `dvc repro`, committed; tests must not change it."""
-    from capsearch.demo import commit_run, create_demo_workspace, run_dvc
+    from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 
     workspace = create_demo_workspace(tmp_path_factory.mktemp("demo") / "ws", toy_models, images=480, num_images=60)
     result = run_dvc(workspace, "repro", check=False)

@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from capsearch.demo import run_dvc
+from capsearch.demo.workspace import run_dvc
 from capsearch.imports import code_fingerprint, import_closure
 
 PROJECT = Path(__file__).resolve().parents[1]

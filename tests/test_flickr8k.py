@@ -8,13 +8,12 @@ from PIL import Image
 
 from capsearch.data.flickr8k import (
     AnnotationError,
-    parse_num_images,
     parse_token_file,
     split_candidates,
 )
 from capsearch.data.images import ImageSource
 from capsearch.data.subset import build_subset, find_text_dir
-from capsearch.data.synthetic import write_flickr8k_layout
+from capsearch.demo.scenes import write_flickr8k_layout
 from capsearch.io import write_csv
 
 
@@ -64,10 +63,9 @@ def test_split_candidates_and_size():
     assert split_candidates(captions, splits, "all").images == ["a.jpg", "b.jpg", "c.jpg"]
     with pytest.raises(ValueError, match=r"subset\.split: unknown split 'val'"):
         split_candidates(captions, splits, "val")
-    assert parse_num_images("all") is None and parse_num_images(3) == 3
-    for bad in (0, -1, "ten", 2.5, True):
-        with pytest.raises(ValueError, match=r"subset\.num_images"):
-            parse_num_images(bad)
+    for section in ("subset", "fusion"):  # the section named in errors is the caller's
+        with pytest.raises(ValueError, match=rf"{section}\.split: unknown split 'val'"):
+            split_candidates(captions, splits, "val", section)
 
 
 @pytest.fixture(scope="module")

@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from capsearch.metrics import mean_rank, median_rank, recall_at_k, retrieval_report, summarise_ranks
-from capsearch.retrieval import image_to_text_ranks, index_of, text_to_image_ranks, top_k
+from capsearch.retrieval import image_to_text_ranks, index_of, text_to_image_ranks, top_k_of_scores
 
 
 def test_recall_at_k_by_hand():
@@ -112,7 +112,7 @@ def test_perfect_and_shuffled_embeddings():
 
 def test_top_k_and_index_of():
     gallery = np.eye(4, dtype=np.float32)
-    order, scores = top_k(np.array([[0.1, 0.9, 0.5, 0.0]], dtype=np.float32), gallery, 2)
+    order, scores = top_k_of_scores(np.array([[0.1, 0.9, 0.5, 0.0]], dtype=np.float32) @ gallery.T, 2)
     assert order.tolist() == [[1, 2]] and np.allclose(scores, [[0.9, 0.5]])
     assert index_of(["a", "b", "c"], ["c", "a"]).tolist() == [2, 0]
     with pytest.raises(KeyError, match="'z' not found"):
@@ -121,8 +121,6 @@ def test_top_k_and_index_of():
 
 @pytest.mark.parametrize("k", [1, 3, 7, 20])
 def test_top_k_matches_a_stable_full_sort_with_ties(k):
-    from capsearch.retrieval import top_k_of_scores
-
     scores = np.random.default_rng(k).integers(0, 4, size=(50, 20)).astype(np.float32)  # many ties
     order, values = top_k_of_scores(scores, k)
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]

@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from capsearch.data.images import ImageSource
-from capsearch.data.synthetic import write_flickr8k_layout
+from capsearch.demo.scenes import write_flickr8k_layout
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, resolve_device, resolve_precision

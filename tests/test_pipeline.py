@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import yaml
 
-from capsearch.demo import commit_run, create_demo_workspace, run_dvc
+from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 from capsearch.io import load_npy, read_csv
 from capsearch.metrics import retrieval_report
-from capsearch.models.toy import COLOUR_WORDS, names_colour_and_shape
 from capsearch.retrieval import index_of
 
 pytestmark = pytest.mark.slow

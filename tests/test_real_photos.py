@@ -23,7 +23,7 @@ skimage = pytest.importorskip("skimage")
 sklearn = pytest.importorskip("sklearn")
 matplotlib = pytest.importorskip("matplotlib")
 
-from capsearch.demo import commit_run, create_demo_workspace, run_dvc  # noqa: E402
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc  # noqa: E402
 from capsearch.io import read_csv  # noqa: E402
 
 PHOTOS = {  # file name in Images/ -> (package, path inside it, five hand-written captions)

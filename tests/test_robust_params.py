@@ -102,7 +102,7 @@ def test_clip_precision_is_checked_before_the_model_loads(caption_workspace):
 def test_subset_params(tmp_path, subset, message):
     import shutil
 
-    from capsearch.data.synthetic import write_flickr8k_layout
+    from capsearch.demo.scenes import write_flickr8k_layout
 
     paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
     shutil.unpack_archive(paths["text"], tmp_path / "data" / "text")

@@ -12,7 +12,7 @@ from pathlib import Path
 import yaml
 
 from capsearch.data.images import ImageSource
-from capsearch.demo import commit_run, create_demo_workspace, run_dvc, tool_env
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc, tool_env
 from capsearch.io import read_csv
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 

@@ -37,7 +37,7 @@ def test_fetch_without_network_says_how_to_place_the_zips(tmp_path):
 
 def test_fetch_uses_zips_placed_by_hand(tmp_path):
     from capsearch.data.fetch import md5_of
-    from capsearch.data.synthetic import write_flickr8k_layout
+    from capsearch.demo.scenes import write_flickr8k_layout
 
     paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
     port = closed_port()  # any download attempt would fail
@@ -68,7 +68,7 @@ def test_fetch_uses_zips_placed_by_hand(tmp_path):
     ],
 )
 def test_subset_param_errors(tmp_path, subset, message):
-    from capsearch.data.synthetic import write_flickr8k_layout
+    from capsearch.demo.scenes import write_flickr8k_layout
 
     paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
     shutil.unpack_archive(paths["text"], tmp_path / "data" / "text")

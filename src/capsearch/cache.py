@@ -110,12 +110,6 @@ class ResultCache:
                 [(space, image, value) for image, value in items],
             )
 
-    def count(self, space: str | None = None) -> int:
-        """How many results are stored (in one namespace, or in all)."""
-        if space is None:
-            return int(self._db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
-        return int(self._db.execute("SELECT COUNT(*) FROM results WHERE namespace = ?", [space]).fetchone()[0])
-
     def close(self) -> None:
         """Close the database."""
         self._db.close()

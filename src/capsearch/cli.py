@@ -31,41 +31,54 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _project_section(project: Path, name: str) -> dict[str, Any]:
-    import yaml
+def _project_params(args: argparse.Namespace, *sections: Any) -> Any:
+    """The project's params sections (its params.yaml when there is one, else the typed defaults)."""
+    from capsearch.params import PARAMS_FILE, load_raw, read_section
 
-    path = project / "params.yaml"
+    path = Path(args.project) / PARAMS_FILE
     if not path.exists():
-        return {}
-    return (yaml.safe_load(path.read_text(encoding="utf-8")) or {}).get(name) or {}
+        return tuple(section() for section in sections)
+    raw = load_raw(path)
+    return tuple(read_section(raw, section) if section.NAME in raw else section() for section in sections)
 
 
-def _device(args: argparse.Namespace) -> str:
-    return args.device or _project_section(Path(args.project), "runtime").get("device", "auto")
+def _runtime(args: argparse.Namespace, use_cache: bool = True) -> Any:
+    """``runtime`` of params.yaml (device, workers, batch sizes, cache dir), with --device/--batch-size/--no-cache."""
+    from dataclasses import replace
+
+    from capsearch.models.runtime import resolve_runtime
+    from capsearch.params import BATCH_TASKS, RuntimeParams
+
+    (knobs,) = _project_params(args, RuntimeParams)
+    if getattr(args, "device", None):
+        knobs = replace(knobs, device=args.device)
+    if getattr(args, "batch_size", None):
+        knobs = replace(knobs, batch_size=dict.fromkeys(BATCH_TASKS, args.batch_size))
+    if getattr(args, "no_cache", False):
+        knobs = replace(knobs, cache=False)
+    return resolve_runtime(knobs, use_cache=use_cache)
 
 
-def _clip_ref(args: argparse.Namespace) -> tuple[str, str | None, str]:
-    from capsearch.models.clip import DEFAULT_CLIP
+def _embedder(args: argparse.Namespace, device: str) -> Any:
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.params import ClipParams
 
-    section = _project_section(Path(args.project), "clip")
-    return (
-        args.clip_model or section.get("model", DEFAULT_CLIP),
-        section.get("revision", "main") if not args.clip_model else "main",
-        args.precision or section.get("precision", "auto"),
-    )
+    (clip,) = _project_params(args, ClipParams)
+    if args.clip_model:
+        return ClipEmbedder(args.clip_model, "main", args.precision or clip.precision, device, param="--clip-model")
+    return ClipEmbedder(clip.model, clip.revision, args.precision or clip.precision, device)
 
 
-def _captioner(args: argparse.Namespace) -> Any:
-    from capsearch.models.blip import DEFAULT_BLIP, BlipCaptioner, DecodingSettings
+def _captioner(args: argparse.Namespace, device: str) -> Any:
+    from capsearch.models.blip import BlipCaptioner, DecodingSettings
+    from capsearch.params import CaptionParams
 
-    section = _project_section(Path(args.project), "caption")
-    model = args.blip_model or section.get("model", DEFAULT_BLIP)
-    revision = section.get("revision", "main") if not args.blip_model else "main"
-    settings = DecodingSettings(
-        int(section.get("num_beams", 3)), int(section.get("max_new_tokens", 30)), int(section.get("min_new_tokens", 5))
-    )
-    precision = args.precision or section.get("precision", "auto")
-    return BlipCaptioner(model, revision, precision, _device(args), param="--blip-model"), settings
+    (section,) = _project_params(args, CaptionParams)
+    settings = DecodingSettings(section.num_beams, section.max_new_tokens, section.min_new_tokens)
+    precision = args.precision or section.precision
+    if args.blip_model:
+        return BlipCaptioner(args.blip_model, "main", precision, device, param="--blip-model"), settings
+    return BlipCaptioner(section.model, section.revision, precision, device), settings
 
 
 def _read_queries(args: argparse.Namespace) -> list[str]:
@@ -98,7 +111,8 @@ def _search(args: argparse.Namespace) -> int:
     if args.alpha is None:
         tuned = Path(args.project) / "data" / "fusion" / "alpha.json"
         args.alpha = json.loads(tuned.read_text())["alpha"] if tuned.exists() and not args.index else 0.5
-    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, _device(args))
+    runtime = _runtime(args, use_cache=False)
+    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     started = time.perf_counter()
     vectors = embedder.embed_texts(queries).vectors
     results = search(index, vectors, args.k, args.method, args.alpha)
@@ -141,8 +155,11 @@ def _caption(args: argparse.Namespace) -> int:
         print(f"capsearch caption: {reason}", file=sys.stderr)
     captions: list[str] = []
     if good:
-        captioner, settings = _captioner(args)
-        captions = captioner.caption_images(source, good, settings, args.batch_size, 0)
+        runtime = _runtime(args)
+        captioner, settings = _captioner(args, runtime.device)
+        captions = captioner.caption_images(
+            source, good, settings, runtime.batch_sizes["caption"], runtime.num_workers, runtime.cache
+        )
     shown = {p: os.path.relpath(p) for p in good}
     if args.json:
         print(json.dumps([{"path": shown[p], "caption": c} for p, c in zip(good, captions, strict=True)], indent=2))
@@ -157,18 +174,14 @@ def _index(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     _quiet_libraries()
-    from capsearch.models.clip import ClipEmbedder
     from capsearch.search import INDEX_DIR_NAME, build_folder_index
 
     out = Path(args.out) if args.out else folder / INDEX_DIR_NAME
     started = time.perf_counter()
-    captioner, settings = _captioner(args)
-    model, revision, precision = _clip_ref(args)
-    embedder = ClipEmbedder(model, revision, precision, _device(args), param="--clip-model")
-    from capsearch.cache import ResultCache
-
-    cache = None if args.no_cache else ResultCache()
-    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, args.batch_size, 0, cache)
+    runtime = _runtime(args)
+    captioner, settings = _captioner(args, runtime.device)
+    embedder = _embedder(args, runtime.device)
+    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, runtime)
     print(
         f"indexed {len(index.ids)} images under {folder.resolve()} into {out} "
         f"({len(skipped)} unreadable skipped; {captioner.last_run.cached} captions and "
@@ -181,8 +194,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from capsearch.demo import commit_run, create_demo_workspace, run_dvc
-    from capsearch.models.toy import build_toy_models, cached_toy_models, toy_models_exist
+    from capsearch.demo.toy_models import build_toy_models, cached_toy_models, toy_models_exist
+    from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 
     started = time.perf_counter()
     workspace = Path(args.dir).resolve()
@@ -212,14 +225,14 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _toy_models(args: argparse.Namespace) -> int:
-    from capsearch.models.toy import build_toy_models
+    from capsearch.demo.toy_models import build_toy_models
 
     print(build_toy_models(args.dir))
     return 0
 
 
 def _toy_data(args: argparse.Namespace) -> int:
-    from capsearch.data.synthetic import write_flickr8k_layout
+    from capsearch.demo.scenes import write_flickr8k_layout
 
     paths = write_flickr8k_layout(args.dir, args.images, args.seed)
     print(f"wrote {paths['images']} and {paths['text']} ({args.images} images)")
@@ -273,7 +286,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     caption.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     caption.add_argument("--json", action="store_true", help="print JSON instead of lines")
-    caption.add_argument("--batch-size", type=int, default=16)
+    caption.add_argument("--batch-size", type=int, help="default: runtime.batch_size of params.yaml")
     _model_options(caption, blip=True, clip=False)
     caption.set_defaults(func=_caption)
 
@@ -285,7 +298,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     index.add_argument("folder")
     index.add_argument("--out", help="index folder (default: FOLDER/.capsearch)")
-    index.add_argument("--batch-size", type=int, default=16)
+    index.add_argument("--batch-size", type=int, help="default: runtime.batch_size of params.yaml")
     index.add_argument(
         "--no-cache", action="store_true", help="recompute everything (default: reuse the result cache, see README)"
     )

@@ -19,19 +19,6 @@ from capsearch.retrieval import index_of
 CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption", "text_to_image_fusion")
 
 
-def validate_ks(ks: Any) -> list[int]:
-    """``evaluate.ks``: a non-empty list of distinct positive integers, returned sorted."""
-    if (
-        not isinstance(ks, list)
-        or not ks
-        or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks)
-    ):
-        raise ValueError(f"evaluate.ks: expected a non-empty list of positive integers, got {ks!r}")
-    if len(set(ks)) != len(ks):
-        raise ValueError(f"evaluate.ks: duplicate values in {ks!r}")
-    return sorted(ks)
-
-
 def _rows(array: np.ndarray, expected: int, what: str) -> np.ndarray:
     if array.ndim != 2 or len(array) != expected:
         raise ValueError(f"{what}: expected {expected} rows, found shape {array.shape}; re-run its stage")
@@ -52,7 +39,7 @@ def _tables(data_dir: Path) -> tuple[list[str], list[dict[str, str]], list[dict[
 
 def evaluate_run(data_dir: Path, ks: Sequence[int]) -> tuple[dict[str, Any], list[dict[str, float]]]:
     """Metrics of the run under ``data_dir`` and the recall-vs-K curve (one row per K, percent)."""
-    ks = validate_ks(list(ks))
+    ks = sorted(ks)
     embeddings = data_dir / "embeddings"
     image_ids, captions, generated = _tables(data_dir)
     image_vectors = _rows(load_npy(embeddings / "images.npy"), len(image_ids), "images.npy")

@@ -43,11 +43,6 @@ def image_to_text_ranks(
     return ranks
 
 
-def top_k(query_vectors: np.ndarray, gallery_vectors: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-    """Indices and scores of the ``k`` best gallery items per query, best first (ties: lower index first)."""
-    return top_k_of_scores(query_vectors @ gallery_vectors.T, k)
-
-
 def top_k_of_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
     """The ``k`` best columns of each row of ``scores``, best first (ties: lower index first)."""
     if k <= 0:

@@ -4,21 +4,24 @@ from __future__ import annotations
 
 import json
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import yaml
 
-from capsearch.cache import ResultCache
-from capsearch.data.flickr8k import IMAGE_ZIP_NAME
+from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.io import load_npy, read_csv, save_npy, write_csv, write_json, write_text
+from capsearch.models.blip import BlipCaptioner, DecodingSettings
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import Runtime
+from capsearch.params import SEARCH_METHODS
+from capsearch.pipeline import caption_and_embed
 from capsearch.retrieval import top_k_of_scores
 
-METHODS = ("image", "caption", "fusion")
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+METHODS = SEARCH_METHODS
 INDEX_DIR_NAME = ".capsearch"
 
 
@@ -46,7 +49,6 @@ class SearchIndex:
     source: ImageSource
     clip: ModelRef
     blip: ModelRef | None = None
-    extra: dict[str, Any] = field(default_factory=dict)
 
     def location(self, row: int) -> str:
         """Where row ``row``'s image lives (a file path, or zip:member)."""
@@ -160,18 +162,16 @@ def readable_images(source: ImageSource, ids: Sequence[str]) -> tuple[list[str],
 def build_folder_index(
     folder: str | Path,
     out_dir: str | Path,
-    captioner: Any,
-    embedder: Any,
-    settings: Any,
-    batch_size: int = 16,
-    num_workers: int = 0,
-    cache: ResultCache | None = None,
+    captioner: BlipCaptioner,
+    embedder: ClipEmbedder,
+    settings: DecodingSettings,
+    runtime: Runtime,
 ) -> tuple[SearchIndex, list[tuple[str, str]]]:
     """Caption and embed every image under ``folder`` (the pipeline's code path) and save a search index.
 
-    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``). With a
-    ``cache``, images already captioned/embedded by the same models are not recomputed (re-indexing a folder
-    after adding photos only processes the new ones).
+    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``). With the
+    ``runtime``'s result cache, images already captioned/embedded by the same models are not recomputed
+    (re-indexing a folder after adding photos only processes the new ones).
     """
     folder = Path(folder).resolve()
     files = find_images([folder])
@@ -179,21 +179,19 @@ def build_folder_index(
     ids, skipped = readable_images(source, [str(p.relative_to(folder)) for p in files])
     if not ids:
         raise FileNotFoundError(f"{folder}: none of the {len(files)} images could be decoded")
-    captions = captioner.caption_images(source, ids, settings, batch_size, num_workers, cache)
-    image_vectors = embedder.embed_images(source, ids, batch_size, num_workers, cache)
-    caption_vectors = embedder.embed_texts(captions).vectors
+    run = caption_and_embed(source, ids, captioner, embedder, settings, runtime)
     out = Path(out_dir)
-    save_npy(out / "images.npy", image_vectors)
-    save_npy(out / "generated.npy", caption_vectors)
-    write_csv(out / "captions.csv", ["image_id", "caption"], list(zip(ids, captions, strict=True)))
+    save_npy(out / "images.npy", run.image_vectors)
+    save_npy(out / "generated.npy", run.generated_vectors)
+    write_csv(out / "captions.csv", ["image_id", "caption"], list(zip(ids, run.generated, strict=True)))
     write_csv(out / "skipped.csv", ["image_id", "reason"], skipped)
-    clip = ModelRef(embedder.model_id, getattr(embedder, "revision", None), getattr(embedder, "precision", "auto"))
-    blip = ModelRef(captioner.model_id, getattr(captioner, "revision", None), getattr(captioner, "precision", "auto"))
+    clip = ModelRef(embedder.model_id, embedder.source.load_revision, embedder.precision)
+    blip = ModelRef(captioner.model_id, captioner.source.load_revision, captioner.precision)
     write_json(
         out / "index.json", {"root": str(folder), "images": len(ids), "clip": asdict(clip), "blip": asdict(blip)}
     )
     write_text(out / "ids.txt", "".join(f"{i}\n" for i in ids))
-    index = SearchIndex(ids, image_vectors, captions, caption_vectors, source, clip, blip)
+    index = SearchIndex(ids, run.image_vectors, run.generated, run.generated_vectors, source, clip, blip)
     return index, skipped
 
 

@@ -20,6 +20,8 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsearch.params import SPLITS
+
 IMAGE_ZIP_NAME = "Flickr8k_Dataset.zip"
 TEXT_ZIP_NAME = "Flickr8k_text.zip"
 IMAGES_DIR_IN_ZIP = "Flicker8k_Dataset/"  # sic: the release misspells the folder
@@ -32,7 +34,6 @@ SPLIT_FILES = {
     "dev": "Flickr_8k.devImages.txt",
     "test": "Flickr_8k.testImages.txt",
 }
-SPLITS = ("test", "dev", "train", "all")
 CAPTIONS_PER_IMAGE = 5
 
 _SUFFIX = "|".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
@@ -157,14 +158,19 @@ class SplitCandidates:
     in_no_split: int
 
 
-def split_candidates(captions: dict[str, list[str]], splits: dict[str, list[str]], split: str) -> SplitCandidates:
-    """Captioned images of ``split`` (``test``/``dev``/``train``/``all``), sorted by name."""
+def split_candidates(
+    captions: dict[str, list[str]], splits: dict[str, list[str]], split: str, section: str = "subset"
+) -> SplitCandidates:
+    """Captioned images of ``split`` (``test``/``dev``/``train``/``all``), sorted by name.
+
+    ``section`` names the params section in errors (``subset`` or ``fusion``).
+    """
     if split not in SPLITS:
-        raise ValueError(f"subset.split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
+        raise ValueError(f"{section}.split: unknown split {split!r}; choose one of {', '.join(SPLITS)}")
     if split != "all" and split not in splits:
         raise ValueError(
-            f"subset.split: {split!r} needs {SPLIT_FILES[split]}, which the annotations lack (Kaggle's layout has no "
-            "split files): use split: all, or put the release's split files beside captions.txt"
+            f"{section}.split: {split!r} needs {SPLIT_FILES[split]}, which the annotations lack (Kaggle's layout "
+            "has no split files): use split: all, or put the release's split files beside captions.txt"
         )
     in_any = {name for names in splits.values() for name in names}
     in_no_split = sum(1 for image in captions if image not in in_any)
@@ -174,15 +180,6 @@ def split_candidates(captions: dict[str, list[str]], splits: dict[str, list[str]
         without_captions=[image for image in wanted if image not in captions],
         in_no_split=in_no_split,
     )
-
-
-def parse_num_images(value: int | str) -> int | None:
-    """``subset.num_images``: a positive integer, or ``all`` (returned as None)."""
-    if isinstance(value, str) and value.strip().lower() == "all":
-        return None
-    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
-        raise ValueError(f"subset.num_images: expected a positive integer or 'all', got {value!r}")
-    return value
 
 
 def sampling_order(images: list[str], seed: int) -> list[str]:

@@ -9,7 +9,6 @@ from capsearch.data.flickr8k import (
     KAGGLE_CAPTIONS,
     TOKEN_FILE,
     load_captions,
-    parse_num_images,
     read_splits,
     sampling_order,
     split_candidates,
@@ -25,7 +24,6 @@ class Subset:
     images: list[tuple[str, int, int]]  # (image_id, width, height)
     captions: list[tuple[str, int, str]]  # (image_id, caption_index, caption)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
-    candidates: int = 0
     stray_keys_folded: int = 0
     in_no_split: int = 0
 
@@ -38,20 +36,24 @@ def find_text_dir(extracted: str | Path) -> Path:
     return found[0].parent
 
 
-def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_images: int | str, seed: int) -> Subset:
+def build_subset(
+    text_dir: str | Path, images: ImageSource, split: str, num_images: int | str, seed: int, section: str = "subset"
+) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
+
+    ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample).
 
     Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
     decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
     images (or an error says the split is too small). Output order is sorted by image id.
     """
-    wanted = parse_num_images(num_images)
+    wanted = None if num_images == "all" else int(num_images)
     text_dir = Path(text_dir)
     caption_file = load_captions(text_dir)
-    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split)
+    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split, section)
     if wanted is not None and wanted > len(candidates.images):
         raise ValueError(
-            f"subset.num_images: {wanted} is larger than the {len(candidates.images)} captioned images of split "
+            f"{section}.num_images: {wanted} is larger than the {len(candidates.images)} captioned images of split "
             f"{split!r}; use a smaller num_images or 'all'"
         )
     available = set(images.ids())
@@ -77,7 +79,7 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
             bar.update()
     if wanted is not None and len(chosen) < target:
         raise ValueError(
-            f"subset.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
+            f"{section}.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
             f"({len(excluded)} excluded); use a smaller num_images"
         )
     chosen.sort()
@@ -88,7 +90,6 @@ def build_subset(text_dir: str | Path, images: ImageSource, split: str, num_imag
         images=chosen,
         captions=captions,
         excluded=sorted(excluded),
-        candidates=len(candidates.images),
         stray_keys_folded=caption_file.stray_keys_folded,
         in_no_split=candidates.in_no_split,
     )

@@ -7,24 +7,14 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from PIL import Image
 from transformers import CLIPModel, CLIPProcessor
 
-from capsearch.cache import ResultCache, model_fingerprint, namespace
+from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
-from capsearch.imports import code_fingerprint
+from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import OomBackoff, RunStats, run_over_images
-from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import (
-    load_pretrained,
-    precision_name,
-    resolve_device,
-    resolve_model,
-    resolve_precision,
-)
+from capsearch.params import DEFAULT_CLIP, DEFAULT_CLIP_REVISION
 from capsearch.progress import progress
-
-DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 
 
 @dataclass
@@ -40,58 +30,28 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
     return (features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-class ClipEmbedder:
+class ClipEmbedder(PretrainedWrapper):
     """A CLIP model and its processor, loaded safely, embedding images and texts into one space."""
+
+    processor_class = CLIPProcessor
+    model_class = CLIPModel
 
     def __init__(
         self,
         model_id: str = DEFAULT_CLIP,
-        revision: str | None = None,
+        revision: str | None = DEFAULT_CLIP_REVISION,
         precision: str = "auto",
         device: str = "auto",
         param: str = "clip.model",
     ) -> None:
-        self.model_id = model_id
-        self.revision = revision
-        self.precision = precision
-        self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.source = resolve_model(model_id, revision, param)  # a hub id: the one commit every file comes from
-        self.processor = load_pretrained(CLIPProcessor, model_id, self.source.load_revision, param, weights=False)
-        model = load_pretrained(CLIPModel, model_id, self.source.load_revision, param, dtype=self.dtype)
-        self.model = model.to(self.device).eval()
+        super().__init__(model_id, revision, precision, device, param)
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
-        self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
-        self.last_run = RunStats()  # of the last embed_images
         self.last_text_run = RunStats()  # of the last embed_texts
-        self._fingerprint: str | None = None
-
-    def preprocess(self, image: Image.Image) -> torch.Tensor:
-        """uint8 pixels (3, H, W) of one RGB image, resized and cropped as the model's processor does."""
-        return self.pixels(image)
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Normalised embeddings of a uint8 batch from ``preprocess``."""
-        pixels = self.pixels.normalise(pixels.to(self.device, non_blocking=True), self.dtype)
-        return _normalise(self.model.get_image_features(pixel_values=pixels).pooler_output)
-
-    def fingerprint(self) -> str:
-        """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_id, self.source.load_revision)
-        return self._fingerprint
-
-    def cache_space(self) -> str:
-        """The cache namespace of this model's image embeddings (weights, precision, preprocessing)."""
-        fingerprint = self.fingerprint()
-        return namespace(
-            task="clip-image",
-            model=fingerprint,
-            code=code_fingerprint(__name__),
-            dtype=precision_name(self.dtype),
-            pixels=self.pixels,
-        )
+        return _normalise(self.model.get_image_features(pixel_values=self.normalised_pixels(pixels)).pooler_output)
 
     def embed_images(
         self,
@@ -117,7 +77,7 @@ class ClipEmbedder:
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space() if cache is not None else "",
+            cache_space=self.cache_space("clip-image") if cache is not None else "",
             desc="embed images",
         )
         if not rows:

@@ -9,8 +9,9 @@ from typing import Any, TypeVar
 
 import torch
 
-PRECISIONS = ("auto", "fp32", "fp16", "bf16")
-DEVICES = ("auto", "cpu", "cuda")
+from capsearch.cache import ResultCache
+from capsearch.params import DEVICES, PRECISIONS, RuntimeParams
+
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 T = TypeVar("T")
@@ -220,3 +221,36 @@ def batch_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.
         pin_memory=device.type == "cuda",
         persistent_workers=False,
     )
+
+
+@dataclass
+class Runtime:
+    """The ``runtime`` params resolved for this machine: device, batch size per task, decoding workers, cache."""
+
+    device: str
+    batch_sizes: dict[str, int]  # caption, embed_images, embed_texts
+    num_workers: int
+    cache: ResultCache | None
+
+    def cache_note(self) -> str:
+        """Where results are cached, for a summary line."""
+        return f"cache {self.cache.path}" if self.cache is not None else "cache off"
+
+
+def resolve_runtime(params: RuntimeParams, use_cache: bool = True) -> Runtime:
+    """``auto`` values resolved for this machine, the result cache opened (``use_cache=False``: not opened)."""
+    from capsearch.models.batching import resolve_batch_size, resolve_num_workers
+
+    device = resolve_device(params.device)
+    batch_sizes = {
+        task: resolve_batch_size(size, task, device, f"runtime.batch_size.{task}")
+        for task, size in params.batch_size.items()
+    }
+    cache = None
+    if params.cache and use_cache:
+        try:
+            cache = ResultCache(params.cache_dir)
+        except OSError as exc:
+            message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
+            raise ValueError(message) from exc
+    return Runtime(device.type, batch_sizes, resolve_num_workers(params.num_workers, device), cache)

@@ -39,7 +39,7 @@ from transformers import (
 from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-from capsearch.data.synthetic import SHAPES, generate_scenes
+from capsearch.demo.scenes import SHAPES, generate_scenes
 
 IMAGE_SIZE = 64
 CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
@@ -317,22 +317,18 @@ def evaluate_toy_models(
 
 
 def toy_models_key() -> str:
-    """What decides the trained toy models: the training code (and all it imports) and the library versions."""
+    """What decides the trained toy models: the training and scene-generation code, and the library versions."""
     import tokenizers
     import transformers
 
-    from capsearch.imports import code_fingerprint
+    from capsearch.demo import scenes
 
-    blob = json.dumps(
-        {
-            "code": code_fingerprint(__name__),
-            "torch": torch.__version__,
-            "transformers": transformers.__version__,
-            "tokenizers": tokenizers.__version__,
-        },
-        sort_keys=True,
-    )
-    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+    digest = hashlib.sha256()
+    for module_file in (__file__, scenes.__file__):
+        digest.update(Path(module_file).read_bytes())
+    for version in (torch.__version__, transformers.__version__, tokenizers.__version__):
+        digest.update(version.encode() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def cached_toy_models(root: str | Path | None = None) -> Path:

@@ -194,5 +194,5 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
         expert, crowd = judgment_lines(scenes, splits["test"], random.Random(seed + 3))
         _zip_bytes(zf, "ExpertAnnotations.txt", ("\n".join(expert) + "\n").encode())
         _zip_bytes(zf, "CrowdFlowerAnnotations.txt", ("\n".join(crowd) + "\n").encode())
-        _zip_bytes(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.data.synthetic).\n")
+        _zip_bytes(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.demo.scenes).\n")
     return {"images": image_zip, "text": text_zip}

@@ -1,4 +1,4 @@
-"""``python -m capsearch.bench``: each stage's real code path against the naive way, same run, same machine.
+"""``python bench/stages.py``: each stage's real code path against the naive way, same run, same machine.
 
 BLIP and CLIP are random-weight models of the real base sizes, built from ``BlipConfig()`` and ``CLIPConfig()``
 (no download; the compute does not depend on the weights) and saved with ``save_pretrained``, so they load
@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import platform
 import tempfile
 import time
 from collections.abc import Callable
@@ -26,6 +25,7 @@ from typing import Any
 
 import numpy as np
 import torch
+from base_models import build_base_models, describe_machine  # bench/ is the script folder
 from PIL import Image
 
 from capsearch.cache import ResultCache
@@ -48,51 +48,6 @@ PRESETS = {  # how many items each row times
 }
 GREEDY = DecodingSettings(num_beams=1, max_new_tokens=20, min_new_tokens=20)
 DEFAULT_PARAMS = DecodingSettings(num_beams=3, max_new_tokens=30, min_new_tokens=5)
-
-
-def _bert_like_tokenizer() -> Any:
-    """A WordPiece tokenizer with BLIP's 30,524 ids ([PAD] 0, [CLS] 101, [SEP] 102, [DEC] 30522)."""
-    from transformers import BertTokenizer
-
-    vocab = {f"[unused{i}]": i for i in range(30524)}
-    for token, index in {"[PAD]": 0, "[UNK]": 100, "[CLS]": 101, "[SEP]": 102, "[MASK]": 103, "[DEC]": 30522}.items():
-        del vocab[f"[unused{index}]"]
-        vocab[token] = index
-    for index in range(1000, 30522):
-        del vocab[f"[unused{index}]"]
-        vocab[f"w{index}"] = index
-    return BertTokenizer(vocab=vocab, do_lower_case=True, bos_token="[DEC]")
-
-
-def build_base_models(out_dir: str | Path) -> tuple[Path, Path]:
-    """Random-weight BLIP-base and CLIP ViT-B/32 from their default configs, saved like hub models."""
-    from transformers import (
-        BlipConfig,
-        BlipForConditionalGeneration,
-        BlipProcessor,
-        CLIPConfig,
-        CLIPModel,
-        CLIPProcessor,
-    )
-    from transformers.models.blip.image_processing_pil_blip import BlipImageProcessorPil
-    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
-
-    from capsearch.models.toy import build_clip_tokenizer
-
-    out = Path(out_dir)
-    blip_dir, clip_dir = out / "blip-base-random", out / "clip-vit-b32-random"
-    torch.manual_seed(0)
-    if not (blip_dir / "model.safetensors").exists():
-        BlipForConditionalGeneration(BlipConfig()).save_pretrained(blip_dir)
-        BlipProcessor(image_processor=BlipImageProcessorPil(), tokenizer=_bert_like_tokenizer()).save_pretrained(
-            blip_dir
-        )
-    if not (clip_dir / "model.safetensors").exists():
-        CLIPModel(CLIPConfig()).save_pretrained(clip_dir)
-        CLIPProcessor(image_processor=CLIPImageProcessorPil(), tokenizer=build_clip_tokenizer()).save_pretrained(
-            clip_dir
-        )
-    return blip_dir, clip_dir
 
 
 def write_photos(folder: str | Path, count: int, seed: int = 0) -> list[str]:
@@ -281,24 +236,9 @@ def pipeline_estimate(rows: list[dict[str, Any]]) -> dict[str, float]:
     return out
 
 
-def describe_machine(device: torch.device) -> str:
-    """CPU model and core count, or the GPU's name, plus torch's version."""
-    if device.type == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpu = platform.processor() or "cpu"
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                cpu = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
-
-
 def main(argv: list[str] | None = None) -> None:
     """Parse options, run, print the table and write JSON."""
-    parser = argparse.ArgumentParser(prog="python -m capsearch.bench", description=__doc__.splitlines()[0])
+    parser = argparse.ArgumentParser(prog="python bench/stages.py", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
     parser.add_argument("--num-workers", default="auto")

@@ -18,15 +18,25 @@ from typing import Any
 import yaml
 
 from capsearch.data.fetch import md5_of
-from capsearch.data.synthetic import write_flickr8k_layout
-from capsearch.models.toy import TOY_MODEL_NAMES
+from capsearch.demo.scenes import write_flickr8k_layout
+from capsearch.demo.toy_models import TOY_MODEL_NAMES
+from capsearch.params import (
+    CaptionParams,
+    ClipParams,
+    FetchParams,
+    FusionParams,
+    ReportParams,
+    RuntimeParams,
+    SubsetParams,
+    default_params,
+)
 
 PIPELINE_FILES = ("dvc.yaml", "stages", "src/capsearch")
 
 
 def project_root() -> Path:
     """The source checkout this package runs from (holding dvc.yaml and stages/)."""
-    root = Path(__file__).resolve().parents[2]
+    root = Path(__file__).resolve().parents[3]
     if not (root / "dvc.yaml").exists():
         raise FileNotFoundError(f"dvc.yaml not found at {root}: the demo needs a source checkout of capsearch")
     return root
@@ -58,43 +68,31 @@ def run_dvc(workspace: Path, *args: str, check: bool = True) -> subprocess.Compl
 
 
 def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str, Any]:
-    """params.yaml of the demo: file:// URLs with real MD5s, toy models, fp32 on the CPU."""
+    """params.yaml of the demo, from the typed defaults: file:// URLs with real MD5s, toy models, fp32 on the CPU."""
     images, text = source_dir / "Flickr8k_Dataset.zip", source_dir / "Flickr8k_text.zip"
-    return {
-        "fetch": {
-            "images_url": images.resolve().as_uri(),
-            "images_md5": md5_of(images),
-            "text_url": text.resolve().as_uri(),
-            "text_md5": md5_of(text),
-        },
-        "subset": {"split": "test", "num_images": num_images, "seed": 0},
-        "caption": {
-            "model": str((models_dir / "toy-blip").resolve()),
-            "revision": "main",
-            "num_beams": 3,
-            "max_new_tokens": 20,
-            "min_new_tokens": 3,
-            "precision": "fp32",
-        },
-        "clip": {"model": str((models_dir / "toy-clip").resolve()), "revision": "main", "precision": "fp32"},
-        "evaluate": {"ks": [1, 5, 10]},
-        "fusion": {"split": "dev", "num_images": num_images // 2, "seed": 0, "alphas": [i / 10 for i in range(11)]},
-        "report": {
-            "queries": ["a red circle", "a large blue square on a white background", "a small yellow triangle"],
-            "k": 5,
-            "method": "image",
-            "samples": 8,
-            "seed": 0,
-            "failures": 5,
-        },
-        "runtime": {
-            "device": "cpu",
-            "num_workers": 0,
-            "batch_size": {"caption": 32, "embed_images": 64, "embed_texts": 256},
-            "cache": True,
-            "cache_dir": None,
-        },
-    }
+    return default_params(
+        fetch=FetchParams(images.resolve().as_uri(), md5_of(images), text.resolve().as_uri(), md5_of(text)),
+        subset=SubsetParams(split="test", num_images=num_images, seed=0),
+        caption=CaptionParams(
+            model=str((models_dir / "toy-blip").resolve()),
+            revision="main",
+            max_new_tokens=20,
+            min_new_tokens=3,
+            precision="fp32",
+        ),
+        clip=ClipParams(model=str((models_dir / "toy-clip").resolve()), revision="main", precision="fp32"),
+        fusion=FusionParams(split="dev", num_images=num_images // 2, seed=0),
+        report=ReportParams(
+            queries=("a red circle", "a large blue square on a white background", "a small yellow triangle")
+        ),
+        runtime=RuntimeParams(
+            device="cpu",
+            num_workers=0,
+            batch_size={"caption": 32, "embed_images": 64, "embed_texts": 256},
+            cache=True,
+            cache_dir=None,
+        ),
+    )
 
 
 def create_demo_workspace(
@@ -102,7 +100,7 @@ def create_demo_workspace(
 ) -> Path:
     """Make a fresh git + DVC workspace with the pipeline, generated Flickr8k zips and a demo params.yaml.
 
-    ``models_dir`` must hold the toy models (see :func:`capsearch.models.toy.build_toy_models`). The test split
+    ``models_dir`` must hold the toy models (see :func:`capsearch.demo.toy_models.build_toy_models`). The test split
     of ``images`` generated images has ``images // 8`` images; ``num_images`` of them are used.
     """
     workspace = Path(workspace).resolve()

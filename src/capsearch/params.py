@@ -1,0 +1,364 @@
+"""params.yaml, typed: one dataclass per section, with its defaults and its checks; every error names the param.
+
+The stage scripts, the ``capsearch`` command and the demo all read params through here; the library itself takes
+plain values. A section read from a file must list every key (a missing one is an error naming it); the defaults
+serve code that builds params (the demo, ``capsearch`` outside a project). Nothing here imports torch.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+PARAMS_FILE = "params.yaml"
+SPLITS = ("test", "dev", "train", "all")
+PRECISIONS = ("auto", "fp32", "fp16", "bf16")
+DEVICES = ("auto", "cpu", "cuda")
+SEARCH_METHODS = ("image", "caption", "fusion")
+BATCH_TASKS = ("caption", "embed_images", "embed_texts")
+DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
+DEFAULT_CLIP = "openai/clip-vit-base-patch32"
+DEFAULT_CLIP_REVISION = "c237dc49a33fc61debc9276459120b7eac67e7ef"  # refs/pr/66: the safetensors conversion
+OPTIONAL = "optional"  # field metadata: may be left out of params.yaml
+
+S = TypeVar("S", bound="Section")
+
+
+class ParamError(ValueError):
+    """A bad or missing param; the message starts with its dotted name."""
+
+
+def _integer(value: Any, name: str, minimum: int | None = None) -> int:
+    if isinstance(value, bool) or not isinstance(value, int):
+        raise ParamError(f"{name}: expected an integer, got {value!r}")
+    if minimum is not None and value < minimum:
+        raise ParamError(f"{name}: expected >= {minimum}, got {value}")
+    return value
+
+
+def _choice(value: Any, name: str, choices: tuple[str, ...], what: str) -> str:
+    if value not in choices:
+        raise ParamError(f"{name}: unknown {what} {value!r}; choose one of {', '.join(choices)}")
+    return value
+
+
+def _text(value: Any, name: str) -> str:
+    if not isinstance(value, str) or not value.strip():
+        raise ParamError(f"{name}: expected a non-empty string, got {value!r}")
+    return value
+
+
+def _count_or_all(value: Any, name: str) -> int | str:
+    """A positive integer, or ``all``."""
+    if isinstance(value, str) and value.strip().lower() == "all":
+        return "all"
+    if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+        raise ParamError(f"{name}: expected a positive integer or 'all', got {value!r}")
+    return value
+
+
+def _auto_or_count(value: Any, name: str, minimum: int, expected: str) -> int | str:
+    if value == "auto":
+        return value
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise ParamError(f"{name}: expected {expected}, or 'auto', got {value!r}")
+    return value
+
+
+def check_decoding(num_beams: Any, max_new_tokens: Any, min_new_tokens: Any) -> None:
+    """The ``generate`` settings of ``caption.*``: beams >= 1, 1 <= max tokens, 0 <= min tokens <= max tokens."""
+    _integer(num_beams, "caption.num_beams", 1)
+    _integer(max_new_tokens, "caption.max_new_tokens", 1)
+    _integer(min_new_tokens, "caption.min_new_tokens")
+    if not 0 <= min_new_tokens <= max_new_tokens:
+        raise ParamError(f"caption.min_new_tokens: expected 0..max_new_tokens ({max_new_tokens}), got {min_new_tokens}")
+
+
+@dataclass(frozen=True)
+class Section:
+    """Base of the sections: reading from a mapping, checking, and writing back for params.yaml."""
+
+    NAME = ""
+
+    @classmethod
+    def from_mapping(cls: type[S], values: Any) -> S:
+        """The section from params.yaml's mapping: every required key present, no unknown key, each checked."""
+        if not isinstance(values, Mapping):
+            raise ParamError(f"params.yaml: section '{cls.NAME}' is missing or not a mapping")
+        known = {f.name: f for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise ParamError(f"{cls.NAME}.{unknown[0]}: unknown param; {cls.NAME} has {', '.join(known)}")
+        missing = [name for name, f in known.items() if name not in values and not f.metadata.get(OPTIONAL)]
+        if missing:
+            raise ParamError(f"params.yaml: {', '.join(f'{cls.NAME}.{name}' for name in missing)} missing")
+        return cls(**{name: values[name] for name in known if name in values})
+
+    def __post_init__(self) -> None:
+        self.check()
+
+    def check(self) -> None:
+        """Raise a :class:`ParamError` naming the first bad value."""
+
+    def name(self, key: str) -> str:
+        """The dotted name of one of this section's params."""
+        return f"{self.NAME}.{key}"
+
+    def as_yaml(self) -> dict[str, Any]:
+        """Plain values for params.yaml (tuples as lists)."""
+        return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
+
+
+@dataclass(frozen=True)
+class FetchParams(Section):
+    """Where the two release zips come from, with their MD5s, or a Kaggle-layout folder to pack instead."""
+
+    NAME = "fetch"
+    images_url: str = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip"
+    images_md5: str = "f18a1e2920de5bd84dae7cf08ec78978"
+    text_url: str = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip"
+    text_md5: str = "bf6c1abcb8e4a833b7f922104de18627"
+    kaggle_dir: str | None = field(default=None, metadata={OPTIONAL: True})
+
+    def check(self) -> None:
+        for key in ("images_url", "text_url"):
+            _text(getattr(self, key), self.name(key))
+        if self.kaggle_dir is not None:  # the release zips are packed from that folder: URLs and MD5s unused
+            _text(self.kaggle_dir, self.name("kaggle_dir"))
+            return
+        for key in ("images_md5", "text_md5"):
+            if not isinstance(getattr(self, key), str) or not re.fullmatch(r"[0-9a-f]{32}", getattr(self, key)):
+                raise ParamError(f"{self.name(key)}: expected 32 lower-case hex digits, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
+class SampleParams(Section):
+    """A seeded sample of a split: ``num_images`` of ``split`` (or ``all``) in the order ``seed`` gives."""
+
+    split: str = "test"
+    num_images: int | str = 1000
+    seed: int = 0
+
+    def check(self) -> None:
+        _choice(self.split, self.name("split"), SPLITS, "split")
+        object.__setattr__(self, "num_images", _count_or_all(self.num_images, self.name("num_images")))
+        _integer(self.seed, self.name("seed"))
+
+    @property
+    def count(self) -> int | None:
+        """``num_images`` as an int, None for ``all``."""
+        return None if self.num_images == "all" else int(self.num_images)
+
+
+@dataclass(frozen=True)
+class SubsetParams(SampleParams):
+    """Which images are evaluated."""
+
+    NAME = "subset"
+
+
+@dataclass(frozen=True)
+class ModelParams(Section):
+    """A hub id (at ``revision``) or a local folder, and the precision it runs in."""
+
+    model: str = ""
+    revision: str | None = "main"
+    precision: str = "auto"
+
+    def check(self) -> None:
+        _text(self.model, self.name("model"))
+        if self.revision is not None:
+            _text(self.revision, self.name("revision"))
+        _choice(self.precision, self.name("precision"), PRECISIONS, "precision")
+
+
+@dataclass(frozen=True)
+class CaptionParams(ModelParams):
+    """The captioning model and its ``generate`` settings."""
+
+    NAME = "caption"
+    model: str = DEFAULT_BLIP
+    revision: str | None = "main"
+    num_beams: int = 3
+    max_new_tokens: int = 30
+    min_new_tokens: int = 5
+    precision: str = "auto"
+
+    def check(self) -> None:
+        super().check()
+        check_decoding(self.num_beams, self.max_new_tokens, self.min_new_tokens)
+
+
+@dataclass(frozen=True)
+class ClipParams(ModelParams):
+    """The CLIP model embedding images and texts into one space."""
+
+    NAME = "clip"
+    model: str = DEFAULT_CLIP
+    revision: str | None = DEFAULT_CLIP_REVISION
+    precision: str = "auto"
+
+
+@dataclass(frozen=True)
+class EvaluateParams(Section):
+    """The K of Recall@K."""
+
+    NAME = "evaluate"
+    ks: tuple[int, ...] = (1, 5, 10)
+
+    def check(self) -> None:
+        ks = self.ks
+        if (
+            not isinstance(ks, list | tuple)
+            or not ks
+            or not all(isinstance(k, int) and not isinstance(k, bool) and k > 0 for k in ks)
+        ):
+            raise ParamError(f"evaluate.ks: expected a non-empty list of positive integers, got {ks!r}")
+        if len(set(ks)) != len(ks):
+            raise ParamError(f"evaluate.ks: duplicate values in {list(ks)!r}")
+        object.__setattr__(self, "ks", tuple(sorted(ks)))
+
+
+@dataclass(frozen=True)
+class FusionParams(SampleParams):
+    """Where and over which grid the fusion weight alpha is chosen (never on the reported split)."""
+
+    NAME = "fusion"
+    split: str = "dev"
+    num_images: int | str = 500
+    seed: int = 0
+    alphas: tuple[float, ...] = tuple(i / 10 for i in range(11))
+
+    def check(self) -> None:
+        super().check()
+        alphas = self.alphas
+        if not isinstance(alphas, list | tuple) or not alphas:
+            raise ParamError(f"fusion.alphas: expected a non-empty list of numbers within 0..1, got {alphas!r}")
+        for alpha in alphas:
+            if isinstance(alpha, bool) or not isinstance(alpha, int | float) or not 0.0 <= alpha <= 1.0:
+                raise ParamError(f"fusion.alphas: every alpha must be a number within 0..1, got {alpha!r}")
+        object.__setattr__(self, "alphas", tuple(float(a) for a in alphas))
+
+    def check_against(self, reported_split: str) -> None:
+        """alpha must be chosen on another split than the one reported (``subset.split``)."""
+        if self.split in (reported_split, "all") or reported_split == "all":
+            raise ParamError(
+                f"fusion.split: alpha must be chosen on another split than the reported one "
+                f"(subset.split is {reported_split!r}, fusion.split is {self.split!r})"
+            )
+
+
+@dataclass(frozen=True)
+class ReportParams(Section):
+    """The report pages: example queries, hits per query, method, caption samples, worst queries."""
+
+    NAME = "report"
+    queries: tuple[str, ...] = ("man riding a horse", "dog jumping into a pool", "children playing on the beach")
+    k: int = 5
+    method: str = "image"
+    samples: int = 8
+    seed: int = 0
+    failures: int = 5
+
+    def check(self) -> None:
+        queries = self.queries
+        if (
+            not isinstance(queries, list | tuple)
+            or not queries
+            or not all(isinstance(q, str) and q.strip() for q in queries)
+        ):
+            raise ParamError(f"report.queries: expected a list of non-empty queries, got {queries!r}")
+        object.__setattr__(self, "queries", tuple(q.strip() for q in queries))
+        _integer(self.k, self.name("k"), 1)
+        _choice(self.method, self.name("method"), SEARCH_METHODS, "method")
+        _integer(self.samples, self.name("samples"), 1)
+        _integer(self.seed, self.name("seed"))
+        _integer(self.failures, self.name("failures"), 1)
+
+
+@dataclass(frozen=True)
+class RuntimeParams(Section):
+    """Untracked knobs (no stage lists them, so they re-run nothing): device, workers, batch sizes, cache."""
+
+    NAME = "runtime"
+    device: str = field(default="auto", metadata={OPTIONAL: True})
+    num_workers: int | str = field(default="auto", metadata={OPTIONAL: True})
+    batch_size: Mapping[str, int | str] = field(default_factory=dict, metadata={OPTIONAL: True})
+    cache: bool = field(default=True, metadata={OPTIONAL: True})
+    cache_dir: str | None = field(default=None, metadata={OPTIONAL: True})
+
+    def check(self) -> None:
+        _choice(self.device, self.name("device"), DEVICES, "device")
+        _auto_or_count(self.num_workers, self.name("num_workers"), 0, "0 or more")
+        sizes = self.batch_size if self.batch_size is not None else {}
+        if not isinstance(sizes, Mapping):
+            raise ParamError(f"runtime.batch_size: expected a mapping of stage names to sizes, got {sizes!r}")
+        unknown = sorted(set(sizes) - set(BATCH_TASKS))
+        if unknown:
+            raise ParamError(f"runtime.batch_size.{unknown[0]}: unknown task; choose among {', '.join(BATCH_TASKS)}")
+        full = {task: sizes.get(task, "auto") for task in BATCH_TASKS}
+        for task, size in full.items():
+            if size != "auto" and (isinstance(size, bool) or not isinstance(size, int) or size <= 0):
+                raise ParamError(f"runtime.batch_size.{task}: expected a positive integer or 'auto', got {size!r}")
+        object.__setattr__(self, "batch_size", full)
+        if not isinstance(self.cache, bool):
+            raise ParamError(f"runtime.cache: expected true or false, got {self.cache!r}")
+        if self.cache_dir is not None:
+            _text(self.cache_dir, self.name("cache_dir"))
+
+
+SECTIONS: dict[str, type[Section]] = {
+    section.NAME: section
+    for section in (
+        FetchParams,
+        SubsetParams,
+        CaptionParams,
+        ClipParams,
+        EvaluateParams,
+        FusionParams,
+        ReportParams,
+        RuntimeParams,
+    )
+}
+
+
+def load_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
+    """params.yaml as a mapping; a missing or malformed file is a :class:`ParamError` naming it."""
+    path = Path(path)
+    if not path.exists():
+        raise ParamError(f"{path.resolve()} not found: run from the project root (where dvc.yaml is)")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ParamError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ParamError(f"{path}: expected a mapping of sections")
+    return data
+
+
+def read_section(raw: Mapping[str, Any], cls: type[S]) -> S:
+    """One section of a params mapping, checked; ``runtime`` may be left out entirely."""
+    values = raw.get(cls.NAME)
+    if values is None and all(f.metadata.get(OPTIONAL) for f in fields(cls)):
+        values = {}
+    return cls.from_mapping(values)
+
+
+def read_key(raw: Mapping[str, Any], dotted: str) -> Any:
+    """One param (``section.key``), checked as its section checks it; for stages that depend on one key only."""
+    name, key = dotted.split(".", 1)
+    values = raw.get(name)
+    if not isinstance(values, Mapping) or key not in values:
+        raise ParamError(f"params.yaml: {dotted} missing")
+    return getattr(SECTIONS[name](**{key: values[key]}), key)
+
+
+def default_params(**sections: Section) -> dict[str, Any]:
+    """A whole params.yaml mapping from the typed defaults, with the given sections replacing them."""
+    chosen = {name: sections.get(name) or cls() for name, cls in SECTIONS.items()}
+    return {name: section.as_yaml() for name, section in chosen.items()}
