@@ -20,8 +20,9 @@ import torch
 from base_models import build_base_models, describe_machine  # bench/ is the script folder
 
 from capsearch.data.images import ImageSource
+from capsearch.index import ModelRef, SearchIndex
 from capsearch.models.clip import ClipEmbedder
-from capsearch.search import ModelRef, SearchIndex, search
+from capsearch.search import search
 
 QUERIES = ["man riding a horse", "dog jumping into a pool", "children playing on the beach", "a red circle"]
 
@@ -51,8 +52,8 @@ def main() -> None:
             index = SearchIndex(
                 ids=[f"{i}.jpg" for i in range(args.images)],
                 image_vectors=unit_rows(rng, args.images, dim),
-                captions=["caption"] * args.images,
-                caption_vectors=unit_rows(rng, args.images, dim),
+                generated=["caption"] * args.images,
+                generated_vectors=unit_rows(rng, args.images, dim),
                 source=ImageSource(tmp),
                 clip=ModelRef(str(clip_dir)),
             )

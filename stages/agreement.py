@@ -1,9 +1,8 @@
 """Stage agreement: how well BLEU-4, CIDEr-D, CLIP-S and RefCLIP-S agree with Flickr8k's human judgments."""
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
+from capsearch.artifacts import RunLayout, load_vectors, read_ids
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
 from capsearch.human_judgments import (
@@ -13,12 +12,13 @@ from capsearch.human_judgments import (
     read_crowdflower_judgments,
     read_expert_judgments,
 )
-from capsearch.io import load_npy, write_json
+from capsearch.io import write_json
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
-OUT = Path("metrics/human_agreement.json")
+RUN = RunLayout()
+OUT = RUN.metrics / "human_agreement.json"
 
 
 def main() -> None:
@@ -26,7 +26,7 @@ def main() -> None:
     clip, knobs = read_params("agreement", ClipParams, RuntimeParams)
     try:
         rt = resolve_runtime(knobs, use_cache=False)
-        text_dir = find_text_dir("data/text")
+        text_dir = find_text_dir(RUN.text_dir)
         captions = load_captions(text_dir).captions
         if not (text_dir / EXPERT_FILE).exists() or not (text_dir / CROWDFLOWER_FILE).exists():
             note = f"no {EXPERT_FILE} / {CROWDFLOWER_FILE} in {text_dir} (Kaggle's layout has none): nothing to compare"
@@ -35,14 +35,14 @@ def main() -> None:
             return
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
-        image_ids = Path("data/embeddings/images.ids.txt").read_text(encoding="utf-8").split()
+        image_ids = read_ids(RUN.image_ids)
         embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
         report = human_agreement(
             expert,
             crowdflower,
             captions,
             image_ids,
-            load_npy("data/embeddings/images.npy"),
+            load_vectors(RUN.image_vectors, len(image_ids), "embed_images"),
             lambda texts: embedder.embed_texts(texts, rt.batch_sizes["embed_texts"]).vectors,
         )
     except (ValueError, FileNotFoundError, ModelLoadError) as exc:

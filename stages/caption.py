@@ -1,34 +1,31 @@
 """Stage caption: BLIP captions for every subset image, one table image_id -> caption."""
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
-from capsearch.data.flickr8k import IMAGE_ZIP_NAME
+from capsearch.artifacts import RunLayout, read_image_table_ids, write_generated
 from capsearch.data.images import ImageReadError, ImageSource
-from capsearch.io import read_csv, write_csv
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 from capsearch.params import CaptionParams, RuntimeParams
 
-OUT = Path("data/captions/generated.csv")
+RUN = RunLayout()
 
 
 def main() -> None:
     p, knobs = read_params("caption", CaptionParams, RuntimeParams)
-    image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
+    image_ids = read_image_table_ids(RUN.subset_images)
     try:
         rt = resolve_runtime(knobs)
         settings = DecodingSettings(p.num_beams, p.max_new_tokens, p.min_new_tokens)
         captioner = BlipCaptioner(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
-        source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
+        source = ImageSource(RUN.image_zip)
         captions = captioner.caption_images(
             source, image_ids, settings, rt.batch_sizes["caption"], rt.num_workers, rt.cache
         )
     except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("caption", exc)
-    write_csv(OUT, ["image_id", "caption"], list(zip(image_ids, captions, strict=True)))
+    write_generated(RUN.generated, image_ids, captions)
     run = captioner.last_run
     summary(
         "caption",

@@ -1,32 +1,29 @@
 """Stage embed_images: L2-normalised CLIP image embeddings, one .npy plus the id order."""
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
-from capsearch.data.flickr8k import IMAGE_ZIP_NAME
+from capsearch.artifacts import RunLayout, read_image_table_ids, save_vectors, write_ids
 from capsearch.data.images import ImageReadError, ImageSource
-from capsearch.io import read_csv, save_npy, write_text
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
-OUT = Path("data/embeddings")
+RUN = RunLayout()
 
 
 def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
-    image_ids = [row["image_id"] for row in read_csv("data/subset/images.csv", ["image_id", "width", "height"])]
+    image_ids = read_image_table_ids(RUN.subset_images)
     try:
         rt = resolve_runtime(knobs)
         embedder = ClipEmbedder(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
-        source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
+        source = ImageSource(RUN.image_zip)
         vectors = embedder.embed_images(source, image_ids, rt.batch_sizes["embed_images"], rt.num_workers, rt.cache)
     except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("embed_images", exc)
-    save_npy(OUT / "images.npy", vectors)
-    write_text(OUT / "images.ids.txt", "".join(f"{image_id}\n" for image_id in image_ids))
+    save_vectors(RUN.image_vectors, vectors)
+    write_ids(RUN.image_ids, image_ids)
     run = embedder.last_run
     summary(
         "embed_images",

@@ -1,24 +1,21 @@
 """Stage embed_texts: CLIP embeddings of every ground-truth caption and every generated caption."""
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
+from capsearch.artifacts import RunLayout, read_generated, read_references, save_vectors
 from capsearch.clipscore import with_prefix
-from capsearch.io import read_csv, save_npy, write_json
+from capsearch.io import write_json
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
-OUT = Path("data/embeddings")
+RUN = RunLayout()
 
 
 def main() -> None:
     p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
-    references = [
-        row["caption"] for row in read_csv("data/subset/captions.csv", ["image_id", "caption_index", "caption"])
-    ]
-    generated = [row["caption"] for row in read_csv("data/captions/generated.csv", ["image_id", "caption"])]
+    references = read_references(RUN.references).texts
+    _, generated = read_generated(RUN.generated)
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         batch_size = rt.batch_sizes["embed_texts"]
@@ -31,10 +28,10 @@ def main() -> None:
         generated_prefixed = embedder.embed_texts(with_prefix(generated), batch_size)
     except (ValueError, ModelLoadError) as exc:
         fail("embed_texts", exc)
-    save_npy(OUT / "captions.npy", reference_vectors.vectors)
-    save_npy(OUT / "generated.npy", generated_vectors.vectors)
-    save_npy(OUT / "captions_clipscore.npy", reference_prefixed.vectors)
-    save_npy(OUT / "generated_clipscore.npy", generated_prefixed.vectors)
+    save_vectors(RUN.reference_vectors, reference_vectors.vectors)
+    save_vectors(RUN.generated_vectors, generated_vectors.vectors)
+    save_vectors(RUN.reference_clipscore_vectors, reference_prefixed.vectors)
+    save_vectors(RUN.generated_clipscore_vectors, generated_prefixed.vectors)
     counts = {
         "reference_captions": len(references),
         "reference_truncated": reference_vectors.truncated,
@@ -42,7 +39,7 @@ def main() -> None:
         "generated_truncated": generated_vectors.truncated,
         "context_length": embedder.context_length,
     }
-    write_json(OUT / "texts.json", counts)
+    write_json(RUN.text_counts, counts)
     total = 2 * (len(references) + len(generated))
     summary(
         "embed_texts",

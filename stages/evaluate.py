@@ -1,28 +1,50 @@
-"""Stage evaluate: Recall@K, median and mean rank in both directions, written as DVC metrics and a plot."""
+"""Stage evaluate: Recall@K, median and mean rank in both directions, caption quality, as DVC metrics and plots."""
 
-from pathlib import Path
+import json
 
 from _common import Timer, fail, read_params, summary
 
-from capsearch.evaluation import caption_quality, evaluate_run
+from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_ids, read_references
+from capsearch.evaluation import EvaluationInputs, caption_quality, retrieval_metrics
 from capsearch.io import write_csv, write_json
 from capsearch.params import EvaluateParams
+
+RUN = RunLayout()
+
+
+def read_inputs() -> EvaluationInputs:
+    """The run's tables and arrays, as the upstream stages wrote them."""
+    generated_ids, generated = read_generated(RUN.generated)
+    tuned = json.loads(RUN.alpha.read_text(encoding="utf-8"))
+    return EvaluationInputs(
+        image_ids=read_ids(RUN.image_ids),
+        references=read_references(RUN.references),
+        generated_ids=generated_ids,
+        generated=generated,
+        image_vectors=load_vectors(RUN.image_vectors),
+        reference_vectors=load_vectors(RUN.reference_vectors),
+        generated_vectors=load_vectors(RUN.generated_vectors),
+        reference_clipscore_vectors=load_vectors(RUN.reference_clipscore_vectors),
+        generated_clipscore_vectors=load_vectors(RUN.generated_clipscore_vectors),
+        alpha=float(tuned["alpha"]),
+        alpha_images=int(tuned["images"]),
+    )
 
 
 def main() -> None:
     timer = Timer()
     p: EvaluateParams = read_params("evaluate", EvaluateParams)
     try:
-        report, curve = evaluate_run(Path("data"), p.ks)
-        quality, per_image = caption_quality(Path("data"))
-    except (ValueError, KeyError) as exc:
+        inputs = read_inputs()
+        report, curve = retrieval_metrics(inputs, p.ks)
+        quality, per_image = caption_quality(inputs)
+    except (ValueError, KeyError, FileNotFoundError) as exc:
         fail("evaluate", exc)
-    write_json("metrics/retrieval.json", report)
-    write_json("metrics/recall_curve.json", curve)
-    write_json("metrics/caption_quality.json", quality)
-    write_csv(
-        "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D", "CLIP-S", "RefCLIP-S"], per_image
-    )
+    write_json(RUN.metrics / "retrieval.json", report)
+    write_json(RUN.metrics / "recall_curve.json", curve)
+    write_json(RUN.metrics / "caption_quality.json", quality)
+    header = ["image_id", "caption", "BLEU-4", "CIDEr-D", "CLIP-S", "RefCLIP-S"]
+    write_csv(RUN.metrics / "caption_scores.csv", header, per_image)
     t2i, i2t = report["text_to_image"], report["image_to_text"]
     k = p.ks
     summary(

@@ -1,16 +1,14 @@
 """Stage fetch: download (or verify user-placed) Flickr8k zips, check them, extract the text files."""
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
+from capsearch.artifacts import RunLayout
 from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
 from capsearch.data.kaggle import pack_kaggle_folder
 from capsearch.params import FetchParams
 
-RAW = Path("data/raw")
-TEXT_DIR = Path("data/text")
+RUN = RunLayout()
 
 
 def main() -> None:
@@ -18,26 +16,26 @@ def main() -> None:
     p: FetchParams = read_params("fetch", FetchParams)
     try:
         if p.kaggle_dir:
-            packed = pack_kaggle_folder(p.kaggle_dir, RAW)
-            image_members = check_archive(RAW / IMAGE_ZIP_NAME)
-            text_files = safe_extract(RAW / TEXT_ZIP_NAME, TEXT_DIR)
+            packed = pack_kaggle_folder(p.kaggle_dir, RUN.image_zip.parent)
+            image_members = check_archive(RUN.image_zip)
+            text_files = safe_extract(RUN.text_zip, RUN.text_dir)
             summary(
                 "fetch",
-                f"Kaggle layout {p.kaggle_dir}: {packed.images} images packed into {RAW / IMAGE_ZIP_NAME} "
+                f"Kaggle layout {p.kaggle_dir}: {packed.images} images packed into {RUN.image_zip} "
                 f"({len(image_members)} members checked), {packed.captioned_images} captioned images, "
                 f"{len(text_files)} text files ({', '.join(packed.text_files)}) in {timer.seconds:.1f}s",
             )
             return
-        images = download(p.images_url, RAW / IMAGE_ZIP_NAME, p.images_md5)
-        text = download(p.text_url, RAW / TEXT_ZIP_NAME, p.text_md5)
+        images = download(p.images_url, RUN.image_zip, p.images_md5)
+        text = download(p.text_url, RUN.text_zip, p.text_md5)
         image_members = check_archive(images.path)
-        text_files = safe_extract(text.path, TEXT_DIR)
+        text_files = safe_extract(text.path, RUN.text_dir)
     except (FetchError, AnnotationError, FileNotFoundError) as exc:
         fail("fetch", exc)
     summary(
         "fetch",
         f"{IMAGE_ZIP_NAME} {images.action} ({images.bytes / 1e6:.1f} MB, {len(image_members)} members checked), "
-        f"{TEXT_ZIP_NAME} {text.action}, {len(text_files)} text files extracted to {TEXT_DIR} "
+        f"{TEXT_ZIP_NAME} {text.action}, {len(text_files)} text files extracted to {RUN.text_dir} "
         f"in {timer.seconds:.1f}s",
     )
 

@@ -4,11 +4,9 @@ It runs the same library code as the main stages on its own seeded sample of the
 CLIP embeddings of the images, the generated captions and the reference captions, then a grid of alphas.
 """
 
-from pathlib import Path
-
 from _common import Timer, fail, read_params, summary
 
-from capsearch.data.flickr8k import IMAGE_ZIP_NAME
+from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.data.subset import build_subset, find_text_dir
 from capsearch.fusion import choose_alpha
@@ -20,7 +18,7 @@ from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError
 from capsearch.pipeline import caption_and_embed
 from capsearch.retrieval import index_of
 
-OUT = Path("data/fusion/alpha.json")
+RUN = RunLayout()
 
 
 def main() -> None:
@@ -31,19 +29,19 @@ def main() -> None:
     try:
         p.check_against(reported_split)
         rt = resolve_runtime(knobs)
-        source = ImageSource(Path("data/raw") / IMAGE_ZIP_NAME)
-        tune = build_subset(find_text_dir("data/text"), source, p.split, p.num_images, p.seed, section="fusion")
+        source = ImageSource(RUN.image_zip)
+        tune = build_subset(find_text_dir(RUN.text_dir), source, p.split, p.num_images, p.seed, section="fusion")
         image_ids = [image_id for image_id, _, _ in tune.images]
         captioner = BlipCaptioner(c.model, c.revision, c.precision, rt.device)
         embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
         settings = DecodingSettings(c.num_beams, c.max_new_tokens, c.min_new_tokens)
         run = caption_and_embed(source, image_ids, captioner, embedder, settings, rt)
-        queries = embedder.embed_texts([text for _, _, text in tune.captions], rt.batch_sizes["embed_texts"]).vectors
-        targets = index_of(image_ids, [image_id for image_id, _, _ in tune.captions])
+        queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors
+        targets = index_of(image_ids, [image_id for image_id, _, _ in tune.references])
         alpha, grid = choose_alpha(queries, run.image_vectors, run.generated_vectors, targets, list(p.alphas))
     except (ParamError, ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("tune_fusion", exc)
-    write_json(OUT, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
+    write_json(RUN.alpha, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)
     summary(
         "tune_fusion",

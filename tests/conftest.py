@@ -44,3 +44,13 @@ def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path
     assert result.returncode == 0, result.stdout + result.stderr
     commit_run(workspace, "demo run")
     return workspace
+
+
+@pytest.fixture
+def run_copy(demo_run: Path, tmp_path: Path) -> Path:
+    """A private copy of the demo run (git, DVC cache, outputs): a test may change it freely."""
+    import shutil
+
+    workspace = tmp_path / "ws"
+    shutil.copytree(demo_run, workspace, symlinks=True)
+    return workspace

@@ -25,7 +25,7 @@ def capsearch(*args, cwd):
 
 def references(workspace):
     refs = {}
-    for row in read_csv(workspace / "data/subset/captions.csv", ["image_id", "caption_index", "caption"]):
+    for row in read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"]):
         refs.setdefault(row["image_id"], []).append(row["caption"].lower())
     return refs
 

@@ -100,15 +100,10 @@ def test_code_fingerprint_changes_with_any_imported_file_and_only_those(tmp_path
 
 
 @pytest.fixture
-def run_copy(demo_run, tmp_path):
+def own_code_copy(run_copy, monkeypatch):
     """A private copy of the demo run whose stages run the copy's own src/ (as in a source checkout)."""
-    workspace = tmp_path / "ws"
-    shutil.copytree(demo_run, workspace, symlinks=True)
-    os.environ["PYTHONPATH"] = str(workspace / "src")
-    try:
-        yield workspace
-    finally:
-        del os.environ["PYTHONPATH"]
+    monkeypatch.setenv("PYTHONPATH", str(run_copy / "src"))
+    return run_copy
 
 
 def changed_stages(workspace: Path) -> set[str]:
@@ -122,7 +117,8 @@ def append(path: Path, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(run_copy):
+def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(own_code_copy):
+    run_copy = own_code_copy
     library = run_copy / "src" / "capsearch"
     assert changed_stages(run_copy) == set()
     original = (library / "models/pixels.py").read_text(encoding="utf-8")

@@ -106,9 +106,9 @@ def test_subset_is_deterministic_and_seeded(tmp_path, generated):
     first = build_subset(text_dir, source, "train", 20, seed=0)
     second = build_subset(text_dir, source, "train", 20, seed=0)
     other = build_subset(text_dir, source, "train", 20, seed=1)
-    assert first.images == second.images and first.captions == second.captions
+    assert first.images == second.images and first.references == second.references
     assert [i for i, _, _ in first.images] != [i for i, _, _ in other.images]
-    assert len(first.images) == 20 and len(first.captions) == 100
+    assert len(first.images) == 20 and len(first.references) == 100
     assert [i for i, _, _ in first.images] == sorted(i for i, _, _ in first.images)
     for out in ("a", "b"):
         write_csv(tmp_path / out / "images.csv", ["image_id", "width", "height"], first.images)

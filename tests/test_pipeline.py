@@ -1,4 +1,8 @@
-"""The whole pipeline through `dvc repro` on generated data with toy models, and per-key params tracking."""
+"""The whole pipeline through `dvc repro` on generated data with toy models, and per-key params tracking.
+
+Read-only tests look at the session's demo run; every test that changes something works on its own copy of it,
+so no test depends on another's leftovers or on their order.
+"""
 
 import json
 import re
@@ -8,7 +12,7 @@ import pytest
 import yaml
 
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
-from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
+from capsearch.demo.workspace import run_dvc
 from capsearch.io import load_npy, read_csv
 from capsearch.metrics import retrieval_report
 from capsearch.retrieval import index_of
@@ -17,13 +21,13 @@ pytestmark = pytest.mark.slow
 STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
 
 
-@pytest.fixture(scope="module")
-def workspace(toy_models, tmp_path_factory):
-    ws = create_demo_workspace(tmp_path_factory.mktemp("pipeline") / "ws", toy_models, images=480, num_images=48)
-    result = run_dvc(ws, "repro", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    commit_run(ws, "first run")
-    return ws
+GALLERY = 60  # the demo run's subset.num_images (conftest.demo_run)
+
+
+@pytest.fixture
+def workspace(demo_run):
+    """The session's demo run (committed); tests using it must not change it."""
+    return demo_run
 
 
 def ran_stages(output: str) -> set[str]:
@@ -42,33 +46,33 @@ def repro_after(ws, change):
 
 def load_run(ws):
     ids = (ws / "data/embeddings/images.ids.txt").read_text().split()
-    captions = read_csv(ws / "data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    captions = read_csv(ws / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     owner = index_of(ids, [row["image_id"] for row in captions])
-    vectors = {name: load_npy(ws / f"data/embeddings/{name}.npy") for name in ("images", "captions", "generated")}
+    vectors = {name: load_npy(ws / f"data/embeddings/{name}.npy") for name in ("images", "references", "generated")}
     return ids, captions, owner, vectors
 
 
 def test_full_run_writes_every_artifact(workspace):
     metrics = json.loads((workspace / "metrics/retrieval.json").read_text())
-    assert metrics["gallery_images"] == 48 and metrics["query_captions"] == 240
+    assert metrics["gallery_images"] == GALLERY and metrics["query_captions"] == 5 * GALLERY
     curve = json.loads((workspace / "metrics/recall_curve.json").read_text())
     assert [row["k"] for row in curve] == [1, 5, 10]
     for section in ("text_to_image", "image_to_text", "text_to_generated_caption"):
         values = [row[section] for row in curve]
         assert values == sorted(values) and values == [metrics[section][f"R@{k}"] for k in (1, 5, 10)]
     ids, _, _, vectors = load_run(workspace)
-    assert vectors["images"].shape[0] == 48 and vectors["captions"].shape[0] == 240
+    assert vectors["images"].shape[0] == GALLERY and vectors["references"].shape[0] == 5 * GALLERY
     assert np.allclose(np.linalg.norm(vectors["images"], axis=1), 1, atol=1e-5)
-    assert np.allclose(np.linalg.norm(vectors["captions"], axis=1), 1, atol=1e-5)
+    assert np.allclose(np.linalg.norm(vectors["references"], axis=1), 1, atol=1e-5)
     quality = json.loads((workspace / "metrics/caption_quality.json").read_text())
-    assert quality["images"] == 48 and 0 < quality["BLEU-4"] <= quality["BLEU-1"] <= 100
+    assert quality["images"] == GALLERY and 0 < quality["BLEU-4"] <= quality["BLEU-1"] <= 100
     assert quality["CLIP-S"] > 0 and quality["CIDEr-D"] > 50  # the toy BLIP mostly says what the references say
     per_image = read_csv(workspace / "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D"])
     assert [row["image_id"] for row in per_image] == ids
     assert np.mean([float(row["CLIP-S"]) for row in per_image]) == pytest.approx(quality["CLIP-S"], abs=1e-5)
     fusion = metrics["text_to_image_fusion"]
     tuned = json.loads((workspace / "data/fusion/alpha.json").read_text())
-    assert tuned["split"] == "dev" and tuned["images"] == 24 and fusion["alpha"] == tuned["alpha"]
+    assert tuned["split"] == "dev" and tuned["images"] == GALLERY // 2 and fusion["alpha"] == tuned["alpha"]
     assert max(row["mean_recall"] for row in tuned["grid"]) == next(
         row["mean_recall"] for row in tuned["grid"] if row["alpha"] == tuned["alpha"]
     )
@@ -81,7 +85,7 @@ def test_full_run_writes_every_artifact(workspace):
 
 def test_toy_models_retrieve_far_above_chance_and_at_chance_when_shuffled(workspace):
     metrics = json.loads((workspace / "metrics/retrieval.json").read_text())
-    chance_r1, chance_r5 = 100 / 48, 500 / 48
+    chance_r1, chance_r5 = 100 / GALLERY, 500 / GALLERY
     assert metrics["text_to_image"]["R@1"] > 5 * chance_r1
     assert metrics["text_to_image"]["R@5"] > 4 * chance_r5
     assert metrics["image_to_text"]["R@5"] > 4 * chance_r5
@@ -90,8 +94,9 @@ def test_toy_models_retrieve_far_above_chance_and_at_chance_when_shuffled(worksp
     rng = np.random.default_rng(0)
     shuffled = []
     for seed in range(5):
-        permutation = np.random.default_rng(seed).permutation(48)
-        report = retrieval_report(vectors["images"], vectors["captions"], permutation[owner], vectors["generated"], [5])
+        permutation = np.random.default_rng(seed).permutation(GALLERY)
+        images, references = vectors["images"], vectors["references"]
+        report = retrieval_report(images, references, permutation[owner], vectors["generated"], [5])
         shuffled.append(report["text_to_image"]["R@5"])
     assert np.mean(shuffled) < 2 * chance_r5, shuffled  # wrong id alignment falls to chance
     assert rng is not None
@@ -99,7 +104,7 @@ def test_toy_models_retrieve_far_above_chance_and_at_chance_when_shuffled(worksp
 
 def test_generated_captions_name_colour_and_shape(workspace):
     generated = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
-    references = read_csv(workspace / "data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    references = read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     truth = {}
     for row in references:
         words = row["caption"].lower().split()
@@ -139,65 +144,65 @@ def embedder_texts(embedder):
     return lambda texts: embedder.embed_texts(texts).vectors
 
 
-def test_changing_evaluate_ks_reruns_only_evaluate(workspace):
-    ran = repro_after(workspace, lambda p: p["evaluate"].update(ks=[1, 5, 10, 20]))
+def test_changing_evaluate_ks_reruns_only_evaluate(run_copy):
+    ran = repro_after(run_copy, lambda p: p["evaluate"].update(ks=[1, 5, 10, 20]))
     assert ran == {"evaluate"}
-    assert "R@20" in json.loads((workspace / "metrics/retrieval.json").read_text())["text_to_image"]
+    assert "R@20" in json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]
 
 
-def test_changing_report_queries_reruns_only_report(workspace):
-    ran = repro_after(workspace, lambda p: p["report"].update(queries=["a green square"], k=3))
+def test_changing_report_queries_reruns_only_report(run_copy):
+    ran = repro_after(run_copy, lambda p: p["report"].update(queries=["a green square"], k=3))
     assert ran == {"report"}
 
 
-def test_untracked_runtime_knobs_rerun_nothing(workspace):
-    ran = repro_after(workspace, lambda p: p["runtime"]["batch_size"].update(caption=7, embed_images=5))
+def test_untracked_runtime_knobs_rerun_nothing(run_copy):
+    ran = repro_after(run_copy, lambda p: p["runtime"]["batch_size"].update(caption=7, embed_images=5))
     assert ran == set()
 
 
-def test_changing_clip_model_does_not_rerun_caption(workspace, toy_models):
-    ran = repro_after(workspace, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
+def test_changing_clip_model_does_not_rerun_caption(run_copy, toy_models):
+    ran = repro_after(run_copy, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
     assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
-    diff = run_dvc(workspace, "metrics", "diff")
+    diff = run_dvc(run_copy, "metrics", "diff")
     assert "text_to_image.R@1" in diff.stdout, diff.stdout
 
 
-def test_changing_caption_model_reruns_caption_embed_texts_evaluate(workspace, toy_models):
-    before = (workspace / "data/captions/generated.csv").read_text()
-    ran = repro_after(workspace, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
+def test_changing_caption_model_reruns_caption_embed_texts_evaluate(run_copy, toy_models):
+    before = (run_copy / "data/captions/generated.csv").read_text()
+    ran = repro_after(run_copy, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
     assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
-    assert (workspace / "data/captions/generated.csv").read_text() != before
+    assert (run_copy / "data/captions/generated.csv").read_text() != before
 
 
-def test_changing_subset_num_images_reruns_everything_after_fetch(workspace):
-    ran = repro_after(workspace, lambda p: p["subset"].update(num_images=40))
+def test_changing_subset_num_images_reruns_everything_after_fetch(run_copy):
+    ran = repro_after(run_copy, lambda p: p["subset"].update(num_images=40))
     assert ran == STAGES - {"fetch", "tune_fusion"}  # alpha comes from the dev split, untouched
-    assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 40
-    params_diff = run_dvc(workspace, "params", "diff")
+    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 40
+    params_diff = run_dvc(run_copy, "params", "diff")
     assert "subset.num_images" in params_diff.stdout
 
 
-def test_dvc_experiments_compare_against_the_committed_run(workspace):
-    commit_run(workspace, "baseline for experiments")
-    result = run_dvc(workspace, "exp", "run", "-S", "caption.num_beams=1", check=False)
+def test_dvc_experiments_compare_against_the_committed_run(run_copy):
+    assert run_dvc(run_copy, "status").stdout.strip().endswith("up to date.")  # the committed demo run
+    result = run_dvc(run_copy, "exp", "run", "-S", "caption.num_beams=1", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
-    shown = json.loads(run_dvc(workspace, "exp", "show", "--json").stdout)
+    shown = json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown
-    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params = yaml.safe_load((run_copy / "params.yaml").read_text())
     assert params["caption"]["num_beams"] == 1  # a plain `dvc exp run -S` keeps the experiment's params
 
 
-def test_growing_the_subset_computes_only_the_new_images(workspace, tmp_path):
-    params_file = workspace / "params.yaml"
+def test_growing_the_subset_computes_only_the_new_images(run_copy, tmp_path):
+    params_file = run_copy / "params.yaml"
 
     def repro_with(num_images: int) -> dict[str, str]:
         params = yaml.safe_load(params_file.read_text())
         params["subset"]["num_images"] = num_images
         params["runtime"]["cache_dir"] = str(tmp_path / "fresh-cache")  # untracked: re-runs nothing by itself
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-        result = run_dvc(workspace, "repro", check=False)
+        result = run_dvc(run_copy, "repro", check=False)
         assert result.returncode == 0, result.stdout + result.stderr
         return {line.split("]")[0][1:]: line for line in result.stdout.splitlines() if line.startswith("[")}
 
@@ -206,4 +211,4 @@ def test_growing_the_subset_computes_only_the_new_images(workspace, tmp_path):
     grown = repro_with(30)
     assert "10 computed, 20 from cache" in grown["caption"], grown["caption"]
     assert "10 computed, 20 from cache" in grown["embed_images"], grown["embed_images"]
-    assert json.loads((workspace / "metrics/retrieval.json").read_text())["gallery_images"] == 30
+    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 30

@@ -178,7 +178,7 @@ def test_real_photos_in_kaggle_layout_run_through_the_whole_pipeline(toy_models,
         "coffee.png": (600, 400),
         "motorcycle_left.png": (741, 500),
     }
-    references = read_csv(workspace / "data/subset/captions.csv", ["image_id", "caption_index", "caption"])
+    references = read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     assert len(references) == 25
     assert "A woman astronaut, holding her helmet, poses for a portrait ." in {r["caption"] for r in references}
     generated = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])

@@ -162,7 +162,7 @@ def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
     subset = run_stage(workspace, "subset")
     assert subset.returncode == 0, subset.stderr
     assert "12 images, 60 captions, 1 excluded" in subset.stdout
-    captions = (workspace / "data/subset/captions.csv").read_text()
+    captions = (workspace / "data/subset/references.csv").read_text()
     assert '"A box, number 3, caption 4 ."' in captions  # commas survive into the CSV, quoted
     excluded = (workspace / "data/subset/excluded.csv").read_text()
     assert "broken.jpg" in excluded
@@ -178,7 +178,7 @@ def test_embed_texts_stage_truncates_and_counts_overlong_captions(toy_models, tm
     from capsearch.io import write_csv
 
     long_caption = "a dog , " * 120  # ~240 tokens, over CLIP's 77
-    write_csv(tmp_path / "data/subset/captions.csv", ["image_id", "caption_index", "caption"],
+    write_csv(tmp_path / "data/subset/references.csv", ["image_id", "caption_index", "caption"],
               [("a.jpg", 0, "a red circle"), ("a.jpg", 1, long_caption), ("b.jpg", 0, "a blue square")])  # fmt: skip
     write_csv(tmp_path / "data/captions/generated.csv", ["image_id", "caption"], [("a.jpg", "a red"), ("b.jpg", "x")])
     params = {

@@ -103,14 +103,12 @@ def _search(args: argparse.Namespace) -> int:
     queries = _read_queries(args)
     _quiet_libraries()
     from capsearch.contact_sheet import render_contact_sheet, save_png
+    from capsearch.index import load_index
     from capsearch.models.clip import ClipEmbedder
     from capsearch.report import hit_tiles
-    from capsearch.search import load_folder_index, load_pipeline_index, search
+    from capsearch.search import search
 
-    index = load_folder_index(args.index) if args.index else load_pipeline_index(args.project)
-    if args.alpha is None:
-        tuned = Path(args.project) / "data" / "fusion" / "alpha.json"
-        args.alpha = json.loads(tuned.read_text())["alpha"] if tuned.exists() and not args.index else 0.5
+    index = load_index(args.project, args.index)
     runtime = _runtime(args, use_cache=False)
     embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     started = time.perf_counter()
@@ -143,7 +141,7 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from capsearch.search import find_images, readable_images
+    from capsearch.data.images import find_images, readable_images
 
     files = [p.resolve() for p in find_images(args.paths)]
     _quiet_libraries()
@@ -174,7 +172,7 @@ def _index(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     _quiet_libraries()
-    from capsearch.search import INDEX_DIR_NAME, build_folder_index
+    from capsearch.index import INDEX_DIR_NAME, build_folder_index
 
     out = Path(args.out) if args.out else folder / INDEX_DIR_NAME
     started = time.perf_counter()

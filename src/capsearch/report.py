@@ -9,8 +9,9 @@ import numpy as np
 from PIL import Image
 
 from capsearch.contact_sheet import Tile, render_contact_sheet
+from capsearch.index import SearchIndex
 from capsearch.retrieval import text_to_image_ranks
-from capsearch.search import Hit, SearchIndex, search
+from capsearch.search import Hit, search
 
 
 def hit_tiles(index: SearchIndex, hits: Sequence[Hit]) -> list[Tile]:
@@ -39,7 +40,7 @@ def caption_samples(index: SearchIndex, references: dict[str, list[str]], count:
     tiles = [
         Tile(
             lambda image_id=index.ids[row]: index.source.open_rgb(image_id),
-            [f"BLIP: {index.captions[row]}", *[f"human: {c}" for c in references.get(index.ids[row], [])[:2]]],
+            [f"BLIP: {index.generated[row]}", *[f"human: {c}" for c in references.get(index.ids[row], [])[:2]]],
         )
         for row in rows_idx
     ]
@@ -72,7 +73,7 @@ def worst_queries(
         tiles = [
             Tile(
                 lambda image_id=index.ids[target]: index.source.open_rgb(image_id),
-                [f"TRUE IMAGE, rank {int(ranks[q])}", index.captions[target]],
+                [f"TRUE IMAGE, rank {int(ranks[q])}", index.generated[target]],
             )
         ]
         tiles += hit_tiles(index, hits)

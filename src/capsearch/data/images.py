@@ -163,3 +163,44 @@ class ImageDataset:
 
     def __getitem__(self, index: int) -> Any:
         return self.transform(self.source.open_rgb(self.image_ids[index], self.draft_for))
+
+
+def find_images(paths: Sequence[str | Path]) -> list[Path]:
+    """Image files named by ``paths``: files as given, folders searched recursively (hidden folders such as a
+    ``.capsearch`` index skipped), glob patterns expanded.
+
+    Raises FileNotFoundError naming a path that matches nothing (or a folder holding no images).
+    """
+    found: list[Path] = []
+    for raw in paths:
+        path = Path(raw).expanduser()
+        if path.is_file():
+            found.append(path)
+        elif path.is_dir():
+            images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+            images = [p for p in images if not any(part.startswith(".") for part in p.relative_to(path).parts)]
+            if not images:
+                raise FileNotFoundError(f"{path}: no images (.jpg, .jpeg, .png, .webp) in this folder")
+            found += images
+        elif any(ch in str(raw) for ch in "*?["):
+            anchor = Path(path.anchor) if path.is_absolute() else Path()
+            pattern = str(path.relative_to(anchor)) if path.is_absolute() else str(raw)
+            matches = sorted(p for p in anchor.glob(pattern) if p.is_file())
+            if not matches:
+                raise FileNotFoundError(f"{raw}: no files match this pattern")
+            found += matches
+        else:
+            raise FileNotFoundError(f"{raw}: no such file or folder")
+    return found
+
+
+def readable_images(source: ImageSource, ids: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
+    """Split ``ids`` into decodable ones and (id, reason) for the rest."""
+    good, bad = [], []
+    for image_id in ids:
+        try:
+            source.check(image_id)
+            good.append(image_id)
+        except ImageReadError as exc:
+            bad.append((image_id, str(exc)))
+    return good, bad

@@ -19,10 +19,10 @@ from capsearch.progress import progress
 
 @dataclass
 class Subset:
-    """The chosen images (sorted by id) with their captions, and every image left out with the reason."""
+    """The chosen images (sorted by id) with their reference captions, and every image left out with the reason."""
 
     images: list[tuple[str, int, int]]  # (image_id, width, height)
-    captions: list[tuple[str, int, str]]  # (image_id, caption_index, caption)
+    references: list[tuple[str, int, str]]  # (image_id, caption_index, caption)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
     stray_keys_folded: int = 0
     in_no_split: int = 0
@@ -83,12 +83,12 @@ def build_subset(
             f"({len(excluded)} excluded); use a smaller num_images"
         )
     chosen.sort()
-    captions = [
+    references = [
         (image_id, i, text) for image_id, _, _ in chosen for i, text in enumerate(caption_file.captions[image_id])
     ]
     return Subset(
         images=chosen,
-        captions=captions,
+        references=references,
         excluded=sorted(excluded),
         stray_keys_folded=caption_file.stray_keys_folded,
         in_no_split=candidates.in_no_split,

@@ -1,0 +1,209 @@
+"""Search indexes: one format for the pipeline's outputs and for a folder indexed by ``capsearch index``.
+
+An index is row-aligned: image ids, their CLIP embeddings, their generated captions and those captions' CLIP
+embeddings, plus what made them (the CLIP and BLIP models, with the commit or revision) and the fusion weight
+alpha (tuned on a dev split in the pipeline; none for a folder). A folder index keeps all of it in one folder:
+
+    index.json     {"root", "images", "clip", "blip", "alpha"}
+    ids.txt        one image id per line (the row order)
+    images.npy     image embeddings
+    generated.csv  image_id,caption (the generated captions)
+    generated.npy  generated-caption embeddings
+    skipped.csv    image_id,reason of the unreadable images
+
+The pipeline's outputs hold the same things in its run layout (:mod:`capsearch.artifacts`), the models taken
+from ``dvc.lock`` (what produced them) and alpha from ``data/fusion/alpha.json``. :func:`load_index` reads either.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+from capsearch.artifacts import (
+    RunLayout,
+    load_vectors,
+    read_generated,
+    read_ids,
+    save_vectors,
+    write_excluded,
+    write_generated,
+    write_ids,
+)
+from capsearch.data.images import ImageSource, find_images, readable_images
+from capsearch.io import write_json
+from capsearch.models.blip import BlipCaptioner, DecodingSettings
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import Runtime
+from capsearch.pipeline import caption_and_embed
+
+INDEX_DIR_NAME = ".capsearch"
+
+
+class IndexNotFoundError(FileNotFoundError):
+    """No search index where one was expected; the message says how to make one."""
+
+
+@dataclass
+class ModelRef:
+    """A model as recorded with an index: id, revision (the commit, where known), precision."""
+
+    model: str
+    revision: str | None = "main"
+    precision: str = "auto"
+
+
+@dataclass
+class SearchIndex:
+    """Images, their CLIP embeddings and their generated captions (with CLIP embeddings), row-aligned."""
+
+    ids: list[str]
+    image_vectors: np.ndarray
+    generated: list[str]
+    generated_vectors: np.ndarray
+    source: ImageSource
+    clip: ModelRef
+    blip: ModelRef | None = None
+    alpha: float | None = None  # the fusion weight tuned on a dev split, if any
+
+    def __post_init__(self) -> None:
+        rows = len(self.ids)
+        if len(self.generated) != rows or len(self.image_vectors) != rows or len(self.generated_vectors) != rows:
+            raise ValueError(
+                f"index rows disagree: {rows} ids, {len(self.image_vectors)} image embeddings, "
+                f"{len(self.generated)} generated captions, {len(self.generated_vectors)} caption embeddings"
+            )
+
+    def location(self, row: int) -> str:
+        """Where row ``row``'s image lives (a file path, or zip:member)."""
+        return self.source.describe(self.ids[row])
+
+
+@dataclass(frozen=True)
+class _IndexFiles:
+    """Where one index's row-aligned files are."""
+
+    ids: Path
+    image_vectors: Path
+    generated: Path
+    generated_vectors: Path
+
+
+def _read_rows(files: _IndexFiles) -> tuple[list[str], np.ndarray, list[str], np.ndarray]:
+    """Ids, image embeddings, generated captions and their embeddings, checked to list the same images."""
+    ids = read_ids(files.ids)
+    generated_ids, generated = read_generated(files.generated)
+    if generated_ids != ids:
+        raise ValueError("generated captions and image embeddings list different images: rebuild the index")
+    return ids, load_vectors(files.image_vectors), generated, load_vectors(files.generated_vectors)
+
+
+def _stage_params(project: Path, stage: str, section: str) -> dict[str, Any] | None:
+    """The params a stage last ran with, from dvc.lock (what produced the artifacts)."""
+    lock = project / "dvc.lock"
+    if not lock.exists():
+        return None
+    data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+    params = (((data.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
+    return params.get(section)
+
+
+def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
+    values = _stage_params(project, stage, section)
+    if values is None:
+        from capsearch.params import SECTIONS, load_raw, read_section
+
+        values = read_section(load_raw(project / "params.yaml"), SECTIONS[section]).as_yaml()
+    return ModelRef(values["model"], values.get("revision"), values.get("precision", "auto"))
+
+
+def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
+    """The index a ``dvc repro`` run left in ``project`` (embeddings, generated captions, models, alpha)."""
+    run = RunLayout(Path(project))
+    files = _IndexFiles(run.image_ids, run.image_vectors, run.generated, run.generated_vectors)
+    stages = ("embed_images", "embed_images", "caption", "embed_texts")
+    for path, stage in zip(asdict(files).values(), stages, strict=True):
+        if not Path(path).exists():
+            raise IndexNotFoundError(
+                f"{path} not found: run the pipeline first (`dvc repro {stage}` in {run.root.resolve()}), "
+                "or search a folder indexed with `capsearch index FOLDER` using --index"
+            )
+    if not (run.root / "dvc.lock").exists() and not (run.root / "params.yaml").exists():
+        raise IndexNotFoundError(f"{run.root.resolve()}: no dvc.lock or params.yaml: run capsearch from the project")
+    alpha = json.loads(run.alpha.read_text(encoding="utf-8"))["alpha"] if run.alpha.exists() else None
+    return SearchIndex(
+        *_read_rows(files),
+        source=ImageSource(run.image_zip),
+        clip=_model_ref(run.root, "embed_images", "clip"),
+        blip=_model_ref(run.root, "caption", "caption"),
+        alpha=alpha,
+    )
+
+
+def _folder_files(index_dir: Path) -> _IndexFiles:
+    return _IndexFiles(
+        index_dir / "ids.txt", index_dir / "images.npy", index_dir / "generated.csv", index_dir / "generated.npy"
+    )
+
+
+def build_folder_index(
+    folder: str | Path,
+    out_dir: str | Path,
+    captioner: BlipCaptioner,
+    embedder: ClipEmbedder,
+    settings: DecodingSettings,
+    runtime: Runtime,
+) -> tuple[SearchIndex, list[tuple[str, str]]]:
+    """Caption and embed every image under ``folder`` (the pipeline's code path) and save a search index.
+
+    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``). With the
+    ``runtime``'s result cache, images already captioned/embedded by the same models are not recomputed
+    (re-indexing a folder after adding photos only processes the new ones).
+    """
+    folder = Path(folder).resolve()
+    files = find_images([folder])
+    source = ImageSource(folder)
+    ids, skipped = readable_images(source, [str(p.relative_to(folder)) for p in files])
+    if not ids:
+        raise FileNotFoundError(f"{folder}: none of the {len(files)} images could be decoded")
+    run = caption_and_embed(source, ids, captioner, embedder, settings, runtime)
+    clip = ModelRef(embedder.model_id, embedder.source.load_revision, embedder.precision)
+    blip = ModelRef(captioner.model_id, captioner.source.load_revision, captioner.precision)
+    index = SearchIndex(ids, run.image_vectors, run.generated, run.generated_vectors, source, clip, blip)
+    out = Path(out_dir)
+    paths = _folder_files(out)
+    save_vectors(paths.image_vectors, index.image_vectors)
+    save_vectors(paths.generated_vectors, index.generated_vectors)
+    write_generated(paths.generated, ids, index.generated)
+    write_excluded(out / "skipped.csv", skipped)
+    write_ids(paths.ids, ids)
+    meta = {"root": str(folder), "images": len(ids), "clip": asdict(clip), "blip": asdict(blip), "alpha": None}
+    write_json(out / "index.json", meta)  # last: an index.json means the index is complete
+    return index, skipped
+
+
+def load_folder_index(path: str | Path) -> SearchIndex:
+    """An index written by :func:`build_folder_index`; ``path`` is the index folder or the image folder."""
+    path = Path(path)
+    index_dir = path / INDEX_DIR_NAME if (path / INDEX_DIR_NAME / "index.json").exists() else path
+    meta_file = index_dir / "index.json"
+    if not meta_file.exists():
+        raise IndexNotFoundError(f"{path}: no capsearch index here; make one with `capsearch index FOLDER`")
+    meta = json.loads(meta_file.read_text(encoding="utf-8"))
+    return SearchIndex(
+        *_read_rows(_folder_files(index_dir)),
+        source=ImageSource(meta["root"]),
+        clip=ModelRef(**meta["clip"]),
+        blip=ModelRef(**meta["blip"]) if meta.get("blip") else None,
+        alpha=meta.get("alpha"),
+    )
+
+
+def load_index(project: str | Path = ".", folder: str | Path | None = None) -> SearchIndex:
+    """A folder index when ``folder`` is given, else the pipeline's index in ``project``."""
+    return load_folder_index(folder) if folder is not None else load_pipeline_index(project)
