@@ -5,7 +5,7 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, load_vectors, read_ids
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
-from capsearch.human_judgments import (
+from capsearch.evaluation.human_agreement import (
     CROWDFLOWER_FILE,
     EXPERT_FILE,
     human_agreement,

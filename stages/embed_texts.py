@@ -3,7 +3,7 @@
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, read_generated, read_references, save_vectors
-from capsearch.clipscore import with_prefix
+from capsearch.evaluation.clipscore import with_prefix
 from capsearch.io import write_json
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime

@@ -5,7 +5,7 @@ import json
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_ids, read_references
-from capsearch.evaluation import EvaluationInputs, caption_quality, retrieval_metrics
+from capsearch.evaluation.run import EvaluationInputs, caption_quality, retrieval_metrics
 from capsearch.io import write_csv, write_json
 from capsearch.params import EvaluateParams
 

@@ -4,12 +4,12 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, load_vectors, read_references
 from capsearch.contact_sheet import save_png
+from capsearch.evaluation.ranks import index_of
 from capsearch.index import load_pipeline_index
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import ClipParams, ReportParams, RuntimeParams
 from capsearch.report import caption_samples, query_gallery, worst_queries
-from capsearch.retrieval import index_of
 
 RUN = RunLayout()
 OUT = RUN.metrics / "report"

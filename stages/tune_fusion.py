@@ -9,6 +9,7 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.data.subset import build_subset, find_text_dir
+from capsearch.evaluation.ranks import index_of
 from capsearch.fusion import choose_alpha
 from capsearch.io import write_json
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
@@ -16,7 +17,6 @@ from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError, RuntimeParams
 from capsearch.pipeline import caption_and_embed
-from capsearch.retrieval import index_of
 
 RUN = RunLayout()
 

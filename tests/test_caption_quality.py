@@ -5,8 +5,14 @@ import math
 import numpy as np
 import pytest
 
-from capsearch.caption_metrics import bleu, cider_d
-from capsearch.clipscore import best_reference_similarity, clip_score, harmonic_mean, ref_clip_score, with_prefix
+from capsearch.evaluation.clipscore import (
+    best_reference_similarity,
+    clip_score,
+    harmonic_mean,
+    ref_clip_score,
+    with_prefix,
+)
+from capsearch.evaluation.coco_captions import bleu, cider_d
 
 
 def test_bleu_by_hand():

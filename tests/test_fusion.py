@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
+from capsearch.evaluation.ranks import text_to_image_ranks
 from capsearch.fusion import choose_alpha, fused_gallery, fusion_ranks
-from capsearch.retrieval import text_to_image_ranks
 
 
 def _unit(rows):

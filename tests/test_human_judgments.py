@@ -3,9 +3,9 @@
 import numpy as np
 import pytest
 
-from capsearch.caption_metrics import bleu, cider_d
 from capsearch.data.flickr8k import parse_token_file
-from capsearch.human_judgments import (
+from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.human_agreement import (
     agreement,
     expert_protocol,
     kendall_tau_c,
@@ -37,7 +37,7 @@ def test_parse_and_protocol(tmp_path):
 
 
 def test_agreement_per_rating_and_mean():
-    from capsearch.human_judgments import Judgment
+    from capsearch.evaluation.human_agreement import Judgment
 
     judgments = [Judgment("a", "b", 0, (1.0, 2.0, 1.0)), Judgment("a", "c", 0, (4.0, 4.0, 3.0))]
     assert agreement(judgments, np.array([0.1, 0.9]), per_rating=False) == pytest.approx(100.0)

@@ -3,8 +3,8 @@
 import numpy as np
 import pytest
 
-from capsearch.metrics import mean_rank, median_rank, recall_at_k, retrieval_report, summarise_ranks
-from capsearch.retrieval import image_to_text_ranks, index_of, text_to_image_ranks, top_k_of_scores
+from capsearch.evaluation.ranks import image_to_text_ranks, index_of, text_to_image_ranks, top_k_of_scores
+from capsearch.evaluation.recall import mean_rank, median_rank, recall_at_k, retrieval_report, summarise_ranks
 
 
 def test_recall_at_k_by_hand():
@@ -129,7 +129,7 @@ def test_top_k_matches_a_stable_full_sort_with_ties(k):
 
 
 def test_bootstrap_interval_matches_the_binomial_normal_approximation():
-    from capsearch.metrics import bootstrap_recall_interval
+    from capsearch.evaluation.recall import bootstrap_recall_interval
 
     ranks = np.where(np.random.default_rng(0).random(2000) < 0.3, 1, 50)  # R@1 close to 30%
     point = 100 * recall_at_k(ranks, 1)

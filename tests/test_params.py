@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import shutil
+import subprocess
 from pathlib import Path
 
 import pytest
+import torch
 import yaml
-from stage_runner import run_stage
-from test_robust_params import one_error_line
+from stage_runner import run_stage, write_params
 
 from capsearch.params import (
     SECTIONS,
@@ -77,7 +78,7 @@ def test_values_are_normalised():
         read_key({"subset": {"split": "val"}}, "subset.split")
 
 
-def write_params(workspace: Path, **sections) -> None:
+def write_typed_params(workspace: Path, **sections) -> None:
     (workspace / "params.yaml").write_text(yaml.safe_dump(default_params(**sections)), encoding="utf-8")
 
 
@@ -99,7 +100,7 @@ def test_subset_seed_that_is_no_number_names_the_param(dev_data):
 
 def test_fusion_alphas_out_of_range_are_refused_before_any_model_loads(tmp_path):
     models = {"model": MISSING_MODEL, "revision": "main"}
-    write_params(
+    write_typed_params(
         tmp_path,
         caption=CaptionParams(**models),
         fusion=FusionParams(alphas=(0.5, 0.0)),
@@ -113,7 +114,7 @@ def test_fusion_alphas_out_of_range_are_refused_before_any_model_loads(tmp_path)
 
 
 def test_too_large_a_fusion_sample_names_fusion_num_images(dev_data):
-    write_params(
+    write_typed_params(
         dev_data,
         caption=CaptionParams(model=MISSING_MODEL, revision="main"),
         fusion=FusionParams(num_images=999),
@@ -135,7 +136,7 @@ def test_capsearch_index_and_caption_honour_the_runtime_params(toy_models, tmp_p
     project = tmp_path / "project"
     project.mkdir()
     cache_dir = tmp_path / "my-cache"
-    write_params(project, runtime=RuntimeParams(device="cpu", num_workers=1, cache_dir=str(cache_dir)))
+    write_typed_params(project, runtime=RuntimeParams(device="cpu", num_workers=1, cache_dir=str(cache_dir)))
     indexed = capsearch("index", str(photos), *models, "--project", str(project), cwd=tmp_path)
     assert indexed.returncode == 0, indexed.stderr
     assert (cache_dir / "results.sqlite").exists()  # runtime.cache_dir, not the default cache
@@ -147,3 +148,171 @@ def test_capsearch_index_and_caption_honour_the_runtime_params(toy_models, tmp_p
     for command in (["index", str(photos), *models], ["caption", str(photos), *models[:2]]):
         refused = capsearch(*command, "--project", str(project), cwd=tmp_path)
         assert refused.returncode == 1 and "runtime.num_workers: expected 0 or more" in refused.stderr
+
+
+# Stage contract: each bad param gives one line naming it, before any image is read or model loaded.
+
+
+def one_error_line(result: subprocess.CompletedProcess, stage: str) -> str:
+    assert result.returncode != 0, result.stdout
+    assert "Traceback" not in result.stderr, result.stderr
+    lines = [line for line in result.stderr.strip().splitlines() if line.startswith(f"[{stage}] error:")]
+    assert len(lines) == 1, result.stderr
+    return lines[0]
+
+
+@pytest.fixture
+def caption_workspace(tmp_path):
+    (tmp_path / "data" / "subset").mkdir(parents=True)
+    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height\n")
+    return tmp_path
+
+
+def caption_params(**changes) -> dict:
+    params = {
+        "caption": {
+            "model": MISSING_MODEL,
+            "revision": "main",
+            "num_beams": 3,
+            "max_new_tokens": 20,
+            "min_new_tokens": 5,
+            "precision": "auto",
+        },
+        "runtime": {"device": "cpu", "num_workers": 0, "batch_size": {"caption": 4}, "cache": False},
+    }
+    for key, value in changes.items():
+        section, name = key.split("__")
+        params[section][name] = value
+    return params
+
+
+@pytest.mark.parametrize(
+    ("changes", "message"),
+    [
+        ({"caption__precision": "fp8"}, "caption.precision: unknown precision 'fp8'; choose one of auto, fp32"),
+        ({"caption__num_beams": 0}, "caption.num_beams: expected >= 1, got 0"),
+        ({"caption__min_new_tokens": 40}, "caption.min_new_tokens: expected 0..max_new_tokens (20), got 40"),
+        ({"runtime__batch_size": {"caption": 0}}, "runtime.batch_size.caption: expected a positive integer or 'auto'"),
+        ({"runtime__batch_size": {"caption": "lots"}}, "runtime.batch_size.caption: expected a positive integer"),
+        ({"runtime__num_workers": -2}, "runtime.num_workers: expected 0 or more, or 'auto', got -2"),
+        ({"runtime__device": "tpu"}, "runtime.device: unknown device 'tpu'; choose one of auto, cpu, cuda"),
+        ({"runtime__cache": "yes"}, "runtime.cache: expected true or false, got 'yes'"),
+        ({"runtime__cache": True, "runtime__cache_dir": "/proc/capsearch-cache"}, "runtime.cache_dir: cannot use"),
+    ],
+)
+def test_caption_params_are_checked_before_the_model_loads(caption_workspace, changes, message):
+    line = one_error_line(run_stage(caption_workspace, "caption", caption_params(**changes)), "caption")
+    assert message in line, line
+
+
+@pytest.mark.skipif(torch.cuda.is_available(), reason="this machine has a GPU")
+def test_cuda_without_a_gpu_is_refused(caption_workspace):
+    line = one_error_line(run_stage(caption_workspace, "caption", caption_params(runtime__device="cuda")), "caption")
+    assert "runtime.device: 'cuda' requested but torch sees no CUDA GPU; use 'auto' or 'cpu'" in line
+
+
+def test_unreachable_model_id_says_which_param_what_was_tried_and_how_to_fix(caption_workspace):
+    params = caption_params(caption__model="capsearch-test/no-such-blip")
+    line = one_error_line(run_stage(caption_workspace, "caption", params, HF_HUB_OFFLINE="1"), "caption")
+    assert "caption.model: could not load 'capsearch-test/no-such-blip' (revision 'main')" in line
+    assert "not a local folder and not available from the Hugging Face Hub or its cache" in line
+    assert "Set caption.model to a folder saved with save_pretrained" in line
+
+
+def test_clip_precision_is_checked_before_the_model_loads(caption_workspace):
+    params = {
+        "clip": {"model": MISSING_MODEL, "revision": "main", "precision": "half"},
+        "runtime": {"device": "cpu"},
+    }
+    line = one_error_line(run_stage(caption_workspace, "embed_images", params), "embed_images")
+    assert "clip.precision: unknown precision 'half'" in line
+
+
+@pytest.mark.parametrize(
+    ("subset", "message"),
+    [
+        (
+            {"split": "test", "num_images": -5, "seed": 0},
+            "subset.num_images: expected a positive integer or 'all', got -5",
+        ),
+        ({"split": "test", "num_images": "many", "seed": 0}, "subset.num_images: expected a positive integer or 'all'"),
+        (
+            {"split": "test", "num_images": 999, "seed": 0},
+            "subset.num_images: 999 is larger than the 2 captioned images",
+        ),
+        ({"split": "validation", "num_images": 1, "seed": 0}, "subset.split: unknown split 'validation'"),
+    ],
+)
+def test_subset_params(tmp_path, subset, message):
+    import shutil
+
+    from capsearch.demo.scenes import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
+    shutil.unpack_archive(paths["text"], tmp_path / "data" / "text")
+    line = one_error_line(run_stage(tmp_path, "subset", {"subset": subset}), "subset")
+    assert message in line, line
+    assert not (tmp_path / "data" / "subset").exists()
+
+
+@pytest.mark.parametrize(
+    ("subset", "message"),
+    [
+        ({"split": "test", "num_images": 0, "seed": 0}, "subset.num_images: expected a positive integer or 'all'"),
+        ({"split": "val", "num_images": 2, "seed": 0}, "subset.split: unknown split 'val'"),
+        ({"split": "test", "num_images": 3, "seed": 0}, "subset.num_images: 3 is larger than the 2 captioned"),
+        ({"split": "test", "seed": 0}, "subset.num_images missing"),
+    ],
+)
+def test_subset_param_errors(tmp_path, subset, message):
+    from capsearch.demo.scenes import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path / "data" / "raw", 16, seed=1)
+    shutil.unpack_archive(paths["text"], tmp_path / "data" / "text")
+    write_params(tmp_path, {"subset": subset})
+    result = run_stage(tmp_path, "subset")
+    assert result.returncode != 0 and message in result.stderr, result.stderr
+    assert not (tmp_path / "data" / "subset").exists()  # nothing half-written
+
+
+def test_caption_with_missing_model_names_the_param(tmp_path):
+    (tmp_path / "data" / "subset").mkdir(parents=True)
+    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height\n")
+    params = {
+        "caption": {
+            "model": str(tmp_path / "no-model"),
+            "revision": "main",
+            "num_beams": 1,
+            "max_new_tokens": 5,
+            "min_new_tokens": 1,
+            "precision": "fp32",
+        },
+        "runtime": {"device": "cpu"},
+    }
+    write_params(tmp_path, params)
+    result = run_stage(tmp_path, "caption")
+    assert result.returncode != 0
+    assert "[caption] error: caption.model: local model folder" in result.stderr
+    params["caption"]["precision"] = "fp64"
+    write_params(tmp_path, params)
+    assert "caption.precision: unknown precision 'fp64'" in run_stage(tmp_path, "caption").stderr
+
+
+def test_fusion_alpha_is_never_chosen_on_the_reported_split(tmp_path):
+    params = {
+        "fusion": {"split": "test", "num_images": 5, "seed": 0, "alphas": [0.5]},
+        "subset": {"split": "test"},
+        "caption": {
+            "model": "x",
+            "revision": "main",
+            "num_beams": 1,
+            "max_new_tokens": 5,
+            "min_new_tokens": 1,
+            "precision": "fp32",
+        },
+        "clip": {"model": "x", "revision": "main", "precision": "fp32"},
+    }
+    write_params(tmp_path, params)
+    result = run_stage(tmp_path, "tune_fusion")
+    assert result.returncode != 0
+    assert "fusion.split: alpha must be chosen on another split than the reported one" in result.stderr

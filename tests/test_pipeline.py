@@ -13,9 +13,9 @@ import yaml
 
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
 from capsearch.demo.workspace import run_dvc
+from capsearch.evaluation.ranks import index_of
+from capsearch.evaluation.recall import retrieval_report
 from capsearch.io import load_npy, read_csv
-from capsearch.metrics import retrieval_report
-from capsearch.retrieval import index_of
 
 pytestmark = pytest.mark.slow
 STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
@@ -117,7 +117,7 @@ def test_generated_captions_name_colour_and_shape(workspace):
 
 def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models):
     from capsearch.data.flickr8k import parse_token_file
-    from capsearch.human_judgments import human_agreement, read_crowdflower_judgments, read_expert_judgments
+    from capsearch.evaluation.human_agreement import human_agreement, read_crowdflower_judgments, read_expert_judgments
     from capsearch.models.clip import ClipEmbedder
 
     report = json.loads((workspace / "metrics/human_agreement.json").read_text())

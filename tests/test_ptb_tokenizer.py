@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from pycocoevalcap.tokenizer import ptbtokenizer
 
-from capsearch.caption_metrics import bleu, cider_d
-from capsearch.ptb_tokenizer import coco_tokenize, coco_tokenize_batch, ptb_lines
+from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.ptb_tokenizer import coco_tokenize, coco_tokenize_batch, ptb_lines
 
 CASES = json.loads((Path(__file__).parent / "data" / "ptb_cases.json").read_text(encoding="utf-8"))
 JAR = Path(ptbtokenizer.__file__).parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR

@@ -85,7 +85,7 @@ def test_split_file_with_byte_order_mark_keeps_its_first_image(tmp_path):
 
 
 def test_judgment_files_with_byte_order_mark(tmp_path):
-    from capsearch.human_judgments import read_crowdflower_judgments, read_expert_judgments
+    from capsearch.evaluation.human_agreement import read_crowdflower_judgments, read_expert_judgments
 
     expert = tmp_path / "ExpertAnnotations.txt"
     expert.write_bytes(b"\xef\xbb\xbfa.jpg\tb.jpg#2\t1\t2\t3\n")

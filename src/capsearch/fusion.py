@@ -11,8 +11,8 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from capsearch.metrics import recall_at_k
-from capsearch.retrieval import text_to_image_ranks
+from capsearch.evaluation.ranks import text_to_image_ranks
+from capsearch.evaluation.recall import recall_at_k
 
 
 def fused_gallery(image_vectors: np.ndarray, caption_vectors: np.ndarray, alpha: float) -> np.ndarray:

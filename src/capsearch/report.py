@@ -9,8 +9,8 @@ import numpy as np
 from PIL import Image
 
 from capsearch.contact_sheet import Tile, render_contact_sheet
+from capsearch.evaluation.ranks import text_to_image_ranks
 from capsearch.index import SearchIndex
-from capsearch.retrieval import text_to_image_ranks
 from capsearch.search import Hit, search
 
 

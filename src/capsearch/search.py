@@ -6,10 +6,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from capsearch.evaluation.ranks import top_k_of_scores
 from capsearch.fusion import fused_gallery
 from capsearch.index import SearchIndex
 from capsearch.params import SEARCH_METHODS
-from capsearch.retrieval import top_k_of_scores
 
 METHODS = SEARCH_METHODS
 DEFAULT_ALPHA = 0.5  # the fusion weight when the index has no tuned one

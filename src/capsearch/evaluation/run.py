@@ -9,11 +9,11 @@ from typing import Any
 import numpy as np
 
 from capsearch.artifacts import References
-from capsearch.caption_metrics import bleu, cider_d
-from capsearch.clipscore import best_reference_similarity, clip_score, harmonic_mean
+from capsearch.evaluation.clipscore import best_reference_similarity, clip_score, harmonic_mean
+from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.ranks import index_of
+from capsearch.evaluation.recall import retrieval_report, summarise_ranks, with_intervals
 from capsearch.fusion import fusion_ranks
-from capsearch.metrics import retrieval_report, summarise_ranks, with_intervals
-from capsearch.retrieval import index_of
 
 CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption", "text_to_image_fusion")
 

@@ -2,8 +2,8 @@
 
 The scorers are pycocoevalcap's own ``Bleu`` and ``Cider`` (the COCO caption evaluation code; its ``Cider`` is
 CIDEr-D). Texts are tokenized exactly as its ``PTBTokenizer`` does (Stanford PTBTokenizer 3.4.1, lower-cased,
-punctuation tokens removed), by the plain-Python port in :mod:`capsearch.ptb_tokenizer`, so no Java is needed:
-references in one batch and candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
+punctuation tokens removed), by the plain-Python port in :mod:`capsearch.evaluation.ptb_tokenizer`, so no Java
+is needed: references in one batch and candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
 
-from capsearch.ptb_tokenizer import coco_tokenize_batch
+from capsearch.evaluation.ptb_tokenizer import coco_tokenize_batch
 
 
 def _prepare(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]):

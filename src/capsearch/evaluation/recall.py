@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from capsearch.retrieval import image_to_text_ranks, text_to_image_ranks
+from capsearch.evaluation.ranks import image_to_text_ranks, text_to_image_ranks
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:

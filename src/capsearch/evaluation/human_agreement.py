@@ -19,8 +19,8 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
-from capsearch.caption_metrics import bleu, cider_d
-from capsearch.clipscore import clip_score, ref_clip_score, with_prefix
+from capsearch.evaluation.clipscore import clip_score, ref_clip_score, with_prefix
+from capsearch.evaluation.coco_captions import bleu, cider_d
 
 EXPERT_FILE = "ExpertAnnotations.txt"
 CROWDFLOWER_FILE = "CrowdFlowerAnnotations.txt"
