@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from pathlib import Path
 
 import numpy as np
@@ -25,82 +25,32 @@ PathLike = str | os.PathLike[str]
 
 @dataclass(frozen=True)
 class RunLayout:
-    """The paths of one pipeline run under ``root`` (the project folder); dvc.yaml names the same paths."""
+    """The paths of one pipeline run, relative to the project folder (``RunLayout.under(root)`` joins them to a
+    root); dvc.yaml names the same paths."""
 
     root: Path = Path(".")
+    image_zip: Path = Path("data/raw/Flickr8k_Dataset.zip")
+    text_zip: Path = Path("data/raw/Flickr8k_text.zip")
+    text_dir: Path = Path("data/text")
+    subset_images: Path = Path("data/subset/images.csv")
+    references: Path = Path("data/subset/references.csv")
+    excluded: Path = Path("data/subset/excluded.csv")
+    generated: Path = Path("data/captions/generated.csv")
+    image_vectors: Path = Path("data/embeddings/images.npy")
+    image_ids: Path = Path("data/embeddings/images.ids.txt")
+    reference_vectors: Path = Path("data/embeddings/references.npy")
+    generated_vectors: Path = Path("data/embeddings/generated.npy")
+    reference_clipscore_vectors: Path = Path("data/embeddings/references_clipscore.npy")  # CLIPScore's prefix
+    generated_clipscore_vectors: Path = Path("data/embeddings/generated_clipscore.npy")  # CLIPScore's prefix
+    text_counts: Path = Path("data/embeddings/texts.json")
+    alpha: Path = Path("data/fusion/alpha.json")
+    metrics: Path = Path("metrics")
 
-    def _at(self, relative: str) -> Path:
-        return self.root / relative
-
-    @property
-    def image_zip(self) -> Path:
-        return self._at("data/raw/Flickr8k_Dataset.zip")
-
-    @property
-    def text_zip(self) -> Path:
-        return self._at("data/raw/Flickr8k_text.zip")
-
-    @property
-    def text_dir(self) -> Path:
-        return self._at("data/text")
-
-    @property
-    def subset_images(self) -> Path:
-        return self._at("data/subset/images.csv")
-
-    @property
-    def references(self) -> Path:
-        return self._at("data/subset/references.csv")
-
-    @property
-    def excluded(self) -> Path:
-        return self._at("data/subset/excluded.csv")
-
-    @property
-    def generated(self) -> Path:
-        return self._at("data/captions/generated.csv")
-
-    @property
-    def embeddings(self) -> Path:
-        return self._at("data/embeddings")
-
-    @property
-    def image_vectors(self) -> Path:
-        return self.embeddings / "images.npy"
-
-    @property
-    def image_ids(self) -> Path:
-        return self.embeddings / "images.ids.txt"
-
-    @property
-    def reference_vectors(self) -> Path:
-        return self.embeddings / "references.npy"
-
-    @property
-    def generated_vectors(self) -> Path:
-        return self.embeddings / "generated.npy"
-
-    @property
-    def reference_clipscore_vectors(self) -> Path:
-        """Reference embeddings with CLIPScore's "A photo depicts" prefix."""
-        return self.embeddings / "references_clipscore.npy"
-
-    @property
-    def generated_clipscore_vectors(self) -> Path:
-        """Generated-caption embeddings with CLIPScore's prefix."""
-        return self.embeddings / "generated_clipscore.npy"
-
-    @property
-    def text_counts(self) -> Path:
-        return self.embeddings / "texts.json"
-
-    @property
-    def alpha(self) -> Path:
-        return self._at("data/fusion/alpha.json")
-
-    @property
-    def metrics(self) -> Path:
-        return self._at("metrics")
+    @classmethod
+    def under(cls, root: PathLike) -> RunLayout:
+        """The same layout under ``root``."""
+        base = Path(root)
+        return cls(base, **{f.name: base / f.default for f in fields(cls) if f.name != "root"})
 
 
 @dataclass(frozen=True)
@@ -170,10 +120,14 @@ def save_vectors(path: PathLike, vectors: np.ndarray) -> None:
     save_npy(path, vectors)
 
 
-def load_vectors(path: PathLike, rows: int | None = None, stage: str = "") -> np.ndarray:
+def check_rows(name: str, vectors: np.ndarray, rows: int, stage: str = "its stage") -> np.ndarray:
+    """``vectors`` if it is a 2-d array of ``rows`` rows, else an error naming the file and the stage to re-run."""
+    if vectors.ndim != 2 or len(vectors) != rows:
+        raise ValueError(f"{name}: expected {rows} rows, found shape {vectors.shape}; re-run {stage}")
+    return vectors
+
+
+def load_vectors(path: PathLike, rows: int | None = None, stage: str = "its stage") -> np.ndarray:
     """Embeddings saved by :func:`save_vectors`; with ``rows``, checked to have that many (else: re-run ``stage``)."""
     vectors = load_npy(path)
-    if rows is not None and (vectors.ndim != 2 or len(vectors) != rows):
-        hint = f"; re-run {stage}" if stage else ""
-        raise ValueError(f"{Path(path).name}: expected {rows} rows, found shape {vectors.shape}{hint}")
-    return vectors
+    return vectors if rows is None else check_rows(Path(path).name, vectors, rows, stage)

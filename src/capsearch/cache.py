@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any
 
 CACHE_FILE = "results.sqlite"
+COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit id, as the Hub's snapshots are named
 CACHE_FORMAT = 2  # bump when the stored encoding changes meaning (code edits change the code fingerprint)
 
 
@@ -53,7 +54,7 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
                     for block in iter(lambda: handle.read(1 << 20), b""):
                         digest.update(block)
         return "sha256:" + digest.hexdigest()
-    if revision is not None and re.fullmatch(r"[0-9a-f]{40}", revision):
+    if revision is not None and COMMIT.fullmatch(revision):
         return f"{model_id}@{revision}"  # the commit the weights were loaded from
     from huggingface_hub import try_to_load_from_cache
 

@@ -10,6 +10,7 @@ Run `capsearch COMMAND --help` for each command. Examples, from a project where 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import os
 import sys
@@ -31,14 +32,20 @@ def _quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def _project_params(args: argparse.Namespace, *sections: Any) -> Any:
-    """The project's params sections (its params.yaml when there is one, else the typed defaults)."""
-    from capsearch.params import PARAMS_FILE, load_raw, read_section
+@functools.cache
+def _raw_params(project: str) -> dict[str, Any]:
+    """The project's params.yaml, read once per command (empty where the project has none)."""
+    from capsearch.params import PARAMS_FILE, load_raw
 
-    path = Path(args.project) / PARAMS_FILE
-    if not path.exists():
-        return tuple(section() for section in sections)
-    raw = load_raw(path)
+    path = Path(project) / PARAMS_FILE
+    return load_raw(path) if path.exists() else {}
+
+
+def _project_params(args: argparse.Namespace, *sections: Any) -> Any:
+    """The project's params sections (from its params.yaml where listed there, else the typed defaults)."""
+    from capsearch.params import read_section
+
+    raw = _raw_params(str(args.project))
     return tuple(read_section(raw, section) if section.NAME in raw else section() for section in sections)
 
 

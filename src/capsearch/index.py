@@ -124,7 +124,7 @@ def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
 
 def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
     """The index a ``dvc repro`` run left in ``project`` (embeddings, generated captions, models, alpha)."""
-    run = RunLayout(Path(project))
+    run = RunLayout.under(project)
     files = _IndexFiles(run.image_ids, run.image_vectors, run.generated, run.generated_vectors)
     stages = ("embed_images", "embed_images", "caption", "embed_texts")
     for path, stage in zip(asdict(files).values(), stages, strict=True):

@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from capsearch.artifacts import References
+from capsearch.artifacts import References, check_rows
 from capsearch.evaluation.clipscore import best_reference_similarity, clip_score, harmonic_mean
 from capsearch.evaluation.coco_captions import bleu, cider_d
 from capsearch.evaluation.ranks import index_of
@@ -52,8 +52,7 @@ class EvaluationInputs:
             "generated_clipscore.npy": (self.generated_clipscore_vectors, len(self.generated)),
         }
         for name, (array, expected) in rows.items():
-            if array.ndim != 2 or len(array) != expected:
-                raise ValueError(f"{name}: expected {expected} rows, found shape {array.shape}; re-run its stage")
+            check_rows(name, array, expected)
 
     @property
     def reference_owner(self) -> np.ndarray:

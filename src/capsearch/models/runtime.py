@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
 
 import torch
 
-from capsearch.cache import ResultCache
+from capsearch.cache import COMMIT, ResultCache
 from capsearch.params import DEVICES, PRECISIONS, RuntimeParams
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
@@ -63,7 +62,6 @@ def precision_name(dtype: torch.dtype) -> str:
     return {v: k for k, v in _DTYPES.items()}[dtype]
 
 
-COMMIT = re.compile(r"[0-9a-f]{40}")
 SAFETENSORS_FILES = ("model.safetensors", "model.safetensors.index.json")
 
 
