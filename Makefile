@@ -6,7 +6,7 @@ TORCH ?= torch==2.13.0
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test lint demo clean-demo bench
+.PHONY: venv repro test lint demo clean-demo bench browser
 
 venv: $(VENV)/.installed
 
@@ -32,9 +32,15 @@ test: venv lint
 demo: venv
 	capsearch demo --dir build/demo
 
-# Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; writes bench/results/stages.json.
+# Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; then each faiss index kind at 10^6 vectors.
 bench: venv
 	$(PY) bench/stages.py
+	$(PY) bench/search.py
+
+# Debian's chromium and its chromedriver, for the search page's browser test (needs root; CI runs as root).
+browser:
+	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
 
 clean-demo:
 	rm -rf build/demo

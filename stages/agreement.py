@@ -13,8 +13,6 @@ from capsearch.evaluation.human_agreement import (
     read_expert_judgments,
 )
 from capsearch.io import write_json
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
 RUN = RunLayout()
@@ -24,6 +22,10 @@ OUT = RUN.metrics / "human_agreement.json"
 def main() -> None:
     timer = Timer()
     clip, knobs = read_params("agreement", ClipParams, RuntimeParams)
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         text_dir = find_text_dir(RUN.text_dir)

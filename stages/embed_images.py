@@ -4,8 +4,6 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, read_image_table_ids, save_vectors, write_ids
 from capsearch.data.images import ImageReadError, ImageSource
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
 RUN = RunLayout()
@@ -13,6 +11,10 @@ RUN = RunLayout()
 
 def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+
     image_ids = read_image_table_ids(RUN.subset_images)
     try:
         rt = resolve_runtime(knobs)

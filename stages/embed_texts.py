@@ -5,8 +5,6 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, read_generated, read_references, save_vectors
 from capsearch.evaluation.clipscore import with_prefix
 from capsearch.io import write_json
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 from capsearch.params import ClipParams, RuntimeParams
 
 RUN = RunLayout()
@@ -14,6 +12,10 @@ RUN = RunLayout()
 
 def main() -> None:
     p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+
     references = read_references(RUN.references).texts
     _, generated = read_generated(RUN.generated)
     try:

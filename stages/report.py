@@ -5,9 +5,6 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, load_vectors, read_references
 from capsearch.contact_sheet import save_png
 from capsearch.evaluation.ranks import index_of
-from capsearch.index import load_pipeline_index
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import ClipParams, ReportParams, RuntimeParams
 from capsearch.report import caption_samples, query_gallery, worst_queries
 
@@ -18,6 +15,11 @@ OUT = RUN.metrics / "report"
 def main() -> None:
     timer = Timer()
     p, clip, knobs = read_params("report", ReportParams, ClipParams, RuntimeParams)
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.index import load_pipeline_index
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         index = load_pipeline_index(RUN.root)

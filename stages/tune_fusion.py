@@ -12,11 +12,7 @@ from capsearch.data.subset import build_subset, find_text_dir
 from capsearch.evaluation.ranks import index_of
 from capsearch.fusion import choose_alpha
 from capsearch.io import write_json
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import ModelLoadError, resolve_runtime
 from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError, RuntimeParams
-from capsearch.pipeline import caption_and_embed
 
 RUN = RunLayout()
 
@@ -28,6 +24,15 @@ def main() -> None:
     )
     try:
         p.check_against(reported_split)
+    except ParamError as exc:
+        fail("tune_fusion", exc)
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.models.blip import BlipCaptioner, DecodingSettings
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.pipeline import caption_and_embed
+
+    try:
         rt = resolve_runtime(knobs)
         source = ImageSource(RUN.image_zip)
         tune = build_subset(find_text_dir(RUN.text_dir), source, p.split, p.num_images, p.seed, section="fusion")
@@ -39,7 +44,7 @@ def main() -> None:
         queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.references])
         alpha, grid = choose_alpha(queries, run.image_vectors, run.generated_vectors, targets, list(p.alphas))
-    except (ParamError, ValueError, OSError, ModelLoadError, ImageReadError) as exc:
+    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
         fail("tune_fusion", exc)
     write_json(RUN.alpha, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)

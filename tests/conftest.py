@@ -5,10 +5,11 @@ from __future__ import annotations
 import os
 import tempfile
 from pathlib import Path
+from typing import Any
 
 import pytest
 
-from capsearch.demo.toy_models import cached_toy_models
+from capsearch.demo.model_cache import cached_toy_models
 
 # Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
 os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
@@ -35,14 +36,75 @@ def shared_flickr8k() -> Path:
 
 
 @pytest.fixture(scope="session")
-def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A demo workspace after one full `dvc repro`, committed; tests must not change it."""
+def generated(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, dict[str, Path]]:
+    """64 generated scenes in the Flickr8k release layout (zips), with the text zip also extracted."""
+    import zipfile
+
+    from capsearch.demo.scenes import write_flickr8k_layout
+
+    root = tmp_path_factory.mktemp("gen")
+    paths = write_flickr8k_layout(root / "zips", 64, seed=3)
+    with zipfile.ZipFile(paths["text"]) as archive:
+        archive.extractall(root / "text")
+    return root, paths
+
+
+@pytest.fixture(scope="session")
+def images(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[str]]:
+    """16 generated scenes: their image source and ids."""
+    from capsearch.data.images import ImageSource
+    from capsearch.demo.scenes import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path_factory.mktemp("imgs"), 16, seed=5)
+    source = ImageSource(paths["images"])
+    return source, source.ids()
+
+
+@pytest.fixture(scope="session")
+def scenes(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[str], dict[str, Path]]:
+    """64 generated scenes: their image source, ids and layout paths."""
+    from capsearch.data.images import ImageSource
+    from capsearch.demo.scenes import write_flickr8k_layout
+
+    paths = write_flickr8k_layout(tmp_path_factory.mktemp("scenes"), 64, seed=11)
+    source = ImageSource(paths["images"])
+    return source, source.ids(), paths
+
+
+@pytest.fixture(scope="session")
+def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder of the odd and broken image files of image_cases.py."""
+    from image_cases import bad_cases, good_cases
+
+    out = tmp_path_factory.mktemp("cases")
+    for name, data in good_cases().items():
+        (out / name).write_bytes(data)
+    for name, (data, _) in bad_cases().items():
+        (out / name).write_bytes(data)
+    return out
+
+
+@pytest.fixture(scope="session")
+def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A demo workspace after one full `dvc repro`, committed; tests must not change it.
+
+    Built once per test run: under pytest-xdist the first worker builds it in the run's shared temporary folder
+    while the others wait on a lock, then all read the same workspace.
+    """
+    import fcntl
+
     from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 
-    workspace = create_demo_workspace(tmp_path_factory.mktemp("demo") / "ws", toy_models, images=480, num_images=60)
-    result = run_dvc(workspace, "repro", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    commit_run(workspace, "demo run")
+    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+    workspace, done = shared / "demo-run" / "ws", shared / "demo-run" / "built"
+    with open(shared / "demo-run.lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not done.exists():
+            create_demo_workspace(workspace, toy_models, images=480, num_images=60)
+            result = run_dvc(workspace, "repro", check=False)
+            assert result.returncode == 0, result.stdout + result.stderr
+            commit_run(workspace, "demo run")
+            done.touch()
     return workspace
 
 

@@ -1,7 +1,8 @@
-"""`capsearch search | caption | index` through the installed entry point, on the demo run and plain folders."""
+"""cli: `capsearch search`, `caption` and `index` on the demo run and on a plain folder."""
+
+from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import zipfile
@@ -9,25 +10,18 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import yaml
+from helpers import capsearch, references, write_typed_params
 from PIL import Image
 
-from capsearch.io import read_csv
+from capsearch.params import (
+    RuntimeParams,
+)
 
-CAPSEARCH = str(Path(sys.executable).parent / "capsearch")
 COLOURS = ("red", "green", "blue", "yellow", "purple", "white", "gray", "black")
+
+
 SHAPES = ("circle", "square", "triangle")
-
-
-def capsearch(*args, cwd):
-    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
-    return subprocess.run([CAPSEARCH, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-
-
-def references(workspace):
-    refs = {}
-    for row in read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"]):
-        refs.setdefault(row["image_id"], []).append(row["caption"].lower())
-    return refs
 
 
 def red_fraction(region: Image.Image) -> float:
@@ -159,6 +153,8 @@ def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)[0]["hits"]
     assert len(hits) == 9 and all(Path(h["path"]).exists() for h in hits)
+    assert "exact index, 200 candidates re-ranked exactly" in found.stderr  # built by `capsearch index`
+    assert (photo_folder / ".capsearch" / "images.faiss").exists()
     assert {h["image_id"] for h in hits} == {str(p.relative_to(photo_folder)) for p in photo_folder.rglob("photo *")}
     again = capsearch("caption", *[h["path"] for h in hits[:2]], "--blip-model", models[1], cwd=tmp_path)
     assert [line.split("\t")[1] for line in again.stdout.splitlines()] == [h["caption"] for h in hits[:2]]
@@ -181,3 +177,28 @@ def test_report_stage_renders_the_example_queries(demo_run):
     assert "metrics_report_failures.png" in html
     failures = Image.open(demo_run / "metrics/report/failures.png")
     assert failures.width >= 5 * 200 and failures.height >= 5 * 200  # 5 worst queries: true image + 4 hits each
+
+
+def test_capsearch_index_and_caption_honour_the_runtime_params(toy_models, tmp_path):
+    from capsearch.demo.scenes import generate_scenes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i, (_, image, _) in enumerate(generate_scenes(3, seed=5)):
+        image.save(photos / f"scene {i}.png")
+    models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
+    project = tmp_path / "project"
+    project.mkdir()
+    cache_dir = tmp_path / "my-cache"
+    write_typed_params(project, runtime=RuntimeParams(device="cpu", num_workers=1, cache_dir=str(cache_dir)))
+    indexed = capsearch("index", str(photos), *models, "--project", str(project), cwd=tmp_path)
+    assert indexed.returncode == 0, indexed.stderr
+    assert (cache_dir / "results.sqlite").exists()  # runtime.cache_dir, not the default cache
+    captioned = capsearch("caption", str(photos), models[0], models[1], "--project", str(project), cwd=tmp_path)
+    assert captioned.returncode == 0, captioned.stderr
+    params = yaml.safe_load((project / "params.yaml").read_text())
+    params["runtime"]["num_workers"] = -1
+    (project / "params.yaml").write_text(yaml.safe_dump(params))
+    for command in (["index", str(photos), *models], ["caption", str(photos), *models[:2]]):
+        refused = capsearch(*command, "--project", str(project), cwd=tmp_path)
+        assert refused.returncode == 1 and "runtime.num_workers: expected 0 or more" in refused.stderr

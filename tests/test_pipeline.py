@@ -10,6 +10,7 @@ import re
 import numpy as np
 import pytest
 import yaml
+from helpers import capsearch
 
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
 from capsearch.demo.workspace import run_dvc
@@ -18,7 +19,18 @@ from capsearch.evaluation.recall import retrieval_report
 from capsearch.io import load_npy, read_csv
 
 pytestmark = pytest.mark.slow
-STAGES = {"fetch", "subset", "caption", "embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
+STAGES = {
+    "fetch",
+    "subset",
+    "caption",
+    "embed_images",
+    "embed_texts",
+    "tune_fusion",
+    "evaluate",
+    "index",
+    "report",
+    "agreement",
+}
 
 
 GALLERY = 60  # the demo run's subset.num_images (conftest.demo_run)
@@ -144,10 +156,11 @@ def embedder_texts(embedder):
     return lambda texts: embedder.embed_texts(texts).vectors
 
 
-def test_changing_evaluate_ks_reruns_only_evaluate(run_copy):
+def test_changing_evaluate_ks_reruns_only_evaluate_and_index(run_copy):
     ran = repro_after(run_copy, lambda p: p["evaluate"].update(ks=[1, 5, 10, 20]))
-    assert ran == {"evaluate"}
+    assert ran == {"evaluate", "index"}  # the index reports Recall@K through it at the same Ks
     assert "R@20" in json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]
+    assert "R@20" in json.loads((run_copy / "metrics/index.json").read_text())["image"]["index"]
 
 
 def test_changing_report_queries_reruns_only_report(run_copy):
@@ -162,7 +175,7 @@ def test_untracked_runtime_knobs_rerun_nothing(run_copy):
 
 def test_changing_clip_model_does_not_rerun_caption(run_copy, toy_models):
     ran = repro_after(run_copy, lambda p: p["clip"].update(model=str(toy_models / "toy-clip-early")))
-    assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate", "report", "agreement"}
+    assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate", "index", "report", "agreement"}
     diff = run_dvc(run_copy, "metrics", "diff")
     assert "text_to_image.R@1" in diff.stdout, diff.stdout
 
@@ -170,7 +183,7 @@ def test_changing_clip_model_does_not_rerun_caption(run_copy, toy_models):
 def test_changing_caption_model_reruns_caption_embed_texts_evaluate(run_copy, toy_models):
     before = (run_copy / "data/captions/generated.csv").read_text()
     ran = repro_after(run_copy, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
-    assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
+    assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "index", "report"}
     assert (run_copy / "data/captions/generated.csv").read_text() != before
 
 
@@ -186,7 +199,7 @@ def test_dvc_experiments_compare_against_the_committed_run(run_copy):
     assert run_dvc(run_copy, "status").stdout.strip().endswith("up to date.")  # the committed demo run
     result = run_dvc(run_copy, "exp", "run", "-S", "caption.num_beams=1", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate", "report"}
+    assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate", "index", "report"}
     shown = json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown
@@ -212,3 +225,27 @@ def test_growing_the_subset_computes_only_the_new_images(run_copy, tmp_path):
     assert "10 computed, 20 from cache" in grown["caption"], grown["caption"]
     assert "10 computed, 20 from cache" in grown["embed_images"], grown["embed_images"]
     assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 30
+
+
+def test_index_stage_measures_the_index_against_exact_search(run_copy):
+    exact = json.loads((run_copy / "metrics/index.json").read_text())
+    retrieval = json.loads((run_copy / "metrics/retrieval.json").read_text())
+    assert exact["kind"] == "exact" and exact["vectors"] == GALLERY  # auto: a small gallery is scanned exactly
+    for k in (1, 5, 10):  # Recall@K through the index = the evaluate stage's, computed independently
+        assert exact["image"]["index"][f"R@{k}"] == pytest.approx(retrieval["text_to_image"][f"R@{k}"], abs=1e-3)
+        assert exact["caption"]["exact"][f"R@{k}"] == pytest.approx(
+            retrieval["text_to_generated_caption"][f"R@{k}"], abs=1e-3
+        )
+    assert exact["image"]["recall_at_10"] == exact["image"]["reranked_recall_at_10"] == 1.0
+    # an approximate index that proposes few candidates: recall below 1, re-ranking never worse, scores exact
+    ran = repro_after(run_copy, lambda p: p["index"].update(kind="ivf_sq8", ivf_nlist=1, candidates=12))
+    assert ran == {"index"}
+    approximate = json.loads((run_copy / "metrics/index.json").read_text())["image"]
+    assert approximate["factory"] == "IVF1,SQ8" and approximate["bytes_per_vector"] < exact["image"]["bytes_per_vector"]
+    assert 0.8 <= approximate["recall_at_10"] <= approximate["reranked_recall_at_10"] <= 1.0
+    assert approximate["index"]["R@10"] <= approximate["exact"]["R@10"] == exact["image"]["exact"]["R@10"]
+    found = json.loads(capsearch("search", "a red circle", "-k", "10", "--json", cwd=run_copy).stdout)[0]["hits"]
+    full = json.loads(capsearch("search", "a red circle", "-k", "60", "--exact", "--json", cwd=run_copy).stdout)
+    exact_score = {h["image_id"]: h["score"] for h in full[0]["hits"]}
+    assert [h["score"] for h in found] == pytest.approx([exact_score[h["image_id"]] for h in found], abs=1e-5)
+    assert len({h["image_id"] for h in found} & {h["image_id"] for h in full[0]["hits"][:10]}) >= 8

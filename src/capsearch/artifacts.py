@@ -44,6 +44,8 @@ class RunLayout:
     generated_clipscore_vectors: Path = Path("data/embeddings/generated_clipscore.npy")  # CLIPScore's prefix
     text_counts: Path = Path("data/embeddings/texts.json")
     alpha: Path = Path("data/fusion/alpha.json")
+    ann_images: Path = Path("data/index/images.faiss")
+    ann_generated: Path = Path("data/index/generated.faiss")
     metrics: Path = Path("metrics")
 
     @classmethod
@@ -127,7 +129,8 @@ def check_rows(name: str, vectors: np.ndarray, rows: int, stage: str = "its stag
     return vectors
 
 
-def load_vectors(path: PathLike, rows: int | None = None, stage: str = "its stage") -> np.ndarray:
-    """Embeddings saved by :func:`save_vectors`; with ``rows``, checked to have that many (else: re-run ``stage``)."""
-    vectors = load_npy(path)
+def load_vectors(path: PathLike, rows: int | None = None, stage: str = "its stage", mmap: bool = False) -> np.ndarray:
+    """Embeddings saved by :func:`save_vectors`; with ``rows``, checked to have that many (else: re-run ``stage``);
+    ``mmap``: memory-mapped and read-only (search galleries)."""
+    vectors = load_npy(path, mmap)
     return vectors if rows is None else check_rows(Path(path).name, vectors, rows, stage)

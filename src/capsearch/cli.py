@@ -104,46 +104,145 @@ def _read_queries(args: argparse.Namespace) -> list[str]:
     return [q.strip() for q in queries]
 
 
+def _server_url(args: argparse.Namespace) -> str | None:
+    """The URL of a capsearch server to ask: --server or $CAPSEARCH_SERVER, else one found running for this index."""
+    if args.no_server or args.out:
+        return None
+    configured = args.server or os.environ.get("CAPSEARCH_SERVER")
+    if configured:
+        return configured.rstrip("/")
+    from capsearch.index import server_file
+
+    announced = server_file(args.project, args.index)
+    if not announced.exists():
+        return None
+    try:
+        url = json.loads(announced.read_text(encoding="utf-8"))["url"]
+        _http_json(f"{url}/api/health", timeout=0.5)
+    except (OSError, ValueError, KeyError):
+        return None  # a server that has gone away: search here
+    return str(url)
+
+
+def _http_json(url: str, timeout: float = 30.0) -> Any:
+    """GET ``url`` and decode its JSON; a 4xx/5xx becomes a UsageError with the server's message."""
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return json.loads(response.read())
+    except urllib.error.HTTPError as exc:
+        try:
+            message = json.loads(exc.read()).get("error", exc.reason)
+        except ValueError:
+            message = exc.reason
+        raise UsageError(f"the server at {url.split('/api/')[0]} answered {exc.code}: {message}") from None
+
+
+def _search_on_server(args: argparse.Namespace, url: str, queries: list[str]) -> list[tuple[list[dict], int]]:
+    """Each query's hits from a running server, and the gallery size."""
+    from urllib.parse import urlencode
+
+    answers = []
+    for query in queries:
+        fields: dict[str, Any] = {"q": query, "k": args.k, "method": args.method, "exact": int(args.exact)}
+        if args.alpha is not None:
+            fields["alpha"] = args.alpha
+        try:
+            body = _http_json(f"{url}/api/search?{urlencode(fields)}")
+        except OSError as exc:
+            raise UsageError(f"no capsearch server answers at {url} ({exc}); start one with `capsearch serve`") from exc
+        answers.append((body["hits"], body["images"]))
+    return answers
+
+
+def load_searchable(args: argparse.Namespace) -> tuple[Any, str]:
+    """The index to search (the pipeline's or --index's), with its faiss indexes where built; and a note."""
+    from capsearch.index import ann_files, attach_ann, load_index
+    from capsearch.params import IndexParams
+
+    index = load_index(args.project, args.index)
+    files = ann_files(args.project, args.index)
+    if not all(path.exists() for path in files):
+        how = "`dvc repro index`" if args.index is None else f"`capsearch index {args.index}`"
+        return index, f"exact search (no faiss index: run {how} for one)"
+    (knobs,) = _project_params(args, IndexParams)
+    attach_ann(index, files, knobs)
+    return index, f"{index.ann['image'].kind} index, {index.candidates} candidates re-ranked exactly"
+
+
 def _search(args: argparse.Namespace) -> int:
     if args.k < 1:
         raise UsageError(f"-k must be at least 1, got {args.k}")
     queries = _read_queries(args)
-    _quiet_libraries()
-    from capsearch.contact_sheet import render_contact_sheet, save_png
-    from capsearch.index import load_index
-    from capsearch.models.clip import ClipEmbedder
-    from capsearch.report import hit_tiles
-    from capsearch.search import search
-
-    index = load_index(args.project, args.index)
-    runtime = _runtime(args, use_cache=False)
-    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     started = time.perf_counter()
-    vectors = embedder.embed_texts(queries).vectors
-    results = search(index, vectors, args.k, args.method, args.alpha)
+    url = _server_url(args)
+    if url is not None:
+        answers = _search_on_server(args, url, queries)
+        where = f"answered by the capsearch server at {url}"
+    else:
+        _quiet_libraries()
+        from capsearch.models.clip import ClipEmbedder
+        from capsearch.search import search
+
+        index, note = load_searchable(args)
+        runtime = _runtime(args, use_cache=False)
+        embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+        started = time.perf_counter()
+        vectors = embedder.embed_texts(queries).vectors
+        results = search(index, vectors, args.k, args.method, args.alpha, exact=args.exact)
+        answers = [([asdict(hit) for hit in hits], len(index.ids)) for hits in results]
+        where = "exact search" if args.exact else note
     seconds = time.perf_counter() - started
     if args.out:
-        rows = [
-            (f'"{query}" ({args.method})', hit_tiles(index, hits)) for query, hits in zip(queries, results, strict=True)
-        ]
+        from capsearch.contact_sheet import render_contact_sheet, save_png
+        from capsearch.report import hit_tiles
+
+        rows = [(f'"{q}" ({args.method})', hit_tiles(index, hits)) for q, hits in zip(queries, results, strict=True)]
         save_png(render_contact_sheet(rows), args.out)
     if args.json:
         payload = [
-            {"query": q, "method": args.method, "hits": [asdict(h) for h in hits]}
-            for q, hits in zip(queries, results, strict=True)
+            {"query": q, "method": args.method, "hits": hits} for q, (hits, _) in zip(queries, answers, strict=True)
         ]
         print(json.dumps(payload, indent=2))
     else:
-        for query, hits in zip(queries, results, strict=True):
-            print(f'"{query}"  ({args.method}, {len(index.ids)} images)')
+        for query, (hits, images) in zip(queries, answers, strict=True):
+            print(f'"{query}"  ({args.method}, {images} images)')
             print(f"{'rank':>4}  {'score':>6}  {'image':<60}  caption")
             for hit in hits:
-                print(f"{hit.rank:>4}  {hit.score:>6.3f}  {hit.path:<60}  {hit.caption}")
+                print(f"{hit['rank']:>4}  {hit['score']:>6.3f}  {hit['path']:<60}  {hit['caption']}")
             print()
-        per_query = 1000 * seconds / len(queries)
-        print(f"{len(queries)} queries in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query)", file=sys.stderr)
-        if args.out:
-            print(f"contact sheet: {args.out}", file=sys.stderr)
+    per_query = 1000 * seconds / len(queries)
+    print(f"{len(queries)} queries in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query); {where}", file=sys.stderr)
+    if args.out:
+        print(f"contact sheet: {args.out}", file=sys.stderr)
+    return 0
+
+
+def _serve(args: argparse.Namespace) -> int:
+    _quiet_libraries()
+    from capsearch.artifacts import RunLayout, read_references
+    from capsearch.index import server_file
+    from capsearch.models.clip import ClipEmbedder
+    from capsearch.serve import Service, bind, serve
+
+    index, note = load_searchable(args)
+    runtime = _runtime(args, use_cache=False)
+    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+    references = RunLayout.under(args.project).references
+    service = Service(
+        index,
+        lambda queries: embedder.embed_texts(queries).vectors,
+        str(Path(args.index or args.project).resolve()),
+        read_references(references).by_image() if args.index is None and references.exists() else {},
+    )
+    try:
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    print(f"capsearch serve: {note}", flush=True)
+    serve(service, sock, server_file(args.project, args.index))
     return 0
 
 
@@ -179,14 +278,17 @@ def _index(args: argparse.Namespace) -> int:
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
     _quiet_libraries()
-    from capsearch.index import INDEX_DIR_NAME, build_folder_index
+    from capsearch.index import INDEX_DIR_NAME
+    from capsearch.params import IndexParams
+    from capsearch.pipeline import index_folder
 
     out = Path(args.out) if args.out else folder / INDEX_DIR_NAME
     started = time.perf_counter()
     runtime = _runtime(args)
     captioner, settings = _captioner(args, runtime.device)
     embedder = _embedder(args, runtime.device)
-    index, skipped = build_folder_index(folder, out, captioner, embedder, settings, runtime)
+    (ann,) = _project_params(args, IndexParams)
+    index, skipped = index_folder(folder, out, captioner, embedder, settings, runtime, ann)
     print(
         f"indexed {len(index.ids)} images under {folder.resolve()} into {out} "
         f"({len(skipped)} unreadable skipped; {captioner.last_run.cached} captions and "
@@ -199,7 +301,8 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from capsearch.demo.toy_models import build_toy_models, cached_toy_models, toy_models_exist
+    from capsearch.demo.model_cache import cached_toy_models, toy_models_exist
+    from capsearch.demo.toy_models import build_toy_models
     from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 
     started = time.perf_counter()
@@ -280,8 +383,25 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
     search.add_argument("--out", help="write a contact sheet PNG of the hits")
     search.add_argument("--json", action="store_true", help="print JSON instead of a table")
+    search.add_argument("--exact", action="store_true", help="score every image, bypassing the faiss index (a check)")
+    search.add_argument(
+        "--server", help="ask the capsearch server at this URL (default: $CAPSEARCH_SERVER, else one found running)"
+    )
+    search.add_argument("--no-server", action="store_true", help="search in this process even if a server runs")
     _model_options(search, blip=False, clip=False, precision=False)
     search.set_defaults(func=_search)
+
+    serve = commands.add_parser(
+        "serve",
+        help="serve search over HTTP: a web page and a JSON API",
+        description="Load CLIP and the index once and answer /api/search, /api/images/ID, /api/info/ID, "
+        "/api/health and a search page at /. `capsearch search` finds a running server and uses it.",
+    )
+    serve.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
+    serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
+    _model_options(serve, blip=False, clip=False, precision=False)
+    serve.set_defaults(func=_serve)
 
     caption = commands.add_parser(
         "caption",
@@ -332,7 +452,7 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``capsearch`` console script: expected problems exit with one clear line."""
     from capsearch.data.images import ImageReadError
-    from capsearch.models.runtime import ModelLoadError
+    from capsearch.models import ModelLoadError
 
     args = build_parser().parse_args(argv)
     try:

@@ -18,7 +18,7 @@ from ``dvc.lock`` (what produced them) and alpha from ``data/fusion/alpha.json``
 from __future__ import annotations
 
 import json
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -35,12 +35,9 @@ from capsearch.artifacts import (
     write_generated,
     write_ids,
 )
-from capsearch.data.images import ImageSource, find_images, readable_images
+from capsearch.data.images import ImageSource
 from capsearch.io import write_json
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
-from capsearch.models.runtime import Runtime
-from capsearch.pipeline import caption_and_embed
+from capsearch.params import IndexParams
 
 INDEX_DIR_NAME = ".capsearch"
 
@@ -70,6 +67,10 @@ class SearchIndex:
     clip: ModelRef
     blip: ModelRef | None = None
     alpha: float | None = None  # the fusion weight tuned on a dev split, if any
+    # nearest-neighbour indexes by search method ("image", "caption"; see capsearch.ann.attach_indexes): search
+    # re-ranks their top ``candidates`` rows exactly; without them it scores every image
+    ann: dict[str, Any] = field(default_factory=dict)
+    candidates: int = 200
 
     def __post_init__(self) -> None:
         rows = len(self.ids)
@@ -100,7 +101,12 @@ def _read_rows(files: _IndexFiles) -> tuple[list[str], np.ndarray, list[str], np
     generated_ids, generated = read_generated(files.generated)
     if generated_ids != ids:
         raise ValueError("generated captions and image embeddings list different images: rebuild the index")
-    return ids, load_vectors(files.image_vectors), generated, load_vectors(files.generated_vectors)
+    return (
+        ids,
+        load_vectors(files.image_vectors, mmap=True),
+        generated,
+        load_vectors(files.generated_vectors, mmap=True),
+    )
 
 
 def _stage_params(project: Path, stage: str, section: str) -> dict[str, Any] | None:
@@ -145,46 +151,38 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
     )
 
 
-def _folder_files(index_dir: Path) -> _IndexFiles:
+def folder_files(index_dir: Path) -> _IndexFiles:
+    """The row-aligned files of a folder index."""
     return _IndexFiles(
         index_dir / "ids.txt", index_dir / "images.npy", index_dir / "generated.csv", index_dir / "generated.npy"
     )
 
 
-def build_folder_index(
-    folder: str | Path,
-    out_dir: str | Path,
-    captioner: BlipCaptioner,
-    embedder: ClipEmbedder,
-    settings: DecodingSettings,
-    runtime: Runtime,
-) -> tuple[SearchIndex, list[tuple[str, str]]]:
-    """Caption and embed every image under ``folder`` (the pipeline's code path) and save a search index.
+def write_folder_index(
+    index: SearchIndex, out_dir: str | Path, skipped: list[tuple[str, str]], ann: IndexParams | None = None
+) -> None:
+    """Save ``index`` as a folder index in ``out_dir``, with nearest-neighbour indexes built with ``ann`` (the
+    typed defaults if None); ``skipped`` (id, reason) goes to ``skipped.csv``."""
+    from capsearch.ann import build_index, save_index
 
-    Unreadable images are skipped and returned with the reason (also listed in ``skipped.csv``). With the
-    ``runtime``'s result cache, images already captioned/embedded by the same models are not recomputed
-    (re-indexing a folder after adding photos only processes the new ones).
-    """
-    folder = Path(folder).resolve()
-    files = find_images([folder])
-    source = ImageSource(folder)
-    ids, skipped = readable_images(source, [str(p.relative_to(folder)) for p in files])
-    if not ids:
-        raise FileNotFoundError(f"{folder}: none of the {len(files)} images could be decoded")
-    run = caption_and_embed(source, ids, captioner, embedder, settings, runtime)
-    clip = ModelRef(embedder.model_id, embedder.source.load_revision, embedder.precision)
-    blip = ModelRef(captioner.model_id, captioner.source.load_revision, captioner.precision)
-    index = SearchIndex(ids, run.image_vectors, run.generated, run.generated_vectors, source, clip, blip)
     out = Path(out_dir)
-    paths = _folder_files(out)
+    paths = folder_files(out)
+    ann = ann or IndexParams()
     save_vectors(paths.image_vectors, index.image_vectors)
     save_vectors(paths.generated_vectors, index.generated_vectors)
-    write_generated(paths.generated, ids, index.generated)
+    write_generated(paths.generated, index.ids, index.generated)
     write_excluded(out / "skipped.csv", skipped)
-    write_ids(paths.ids, ids)
-    meta = {"root": str(folder), "images": len(ids), "clip": asdict(clip), "blip": asdict(blip), "alpha": None}
+    write_ids(paths.ids, index.ids)
+    save_index(build_index(index.image_vectors, ann), out / "images.faiss")
+    save_index(build_index(index.generated_vectors, ann), out / "generated.faiss")
+    meta = {
+        "root": str(index.source.location),
+        "images": len(index.ids),
+        "clip": asdict(index.clip),
+        "blip": asdict(index.blip) if index.blip else None,
+        "alpha": index.alpha,
+    }
     write_json(out / "index.json", meta)  # last: an index.json means the index is complete
-    return index, skipped
 
 
 def load_folder_index(path: str | Path) -> SearchIndex:
@@ -196,7 +194,7 @@ def load_folder_index(path: str | Path) -> SearchIndex:
         raise IndexNotFoundError(f"{path}: no capsearch index here; make one with `capsearch index FOLDER`")
     meta = json.loads(meta_file.read_text(encoding="utf-8"))
     return SearchIndex(
-        *_read_rows(_folder_files(index_dir)),
+        *_read_rows(folder_files(index_dir)),
         source=ImageSource(meta["root"]),
         clip=ModelRef(**meta["clip"]),
         blip=ModelRef(**meta["blip"]) if meta.get("blip") else None,
@@ -207,3 +205,28 @@ def load_folder_index(path: str | Path) -> SearchIndex:
 def load_index(project: str | Path = ".", folder: str | Path | None = None) -> SearchIndex:
     """A folder index when ``folder`` is given, else the pipeline's index in ``project``."""
     return load_folder_index(folder) if folder is not None else load_pipeline_index(project)
+
+
+def ann_files(project: str | Path = ".", folder: str | Path | None = None) -> tuple[Path, Path]:
+    """Where the nearest-neighbour indexes of images and of generated captions live (pipeline or folder index)."""
+    if folder is None:
+        run = RunLayout.under(project)
+        return run.ann_images, run.ann_generated
+    path = Path(folder)
+    index_dir = path / INDEX_DIR_NAME if (path / INDEX_DIR_NAME / "index.json").exists() else path
+    return index_dir / "images.faiss", index_dir / "generated.faiss"
+
+
+def server_file(project: str | Path = ".", folder: str | Path | None = None) -> Path:
+    """Where a running ``capsearch serve`` of this index writes its URL (``capsearch search`` looks there)."""
+    return ann_files(project, folder)[0].with_name("server.json")
+
+
+def attach_ann(index: SearchIndex, files: tuple[Path, Path], params: IndexParams) -> SearchIndex:
+    """``index`` with its image and generated-caption nearest-neighbour indexes loaded: search then re-ranks their
+    top ``params.candidates`` rows exactly. ``params`` also gives the search-time knobs (efSearch, nprobe)."""
+    from capsearch.ann import load_index as load_ann
+
+    index.ann = {"image": load_ann(files[0], params), "caption": load_ann(files[1], params)}
+    index.candidates = params.candidates
+    return index

@@ -76,6 +76,7 @@ def save_npy(path: str | os.PathLike[str], array: np.ndarray) -> None:
         np.save(handle, array, allow_pickle=False)
 
 
-def load_npy(path: str | os.PathLike[str]) -> np.ndarray:
-    """Load a numpy array saved by :func:`save_npy` (pickles refused)."""
-    return np.load(path, allow_pickle=False)
+def load_npy(path: str | os.PathLike[str], mmap: bool = False) -> np.ndarray:
+    """Load a numpy array saved by :func:`save_npy` (pickles refused); ``mmap``: memory-mapped, read-only, so a
+    gallery larger than RAM is paged in as it is read."""
+    return np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)

@@ -281,6 +281,39 @@ class ReportParams(Section):
         _integer(self.failures, self.name("failures"), 1)
 
 
+INDEX_KINDS = ("auto", "exact", "hnsw", "ivf_sq8", "ivf_pq")
+
+
+@dataclass(frozen=True)
+class IndexParams(Section):
+    """The nearest-neighbour index over the embeddings (faiss): its kind and each kind's knobs.
+
+    ``auto`` picks by gallery size: exact up to ``exact_max`` vectors, IVF-SQ8 up to ``compressed_above``, IVF-PQ
+    beyond. Search always re-ranks the index's top ``candidates`` exactly.
+    """
+
+    NAME = "index"
+    kind: str = "auto"
+    exact_max: int = 200_000
+    compressed_above: int = 10_000_000
+    candidates: int = 200
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 128
+    ivf_nlist: int | str = "auto"
+    ivf_nprobe: int = 64
+    pq_bytes: int = 32
+
+    def check(self) -> None:
+        _choice(self.kind, self.name("kind"), INDEX_KINDS, "index kind")
+        _integer(self.exact_max, self.name("exact_max"), 0)
+        _integer(self.compressed_above, self.name("compressed_above"), 1)
+        _integer(self.candidates, self.name("candidates"), 1)
+        for key in ("hnsw_m", "hnsw_ef_construction", "hnsw_ef_search", "ivf_nprobe", "pq_bytes"):
+            _integer(getattr(self, key), self.name(key), 1)
+        _auto_or_count(self.ivf_nlist, self.name("ivf_nlist"), 1, "a positive integer")
+
+
 @dataclass(frozen=True)
 class RuntimeParams(Section):
     """Untracked knobs (no stage lists them, so they re-run nothing): device, workers, batch sizes, cache."""
@@ -322,6 +355,7 @@ SECTIONS: dict[str, type[Section]] = {
         EvaluateParams,
         FusionParams,
         ReportParams,
+        IndexParams,
         RuntimeParams,
     )
 }

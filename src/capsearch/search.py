@@ -6,7 +6,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from capsearch.evaluation.ranks import top_k_of_scores
+from capsearch.evaluation.ranks import top_k_among, top_k_of_scores
 from capsearch.fusion import fused_gallery
 from capsearch.index import SearchIndex
 from capsearch.params import SEARCH_METHODS
@@ -33,23 +33,52 @@ def gallery_scores(
     ``alpha * image + (1 - alpha) * caption`` (``fusion``; alpha defaults to the index's tuned one, else 0.5)."""
     if method not in METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+    return query_vectors @ gallery_rows(index, slice(None), method, alpha).T
+
+
+def _weight(index: SearchIndex, alpha: float | None) -> float:
+    return alpha if alpha is not None else index.alpha if index.alpha is not None else DEFAULT_ALPHA
+
+
+def gallery_rows(index: SearchIndex, rows: np.ndarray | slice, method: str, alpha: float | None = None) -> np.ndarray:
+    """The gallery vectors of ``rows`` whose dot product with a query is the ``method``'s score."""
     if method == "image":
-        gallery = index.image_vectors
-    elif method == "caption":
-        gallery = index.generated_vectors
-    else:
-        weight = alpha if alpha is not None else index.alpha if index.alpha is not None else DEFAULT_ALPHA
-        gallery = fused_gallery(index.image_vectors, index.generated_vectors, weight)
-    return query_vectors @ gallery.T
+        return index.image_vectors[rows]
+    if method == "caption":
+        return index.generated_vectors[rows]
+    return fused_gallery(index.image_vectors[rows], index.generated_vectors[rows], _weight(index, alpha))
+
+
+def candidate_rows(index: SearchIndex, query_vectors: np.ndarray, method: str, count: int) -> list[np.ndarray]:
+    """Per query, the rows the nearest-neighbour indexes propose (fusion: the union of both indexes')."""
+    sides = ("image", "caption") if method == "fusion" else (method,)
+    found = [index.ann[side].candidates(query_vectors, count) for side in sides]
+    return [np.concatenate([rows[i] for rows in found]) for i in range(len(query_vectors))]
 
 
 def search(
-    index: SearchIndex, query_vectors: np.ndarray, k: int, method: str = "image", alpha: float | None = None
+    index: SearchIndex,
+    query_vectors: np.ndarray,
+    k: int,
+    method: str = "image",
+    alpha: float | None = None,
+    exact: bool = False,
 ) -> list[list[Hit]]:
-    """The top ``k`` images for each query vector (already embedded with the index's CLIP)."""
+    """The top ``k`` images for each query vector (already embedded with the index's CLIP).
+
+    With nearest-neighbour indexes attached (and not ``exact``), each index proposes ``index.candidates`` rows
+    (at least ``k``) and those are scored exactly; otherwise every image is scored.
+    """
+    if method not in METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
     if k <= 0:
         raise ValueError(f"-k must be at least 1, got {k}")
-    order, scores = top_k_of_scores(gallery_scores(index, query_vectors, method, alpha), k)
+    k = min(k, len(index.ids))
+    if exact or not index.ann:
+        order, scores = top_k_of_scores(gallery_scores(index, query_vectors, method, alpha), k)
+    else:
+        rows = candidate_rows(index, query_vectors, method, max(k, index.candidates))
+        order, scores = top_k_among(query_vectors, rows, lambda r: gallery_rows(index, r, method, alpha), k)
     return [
         [
             Hit(rank + 1, float(score), index.ids[row], index.location(row), index.generated[row])

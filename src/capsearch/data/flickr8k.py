@@ -1,6 +1,6 @@
 """Flickr8k annotations: the caption token file, the split files and deterministic subsets.
 
-Quirks of the real release handled here (see ``tests/test_flickr8k_real.py``):
+Quirks of the real release handled here (see ``tests/test_data_flickr8k.py``):
 
 * ``Flickr8k.token.txt`` has 40,460 lines in 8,092 caption groups, but the image zip holds 8,091 images:
   ``2258277193_586949ec62.jpg`` has captions and no image. Subset drops it as "not in the image archive".

@@ -9,14 +9,10 @@ tiny configs. Tokenizers are built locally: CLIP's real BPE merges ship in the `
 from __future__ import annotations
 
 import gzip
-import hashlib
 import importlib.util
 import json
-import os
 import random
 import re
-import shutil
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
@@ -43,7 +39,6 @@ from capsearch.demo.scenes import SHAPES, generate_scenes
 
 IMAGE_SIZE = 64
 CLIP_VOCAB_FILE = "bpe_simple_vocab_16e6.txt.gz"
-TOY_MODEL_NAMES = ("toy-clip", "toy-clip-early", "toy-blip", "toy-blip-early")
 COLOUR_WORDS = ("red", "green", "blue", "yellow", "purple", "white", "gray", "black")
 
 
@@ -103,14 +98,20 @@ def build_blip_tokenizer(captions: list[str]) -> BertTokenizer:
     return BertTokenizer(vocab=trainer.get_vocab(), do_lower_case=True, bos_token="[DEC]")
 
 
+TOWER = {"hidden_size": 96, "intermediate_size": 256, "num_attention_heads": 4}  # both towers of both models
+
+
 def _vision_config() -> dict[str, int]:
+    return {**TOWER, "num_hidden_layers": 3, "image_size": IMAGE_SIZE, "patch_size": 16}
+
+
+def _text_config(vocab_size: int, max_positions: int, **token_ids: int) -> dict[str, int]:
     return {
-        "hidden_size": 96,
-        "intermediate_size": 256,
-        "num_hidden_layers": 3,
-        "num_attention_heads": 4,
-        "image_size": IMAGE_SIZE,
-        "patch_size": 16,
+        **TOWER,
+        "vocab_size": vocab_size,
+        "num_hidden_layers": 2,
+        "max_position_embeddings": max_positions,
+        **token_ids,
     }
 
 
@@ -175,17 +176,13 @@ def train_toy_clip(
     )
     processor = CLIPProcessor(image_processor=image_processor, tokenizer=tokenizer)
     config = CLIPConfig(
-        text_config={
-            "vocab_size": tokenizer.vocab_size,
-            "hidden_size": 96,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "max_position_embeddings": 77,
-            "bos_token_id": tokenizer.bos_token_id,
-            "eos_token_id": tokenizer.eos_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config=_text_config(
+            tokenizer.vocab_size,
+            77,
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
         vision_config=_vision_config(),
         projection_dim=64,
     )
@@ -221,19 +218,15 @@ def train_toy_blip(
     processor = BlipProcessor(image_processor=image_processor, tokenizer=tokenizer)
     dec_id = tokenizer.convert_tokens_to_ids("[DEC]")
     config = BlipConfig(
-        text_config={
-            "vocab_size": len(tokenizer),
-            "hidden_size": 96,
-            "intermediate_size": 256,
-            "num_hidden_layers": 2,
-            "num_attention_heads": 4,
-            "encoder_hidden_size": _vision_config()["hidden_size"],
-            "max_position_embeddings": 40,
-            "bos_token_id": dec_id,
-            "eos_token_id": tokenizer.sep_token_id,
-            "sep_token_id": tokenizer.sep_token_id,
-            "pad_token_id": tokenizer.pad_token_id,
-        },
+        text_config=_text_config(
+            len(tokenizer),
+            40,
+            encoder_hidden_size=_vision_config()["hidden_size"],
+            bos_token_id=dec_id,
+            eos_token_id=tokenizer.sep_token_id,
+            sep_token_id=tokenizer.sep_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+        ),
         vision_config=_vision_config(),
         image_text_hidden_size=64,
     )
@@ -314,49 +307,3 @@ def evaluate_toy_models(
     decoded = blip_processor.batch_decode(generated, skip_special_tokens=True)
     correct = sum(names_colour_and_shape(c, s.colour, s.shape) for c, (s, _, _) in zip(decoded, scenes, strict=True))
     return ToyModelReport(r1, 1.0 / count, correct / count, 0.0)
-
-
-def toy_models_key() -> str:
-    """What decides the trained toy models: the training and scene-generation code, and the library versions."""
-    import tokenizers
-    import transformers
-
-    from capsearch.demo import scenes
-
-    digest = hashlib.sha256()
-    for module_file in (__file__, scenes.__file__):
-        digest.update(Path(module_file).read_bytes())
-    for version in (torch.__version__, transformers.__version__, tokenizers.__version__):
-        digest.update(version.encode() + b"\0")
-    return digest.hexdigest()[:16]
-
-
-def cached_toy_models(root: str | Path | None = None) -> Path:
-    """The toy models for this code and these library versions, trained once and kept outside the repository.
-
-    They live in ``<root>/<key>`` (``root``: ``$CAPSEARCH_TOY_MODELS``, else ``~/.cache/capsearch/toy-models``);
-    the key is :func:`toy_models_key`, so editing the training code trains afresh, while tests, ``make demo``
-    and later runs share one copy. Trained into a temporary folder and renamed, so an interrupted build is
-    never mistaken for a finished one.
-    """
-    base = Path(root or os.environ.get("CAPSEARCH_TOY_MODELS") or Path.home() / ".cache" / "capsearch" / "toy-models")
-    target = base.expanduser() / toy_models_key()
-    if toy_models_exist(target):
-        return target
-    base.mkdir(parents=True, exist_ok=True)
-    building = Path(tempfile.mkdtemp(prefix=f".{target.name}.", dir=target.parent))
-    try:
-        build_toy_models(building)
-        if not toy_models_exist(target):
-            if target.exists():
-                shutil.rmtree(target)
-            building.rename(target)
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
-    return target
-
-
-def toy_models_exist(out_dir: str | Path) -> bool:
-    """Whether all four toy models are already saved under ``out_dir``."""
-    return all((Path(out_dir) / name / "model.safetensors").exists() for name in TOY_MODEL_NAMES)

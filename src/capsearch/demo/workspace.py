@@ -18,8 +18,8 @@ from typing import Any
 import yaml
 
 from capsearch.data.fetch import md5_of
+from capsearch.demo.model_cache import TOY_MODEL_NAMES
 from capsearch.demo.scenes import write_flickr8k_layout
-from capsearch.demo.toy_models import TOY_MODEL_NAMES
 from capsearch.params import (
     CaptionParams,
     ClipParams,

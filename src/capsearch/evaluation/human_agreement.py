@@ -6,8 +6,8 @@ caption id, fraction of yes, yes count, no count. A judged caption is usually an
 The published Flickr8k-Expert protocol (CLIPScore paper, Table 1: BLEU-4 30.8, CIDEr 43.9, CLIP-S 51.2,
 RefCLIP-S 53.0) is reproduced exactly by :func:`expert_protocol`: the 158 pairs whose caption is one of the
 judged image's own captions are dropped (5,664 pairs left), the references are the judged image's 5 captions, and
-Kendall tau-c is taken over every single rating (16,992 points). ``tests/test_human_judgments.py`` checks
-BLEU-4 and CIDEr against the published numbers on the real files.
+Kendall tau-c is taken over every single rating (16,992 points). ``tests/test_evaluation_human_agreement.py``
+checks BLEU-4 and CIDEr against the published numbers on the real files.
 """
 
 from __future__ import annotations

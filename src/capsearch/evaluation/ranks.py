@@ -6,7 +6,7 @@ counted against the query, so a model that scores everything equally gets the wo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import numpy as np
 
@@ -66,3 +66,18 @@ def index_of(ids: Sequence[str], wanted: Sequence[str]) -> np.ndarray:
         return np.array([position[item] for item in wanted], dtype=np.int64)
     except KeyError as exc:
         raise KeyError(f"id {exc.args[0]!r} not found among {len(ids)} ids") from exc
+
+
+def top_k_among(
+    query_vectors: np.ndarray, candidates: Sequence[np.ndarray], vectors_of: Callable[[np.ndarray], np.ndarray], k: int
+) -> tuple[np.ndarray, np.ndarray]:
+    """The ``k`` best of each query's ``candidates`` rows (``-1`` entries ignored), scored exactly against
+    ``vectors_of(rows)``; rows best first, ties to the lower row, as :func:`top_k_of_scores` over the whole gallery.
+    """
+    orders, scores = [], []
+    for query, rows in zip(query_vectors, candidates, strict=True):
+        rows = np.unique(rows[rows >= 0])
+        best, best_scores = top_k_of_scores((vectors_of(rows) @ query)[None, :], k)
+        orders.append(rows[best[0]])
+        scores.append(best_scores[0])
+    return np.stack(orders), np.stack(scores)

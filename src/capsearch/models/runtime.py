@@ -9,15 +9,12 @@ from typing import Any, TypeVar
 import torch
 
 from capsearch.cache import COMMIT, ResultCache
+from capsearch.models import ModelLoadError
 from capsearch.params import DEVICES, PRECISIONS, RuntimeParams
 
 _DTYPES = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
 
 T = TypeVar("T")
-
-
-class ModelLoadError(RuntimeError):
-    """A model could not be loaded; the message names the param, what was tried and how to fix it."""
 
 
 def resolve_device(name: str, param: str = "runtime.device") -> torch.device:

@@ -1,20 +1,87 @@
-"""Hub ids through a loopback server speaking the Hub's file protocol: revisions, pinned commits, offline re-runs.
-
-One repo is in the state of ``openai/clip-vit-base-patch32``: only ``pytorch_model.bin`` on main, the safetensors
-weights on the conversion pull request's ref.
-"""
+"""models.runtime: safe loading (safetensors only, no remote code), clear load errors, device and precision,
+and hub revisions resolved to one commit (on a fake hub over loopback)."""
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 from fake_hub import FakeHub, folder_files
 from stage_runner import run_stage
+
+from capsearch.models.blip import BlipCaptioner
+from capsearch.models.clip import ClipEmbedder
+from capsearch.models.runtime import ModelLoadError, resolve_device, resolve_precision
+
+
+def test_pickle_only_model_folder_is_refused(toy_models, tmp_path):
+    folder = tmp_path / "pickled"
+    shutil.copytree(toy_models / "toy-clip", folder)
+    (folder / "model.safetensors").unlink()
+    (folder / "pytorch_model.bin").write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match=r"clip\.model: .*only a pickle checkpoint"):
+        ClipEmbedder(str(folder), precision="fp32", device="cpu", param="clip.model")
+
+
+def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkeypatch):
+    folder = tmp_path / "with-remote-code"
+    shutil.copytree(toy_models / "toy-clip", folder)
+    marker = tmp_path / "remote-code-ran"
+    (folder / "modeling_evil.py").write_text(f"open({str(marker)!r}, 'w').write('ran')\n")
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
+    (folder / "config.json").write_text(json.dumps(config))
+    monkeypatch.syspath_prepend(str(folder))
+    embedder = ClipEmbedder(str(folder), precision="fp32", device="cpu")
+    assert type(embedder.model).__name__ == "CLIPModel" and not marker.exists()
+
+    from transformers import CLIPModel
+
+    from capsearch.models import runtime
+
+    seen = {}
+    monkeypatch.setattr(CLIPModel, "from_pretrained", lambda *args, **kwargs: seen.update(kwargs))
+    runtime.load_pretrained(CLIPModel, str(folder), "main", "clip.model")
+    assert seen["use_safetensors"] is True and not seen.get("trust_remote_code")
+
+
+def test_missing_local_folder_names_the_param(tmp_path):
+    with pytest.raises(ModelLoadError, match=r"caption\.model: local model folder .* does not exist"):
+        BlipCaptioner(str(tmp_path / "nope"), device="cpu")
+
+
+def test_unreachable_hub_id_gives_one_clear_line():
+    code = (
+        "from transformers import CLIPModel\n"
+        "from capsearch.models.runtime import load_pretrained\n"
+        "load_pretrained(CLIPModel, 'capsearch-test/no-such-model', 'main', 'clip.model')\n"
+    )
+    env = {"HF_HUB_OFFLINE": "1", "PATH": "/usr/bin:/bin"}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    assert result.returncode != 0
+    assert "ModelLoadError: clip.model: could not load 'capsearch-test/no-such-model'" in result.stderr
+    assert "save_pretrained" in result.stderr
+
+
+def test_device_and_precision_params():
+    assert resolve_device("cpu").type == "cpu"
+    with pytest.raises(ValueError, match=r"runtime\.device: unknown device 'tpu'"):
+        resolve_device("tpu")
+    if not torch.cuda.is_available():
+        with pytest.raises(ValueError, match="'cuda' requested but torch sees no CUDA GPU"):
+            resolve_device("cuda")
+    cpu = torch.device("cpu")
+    assert resolve_precision("fp32", cpu) is torch.float32
+    assert resolve_precision("auto", cpu) in (torch.float32, torch.bfloat16)
+    with pytest.raises(ValueError, match=r"clip\.precision: unknown precision 'fp8'"):
+        resolve_precision("fp8", cpu, "clip.precision")
+
 
 CLIP = "capsearch-toy/clip"
 BIN_ONLY = "capsearch-toy/clip-bin-only"

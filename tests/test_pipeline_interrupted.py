@@ -1,5 +1,4 @@
-"""Interrupted and concurrent runs: a SIGKILL mid-caption leaves nothing DVC accepts, DVC's lock refuses a second
-``dvc repro``, and the re-run finishes (resuming from the result cache) with the same captions as a clean run."""
+"""Pipeline: a run killed mid-stage re-runs cleanly."""
 
 import os
 import signal

@@ -1,16 +1,4 @@
-"""Real photos in Kaggle's Flickr8k layout, through the whole pipeline (a second fixture beside generated scenes).
-
-The photos are read at test time from wheels the dev dependencies install; none is copied into this repository:
-
-* scikit-image ``skimage/data`` (see its README.txt): astronaut (NASA, public domain), camera (CC0), chelsea
-  (Stefan van der Walt, CC0), coffee (Rachel Michetti, CC0), motorcycle_left (Middlebury stereo data set),
-  rocket (SpaceX, CC0), hubble_deep_field (NASA, public domain).
-* scikit-learn ``sklearn/datasets/images``: china.jpg and flower.jpg, both by danielbuechele on Flickr,
-  CC-BY 2.0 (https://creativecommons.org/licenses/by/2.0/).
-* matplotlib ``mpl-data/sample_data/grace_hopper.jpg`` (US Navy, public domain).
-
-The captions are written by hand, Flickr8k style, several with commas (Kaggle's CSV quotes those).
-"""
+"""Pipeline: real photos in the Kaggle layout."""
 
 import json
 from pathlib import Path
@@ -19,12 +7,17 @@ import numpy as np
 import pytest
 import yaml
 
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
+from capsearch.io import read_csv
+
 skimage = pytest.importorskip("skimage")
+
+
 sklearn = pytest.importorskip("sklearn")
+
+
 matplotlib = pytest.importorskip("matplotlib")
 
-from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc  # noqa: E402
-from capsearch.io import read_csv  # noqa: E402
 
 PHOTOS = {  # file name in Images/ -> (package, path inside it, five hand-written captions)
     "astronaut.png": (
@@ -138,7 +131,11 @@ PHOTOS = {  # file name in Images/ -> (package, path inside it, five hand-writte
         ],
     ),
 }
+
+
 TEST_SPLIT = ["astronaut.png", "camera.png", "chelsea.png", "coffee.png", "motorcycle_left.png"]
+
+
 DEV_SPLIT = ["rocket.jpg", "hubble_deep_field.jpg", "china.jpg", "flower.jpg", "grace_hopper.jpg"]
 
 

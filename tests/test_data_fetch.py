@@ -1,4 +1,4 @@
-"""Downloads against a loopback HTTP server, checksums, resume, and archive safety."""
+"""data.fetch: downloads verified by checksum, resumable, safe extraction."""
 
 import hashlib
 import http.server
@@ -13,6 +13,8 @@ import pytest
 from capsearch.data.fetch import FetchError, check_archive, download, md5_of, safe_extract
 
 PAYLOAD = bytes(range(256)) * 4096  # 1 MiB
+
+
 PAYLOAD_MD5 = hashlib.md5(PAYLOAD).hexdigest()
 
 

@@ -1,9 +1,11 @@
-"""Agreement with Flickr8k's human judgments; on the real files the published numbers come out exactly."""
+"""evaluation.human_agreement: Kendall's tau-c, the judgment files, the published Flickr8k numbers."""
 
 import numpy as np
 import pytest
 
-from capsearch.data.flickr8k import parse_token_file
+from capsearch.data.flickr8k import (
+    parse_token_file,
+)
 from capsearch.evaluation.coco_captions import bleu, cider_d
 from capsearch.evaluation.human_agreement import (
     agreement,
@@ -56,3 +58,14 @@ def test_published_flickr8k_expert_numbers_for_bleu4_and_cider(shared_flickr8k):
     # CLIPScore paper, Table 1, Flickr8K-Expert tau-c: BLEU-4 30.8, CIDEr 43.9
     assert round(agreement(judgments, bleu4), 1) == 30.8
     assert round(agreement(judgments, cider), 1) == 43.9
+
+
+def test_judgment_files_with_byte_order_mark(tmp_path):
+    from capsearch.evaluation.human_agreement import read_crowdflower_judgments, read_expert_judgments
+
+    expert = tmp_path / "ExpertAnnotations.txt"
+    expert.write_bytes(b"\xef\xbb\xbfa.jpg\tb.jpg#2\t1\t2\t3\n")
+    crowd = tmp_path / "CrowdFlowerAnnotations.txt"
+    crowd.write_bytes(b"\xef\xbb\xbfa.jpg\tb.jpg#2\t0.5\t2\t1\n")
+    assert read_expert_judgments(expert)[0].image == "a.jpg"
+    assert read_crowdflower_judgments(crowd)[0].image == "a.jpg"

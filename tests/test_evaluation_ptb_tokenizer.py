@@ -1,4 +1,4 @@
-"""The plain-Python PTB tokenizer against the COCO evaluation's real Java one (stored table; live where Java is)."""
+"""evaluation.ptb_tokenizer: the same tokens as the Java PTB tokenizer pycocoevalcap runs."""
 
 from __future__ import annotations
 
@@ -15,7 +15,11 @@ from capsearch.evaluation.coco_captions import bleu, cider_d
 from capsearch.evaluation.ptb_tokenizer import coco_tokenize, coco_tokenize_batch, ptb_lines
 
 CASES = json.loads((Path(__file__).parent / "data" / "ptb_cases.json").read_text(encoding="utf-8"))
+
+
 JAR = Path(ptbtokenizer.__file__).parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
+
+
 needs_java = pytest.mark.skipif(shutil.which("java") is None or not JAR.exists(), reason="java or the jar is missing")
 
 

@@ -1,0 +1,237 @@
+"""``capsearch serve``: one process that loads CLIP and the search index once, and answers a JSON API and a web page.
+
+Routes (all GET):
+
+    /                        the search page
+    /api/health              {"status": "ok", "images", "index", "ann", "clip"}
+    /api/search?q=&k=&method=&exact=&alpha=
+                             the top k images: {"hits": [{"rank", "score", "image_id", "caption", ...}], ...}
+    /api/images/{image_id}   the image file (``?thumb=1``: a JPEG at most 256 pixels wide)
+    /api/info/{image_id}     its generated caption and, in a pipeline run, its reference captions
+
+Bad input gets a 4xx with ``{"error": "..."}``: an empty, missing or too long query, k outside 1..MAX_K or not a
+number, an unknown method, bytes that are not UTF-8, an image id that is not in the gallery. Images are looked up
+by id in the gallery, never by path, so no request reads a file outside it. It binds to 127.0.0.1 by default.
+"""
+
+from __future__ import annotations
+
+import io
+import mimetypes
+import os
+import socket
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from urllib.parse import unquote_to_bytes
+
+import numpy as np
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import HTMLResponse, JSONResponse, Response
+from starlette.routing import Route
+
+from capsearch.index import SearchIndex
+from capsearch.io import write_json
+from capsearch.search import METHODS, search
+
+MAX_K = 100
+MAX_QUERY_CHARS = 500
+THUMB_WIDTH = 256
+PAGE = Path(__file__).with_name("web") / "index.html"
+
+
+class BadRequest(Exception):
+    """A request the client can fix: answered with 400 and the message."""
+
+
+class NotInGallery(Exception):
+    """An image id the gallery does not hold: answered with 404."""
+
+
+@dataclass
+class Service:
+    """What the server holds: the index, the query encoder, the reference captions by image id."""
+
+    index: SearchIndex
+    embed: Callable[[list[str]], np.ndarray]  # queries -> normalised CLIP text embeddings
+    index_name: str  # where the index came from (a project or a folder), reported by /api/health
+    references: dict[str, list[str]] = field(default_factory=dict)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+
+    def __post_init__(self) -> None:
+        self.rows = {image_id: row for row, image_id in enumerate(self.index.ids)}
+
+
+def query_params(request: Request) -> dict[str, str]:
+    """The query string, decoded strictly as UTF-8 (Starlette would replace bad bytes silently)."""
+    params: dict[str, str] = {}
+    for pair in request.scope.get("query_string", b"").split(b"&"):
+        if not pair:
+            continue
+        key, _, value = pair.partition(b"=")
+        try:
+            params[unquote_to_bytes(key.replace(b"+", b" ")).decode("utf-8")] = unquote_to_bytes(
+                value.replace(b"+", b" ")
+            ).decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest("the query string is not valid UTF-8") from None
+    return params
+
+
+def parse_search(params: dict[str, str]) -> tuple[str, int, str, bool, float | None]:
+    """(query, k, method, exact, alpha) of a search request, or :class:`BadRequest` naming what is wrong."""
+    query = params.get("q", "").strip()
+    if not query:
+        raise BadRequest("empty query: type some words to search for")
+    if len(query) > MAX_QUERY_CHARS:
+        raise BadRequest(f"query too long: {len(query)} characters, at most {MAX_QUERY_CHARS}")
+    raw_k = params.get("k", "10").strip()
+    if not raw_k.isdigit() or not 1 <= int(raw_k) <= MAX_K:
+        raise BadRequest(f"k must be a whole number from 1 to {MAX_K}, got {raw_k[:20]!r}")
+    method = params.get("method", "image")
+    if method not in METHODS:
+        raise BadRequest(f"unknown method {method[:20]!r}: choose one of {', '.join(METHODS)}")
+    exact = params.get("exact", "0").lower()
+    if exact not in ("0", "1", "true", "false"):
+        raise BadRequest(f"exact must be 0 or 1, got {exact[:20]!r}")
+    alpha = None
+    if params.get("alpha"):
+        try:
+            alpha = float(params["alpha"])
+        except ValueError:
+            alpha = -1.0
+        if not 0.0 <= alpha <= 1.0:
+            raise BadRequest(f"alpha must be a number within 0..1, got {params['alpha'][:20]!r}")
+    return query, int(raw_k), method, exact in ("1", "true"), alpha
+
+
+def create_app(service: Service) -> Starlette:
+    """The Starlette application over ``service``."""
+    index = service.index
+
+    def row_of(request: Request) -> int:
+        image_id = request.path_params["image_id"]
+        if image_id not in service.rows:
+            raise NotInGallery(f"no image {image_id[:200]!r} in this gallery")
+        return service.rows[image_id]
+
+    def page(request: Request) -> Response:
+        return HTMLResponse(PAGE.read_text(encoding="utf-8"))
+
+    def health(request: Request) -> Response:
+        return JSONResponse(
+            {
+                "status": "ok",
+                "images": len(index.ids),
+                "index": service.index_name,
+                "ann": index.ann["image"].kind if index.ann else "none (exact search)",
+                "clip": asdict(index.clip),
+                "max_k": MAX_K,
+            }
+        )
+
+    def search_endpoint(request: Request) -> Response:
+        query, k, method, exact, alpha = parse_search(query_params(request))
+        with service.lock:  # one query at a time through the model: no thread oversubscription
+            started = time.perf_counter()
+            vector = service.embed([query])
+            encoded = time.perf_counter()
+            (hits,) = search(index, vector, k, method, alpha, exact=exact)
+            finished = time.perf_counter()
+        return JSONResponse(
+            {
+                "query": query,
+                "method": method,
+                "k": k,
+                "exact": exact or not index.ann,
+                "images": len(index.ids),
+                "took_ms": {"encode": 1000 * (encoded - started), "search": 1000 * (finished - encoded)},
+                "hits": [
+                    {
+                        **asdict(hit),
+                        "image_url": f"/api/images/{hit.image_id}",
+                        "thumb_url": f"/api/images/{hit.image_id}?thumb=1",
+                    }
+                    for hit in hits
+                ],
+            }
+        )
+
+    @lru_cache(maxsize=4096)
+    def thumbnail(row: int) -> bytes:
+        image = index.source.open_rgb(index.ids[row])
+        image.thumbnail((THUMB_WIDTH, THUMB_WIDTH * 4))
+        out = io.BytesIO()
+        image.save(out, "JPEG", quality=85)
+        return out.getvalue()
+
+    def image_endpoint(request: Request) -> Response:
+        row = row_of(request)
+        if request.query_params.get("thumb") == "1":
+            return Response(thumbnail(row), media_type="image/jpeg")
+        image_id = index.ids[row]
+        media_type = mimetypes.guess_type(image_id)[0] or "application/octet-stream"
+        return Response(index.source.read_bytes(image_id), media_type=media_type)
+
+    def info_endpoint(request: Request) -> Response:
+        row = row_of(request)
+        image_id = index.ids[row]
+        return JSONResponse(
+            {
+                "image_id": image_id,
+                "caption": index.generated[row],
+                "references": service.references.get(image_id, []),
+                "image_url": f"/api/images/{image_id}",
+            }
+        )
+
+    async def bad_request(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": str(exc)}, status_code=400)
+
+    async def not_found(request: Request, exc: Exception) -> Response:
+        message = str(exc) if isinstance(exc, NotInGallery) else "no such page"
+        return JSONResponse({"error": message}, status_code=404)
+
+    async def server_error(request: Request, exc: Exception) -> Response:
+        return JSONResponse({"error": f"internal error ({type(exc).__name__}); see the server log"}, status_code=500)
+
+    return Starlette(
+        routes=[
+            Route("/", page),
+            Route("/api/health", health),
+            Route("/api/search", search_endpoint),
+            Route("/api/images/{image_id:path}", image_endpoint),
+            Route("/api/info/{image_id:path}", info_endpoint),
+        ],
+        exception_handlers={BadRequest: bad_request, NotInGallery: not_found, 404: not_found, 500: server_error},
+    )
+
+
+def bind(host: str, port: int) -> socket.socket:
+    """A listening socket on ``host:port`` (port 0: a free one)."""
+    sock = socket.socket(socket.AF_INET6 if ":" in host else socket.AF_INET, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(128)
+    return sock
+
+
+def serve(service: Service, sock: socket.socket, announce: Path | None, log_level: str = "warning") -> None:
+    """Serve ``service`` on ``sock`` until interrupted; ``announce`` holds the URL meanwhile."""
+    import uvicorn
+
+    host, port = sock.getsockname()[:2]
+    url = f"http://{host if ':' not in host else f'[{host}]'}:{port}"
+    server = uvicorn.Server(uvicorn.Config(create_app(service), log_level=log_level, access_log=False))
+    if announce is not None:
+        write_json(announce, {"url": url, "pid": os.getpid(), "index": service.index_name})
+    print(f"capsearch serve: {len(service.index.ids)} images from {service.index_name} at {url}", flush=True)
+    try:
+        server.run(sockets=[sock])
+    finally:
+        if announce is not None and announce.exists():
+            announce.unlink()

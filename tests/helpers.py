@@ -1,0 +1,64 @@
+"""Small helpers shared by several test modules."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import yaml
+from PIL import Image
+
+from capsearch.io import read_csv
+from capsearch.models.blip import DecodingSettings
+from capsearch.params import default_params
+
+CAPSEARCH = str(Path(sys.executable).parent / "capsearch")
+
+GREEDY = DecodingSettings(num_beams=1, max_new_tokens=12, min_new_tokens=2)
+
+
+def cosines(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Row-wise cosine similarity of two arrays of the same shape."""
+    return (a * b).sum(axis=1) / np.linalg.norm(a, axis=1) / np.linalg.norm(b, axis=1)
+
+
+def kaggle_folder(root: Path, count: int = 12, splits: bool = False) -> Path:
+    """A Kaggle-layout folder (Images/, captions.txt with commas in captions, one broken image)."""
+    folder = root / "kaggle"
+    (folder / "Images").mkdir(parents=True)
+    lines = ["image,caption"]
+    for i in range(count):
+        name = f"img_{i:02d}.jpg"
+        Image.new("RGB", (40 + i, 30), (20 * i, 100, 200)).save(folder / "Images" / name)
+        lines += [f'{name},"A box, number {i}, caption {k} ."' for k in range(5)]
+    (folder / "Images" / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    lines += ['broken.jpg,"a, b"'] * 5
+    (folder / "captions.txt").write_text("\n".join(lines) + "\n")
+    if splits:
+        names = [f"img_{i:02d}.jpg" for i in range(count)]
+        (folder / "Flickr_8k.testImages.txt").write_text("\n".join([*names[:4], "broken.jpg"]) + "\n")
+        (folder / "Flickr_8k.devImages.txt").write_text("\n".join(names[4:8]) + "\n")
+        (folder / "Flickr_8k.trainImages.txt").write_text("\n".join(names[8:]) + "\n")
+    return folder
+
+
+def write_typed_params(workspace: Path, **sections) -> None:
+    """The workspace's params.yaml: the typed defaults with ``sections`` changed."""
+    (workspace / "params.yaml").write_text(yaml.safe_dump(default_params(**sections)), encoding="utf-8")
+
+
+def capsearch(*args: str, cwd: Path, timeout: float = 300) -> subprocess.CompletedProcess:
+    """Run the ``capsearch`` command of this environment in ``cwd``."""
+    env = dict(os.environ, PATH=str(Path(sys.executable).parent) + os.pathsep + os.environ["PATH"])
+    return subprocess.run([CAPSEARCH, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
+
+
+def references(workspace: Path) -> dict[str, list[str]]:
+    """The lower-cased reference captions of a run's subset, by image id."""
+    refs: dict[str, list[str]] = {}
+    for row in read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"]):
+        refs.setdefault(row["image_id"], []).append(row["caption"].lower())
+    return refs
