@@ -327,7 +327,8 @@ def _demo(args: argparse.Namespace) -> int:
         f"  metrics: {workspace / 'metrics' / 'retrieval.json'} (recall curve: metrics/recall_curve.json)\n"
         f"  compare: cd {workspace} && dvc exp run -S caption.num_beams=1 && dvc metrics diff\n"
         f"           dvc exp show; dvc plots show (writes dvc_plots/index.html)\n"
-        f'  search:  cd {workspace} && capsearch search "a red circle" -k 3 --out hits.png'
+        f'  search:  cd {workspace} && capsearch search "a red circle" -k 3 --out hits.png\n'
+        f"  serve:   cd {workspace} && capsearch serve   (a search page at http://127.0.0.1:8765)"
     )
     return 0
 
