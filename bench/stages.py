@@ -30,7 +30,7 @@ from PIL import Image
 
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
-from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers
+from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers, run_over_images
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 from capsearch.models.clip import ClipEmbedder
 from capsearch.models.runtime import precision_name, resolve_device
@@ -168,9 +168,35 @@ def _bench_embed(
     embedder.embed_images(source, files[:image_batch], image_batch, 0)
     seconds = _timed(lambda: embedder.embed_images(source, files, image_batch, workers), device)
     table.add("embed_images", f"capsearch {dtype}, batch {image_batch}, {workers} workers", len(files), seconds)
+    # the same run split in two: the loader alone (decode, resize, copy to the device), then the model alone
+    seconds = _timed(lambda: _loader_only(embedder, source, files, image_batch, workers), device)
+    table.add("embed_images: loader only", f"decode + resize + copy, {workers} workers", len(files), seconds)
+    shape = embedder.pixels(source.open_rgb(files[0])).shape  # (3, H, W) as the model sees it
+    pixels = torch.randint(0, 256, (image_batch, *shape), dtype=torch.uint8).to(device)
+    rounds = max(1, len(files) // image_batch)
+    with torch.inference_mode():
+        embedder.embed_pixels(pixels)
+        seconds = _timed(lambda: [embedder.embed_pixels(pixels) for _ in range(rounds)], device)
+    way = f"{dtype}, batch {image_batch}, pixels on the device"
+    table.add("embed_images: model only", way, rounds * image_batch, seconds)
     embedder.embed_texts(texts[:text_batch], text_batch)
     seconds = _timed(lambda: embedder.embed_texts(texts, text_batch), device)
     table.add("embed_texts", f"capsearch {dtype}, batch {text_batch}", len(texts), seconds)
+
+
+def _loader_only(embedder: ClipEmbedder, source: ImageSource, files: list[str], batch: int, workers: int) -> None:
+    """embed_images' loader with no model: each batch is only copied to the device."""
+    run_over_images(
+        source,
+        files,
+        embedder.pixels,
+        lambda pixels: [0] * len(pixels.to(embedder.device)),
+        lambda row: b"",
+        lambda blob: 0,
+        batch_size=batch,
+        num_workers=workers,
+        device=embedder.device,
+    )
 
 
 def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
