@@ -83,6 +83,17 @@ def test_device_and_precision_params():
         resolve_precision("fp8", cpu, "clip.precision")
 
 
+def test_bf16_is_native_only_with_the_cpu_flags_for_it():
+    from capsearch.models.runtime import cpu_supports_bf16
+
+    avx512_only = "processor\t: 0\nflags\t\t: fpu sse2 avx2 avx512f avx512_vnni avx512bw\n"
+    assert not cpu_supports_bf16(avx512_only)  # oneDNN would emulate bf16 here: slower than fp32
+    assert cpu_supports_bf16(avx512_only.replace("avx512bw", "avx512bw avx512_bf16"))
+    assert cpu_supports_bf16("flags\t\t: fpu avx2 amx_tile amx_bf16 amx_int8\n")
+    assert cpu_supports_bf16("Features\t: fp asimd bf16 i8mm\n")  # Arm
+    assert not cpu_supports_bf16("flags\t\t: fpu avx2 xavx512_bf16x\n")  # whole flags only
+
+
 CLIP = "capsearch-toy/clip"
 BIN_ONLY = "capsearch-toy/clip-bin-only"
 PR_REF = "refs/pr/66"
