@@ -1,6 +1,6 @@
 """Nearest-neighbour indexes over normalised embeddings (faiss), the one module that imports faiss.
 
-An index only proposes candidates: :func:`candidate_rows` asks it for a few hundred rows per query, and search
+An index only proposes candidates: :meth:`AnnIndex.candidates` gives a few hundred rows per query, and search
 (:mod:`capsearch.search`) scores those rows exactly against the stored vectors. So the scores a user sees are
 exact, and an index costs recall only where the true top hits fall outside its candidates.
 

@@ -157,7 +157,7 @@ def _search_on_server(args: argparse.Namespace, url: str, queries: list[str]) ->
     return answers
 
 
-def load_searchable(args: argparse.Namespace) -> tuple[Any, str]:
+def _load_searchable(args: argparse.Namespace) -> tuple[Any, str]:
     """The index to search (the pipeline's or --index's), with its faiss indexes where built; and a note."""
     from capsearch.index import ann_files, attach_ann, load_index
     from capsearch.params import IndexParams
@@ -186,7 +186,7 @@ def _search(args: argparse.Namespace) -> int:
         from capsearch.models.clip import ClipEmbedder
         from capsearch.search import search
 
-        index, note = load_searchable(args)
+        index, note = _load_searchable(args)
         runtime = _runtime(args, use_cache=False)
         embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
         started = time.perf_counter()
@@ -227,7 +227,7 @@ def _serve(args: argparse.Namespace) -> int:
     from capsearch.models.clip import ClipEmbedder
     from capsearch.serve import Service, bind, serve
 
-    index, note = load_searchable(args)
+    index, note = _load_searchable(args)
     runtime = _runtime(args, use_cache=False)
     embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     references = RunLayout.under(args.project).references

@@ -67,7 +67,7 @@ class SearchIndex:
     clip: ModelRef
     blip: ModelRef | None = None
     alpha: float | None = None  # the fusion weight tuned on a dev split, if any
-    # nearest-neighbour indexes by search method ("image", "caption"; see capsearch.ann.attach_indexes): search
+    # nearest-neighbour indexes by search method ("image", "caption"; see attach_ann below): search
     # re-ranks their top ``candidates`` rows exactly; without them it scores every image
     ann: dict[str, Any] = field(default_factory=dict)
     candidates: int = 200
@@ -151,6 +151,16 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
     )
 
 
+def _index_dir(path: Path) -> Path:
+    """The folder holding a folder index: ``path/.capsearch`` when ``path`` is the indexed image folder."""
+    return path / INDEX_DIR_NAME if (path / INDEX_DIR_NAME / "index.json").exists() else path
+
+
+def _folder_ann_files(index_dir: Path) -> tuple[Path, Path]:
+    """The faiss files of a folder index: over the images, and over the generated captions."""
+    return index_dir / "images.faiss", index_dir / "generated.faiss"
+
+
 def folder_files(index_dir: Path) -> _IndexFiles:
     """The row-aligned files of a folder index."""
     return _IndexFiles(
@@ -173,8 +183,8 @@ def write_folder_index(
     write_generated(paths.generated, index.ids, index.generated)
     write_excluded(out / "skipped.csv", skipped)
     write_ids(paths.ids, index.ids)
-    save_index(build_index(index.image_vectors, ann), out / "images.faiss")
-    save_index(build_index(index.generated_vectors, ann), out / "generated.faiss")
+    for vectors, path in zip((index.image_vectors, index.generated_vectors), _folder_ann_files(out), strict=True):
+        save_index(build_index(vectors, ann), path)
     meta = {
         "root": str(index.source.location),
         "images": len(index.ids),
@@ -188,7 +198,7 @@ def write_folder_index(
 def load_folder_index(path: str | Path) -> SearchIndex:
     """An index written by :func:`build_folder_index`; ``path`` is the index folder or the image folder."""
     path = Path(path)
-    index_dir = path / INDEX_DIR_NAME if (path / INDEX_DIR_NAME / "index.json").exists() else path
+    index_dir = _index_dir(path)
     meta_file = index_dir / "index.json"
     if not meta_file.exists():
         raise IndexNotFoundError(f"{path}: no capsearch index here; make one with `capsearch index FOLDER`")
@@ -212,9 +222,7 @@ def ann_files(project: str | Path = ".", folder: str | Path | None = None) -> tu
     if folder is None:
         run = RunLayout.under(project)
         return run.ann_images, run.ann_generated
-    path = Path(folder)
-    index_dir = path / INDEX_DIR_NAME if (path / INDEX_DIR_NAME / "index.json").exists() else path
-    return index_dir / "images.faiss", index_dir / "generated.faiss"
+    return _folder_ann_files(_index_dir(Path(folder)))
 
 
 def server_file(project: str | Path = ".", folder: str | Path | None = None) -> Path:
