@@ -32,9 +32,11 @@ test: venv lint
 demo: venv
 	capsearch demo --dir build/demo
 
-# Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; then each faiss index kind at 10^6 vectors.
+# Stage code paths vs the naive way on random-weight base-size BLIP/CLIP; the local engine vs Ray Data on the same
+# images; then each faiss index kind at 10^6 vectors.
 bench: venv
 	$(PY) bench/stages.py
+	$(PY) bench/engine.py
 	$(PY) bench/search.py
 
 # Debian's chromium and its chromedriver, for the search page's browser test (needs root; CI runs as root).

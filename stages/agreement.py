@@ -2,7 +2,7 @@
 
 from _common import Timer, fail, read_params, summary
 
-from capsearch.artifacts import RunLayout, load_vectors, read_ids
+from capsearch.artifacts import RunLayout, read_image_embeddings
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
 from capsearch.evaluation.human_agreement import (
@@ -13,7 +13,7 @@ from capsearch.evaluation.human_agreement import (
     read_expert_judgments,
 )
 from capsearch.io import write_json
-from capsearch.params import ClipParams, RuntimeParams
+from capsearch.params import ClipParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 OUT = RUN.metrics / "human_agreement.json"
@@ -21,7 +21,13 @@ OUT = RUN.metrics / "human_agreement.json"
 
 def main() -> None:
     timer = Timer()
-    clip, knobs = read_params("agreement", ClipParams, RuntimeParams)
+    clip, source, knobs = read_params("agreement", ClipParams, SourceParams, RuntimeParams)
+    empty = {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}}
+    if source.kind != "flickr8k":
+        note = f"a {source.kind} source has no human judgments of captions: nothing to compare"
+        write_json(OUT, {**empty, "note": note})
+        summary("agreement", f"skipped: {note} -> {OUT}")
+        return
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.clip import ClipEmbedder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
@@ -32,19 +38,19 @@ def main() -> None:
         captions = load_captions(text_dir).captions
         if not (text_dir / EXPERT_FILE).exists() or not (text_dir / CROWDFLOWER_FILE).exists():
             note = f"no {EXPERT_FILE} / {CROWDFLOWER_FILE} in {text_dir} (Kaggle's layout has none): nothing to compare"
-            write_json(OUT, {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}, "note": note})
+            write_json(OUT, {**empty, "note": note})
             summary("agreement", f"skipped: {note} -> {OUT}")
             return
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
-        image_ids = read_ids(RUN.image_ids)
+        image_ids, image_vectors = read_image_embeddings(RUN.image_vectors)
         embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
         report = human_agreement(
             expert,
             crowdflower,
             captions,
             image_ids,
-            load_vectors(RUN.image_vectors, len(image_ids), "embed_images"),
+            image_vectors,
             lambda texts: embedder.embed_texts(texts, rt.batch_sizes["embed_texts"]).vectors,
         )
     except (ValueError, FileNotFoundError, ModelLoadError) as exc:

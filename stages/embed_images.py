@@ -1,9 +1,9 @@
-"""Stage embed_images: L2-normalised CLIP image embeddings, one .npy plus the id order."""
+"""Stage embed_images: L2-normalised CLIP image embeddings, written part by part (one per input shard) + manifest."""
 
-from _common import Timer, fail, read_params, summary
+from _common import fail, read_params, summary
 
-from capsearch.artifacts import RunLayout, read_image_table_ids, save_vectors, write_ids
-from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.artifacts import PartStore, RunLayout, plan_parts, read_image_table
+from capsearch.data.images import ImageReadError
 from capsearch.params import ClipParams, RuntimeParams
 
 RUN = RunLayout()
@@ -12,27 +12,22 @@ RUN = RunLayout()
 def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
     # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.engine import EngineError, ImageTask, compute_parts
     from capsearch.models.clip import ClipEmbedder
-    from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+    from capsearch.models.runtime import ModelLoadError, resolve_runtime
 
-    image_ids = read_image_table_ids(RUN.subset_images)
     try:
-        rt = resolve_runtime(knobs)
-        embedder = ClipEmbedder(p.model, p.revision, p.precision, rt.device)
-        timer = Timer()
-        source = ImageSource(RUN.image_zip)
-        vectors = embedder.embed_images(source, image_ids, rt.batch_sizes["embed_images"], rt.num_workers, rt.cache)
-    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
+        parts = plan_parts(read_image_table(RUN.subset_images))
+        rt = resolve_runtime(knobs, use_cache=knobs.engine == "local")
+        task = ImageTask(ClipEmbedder, p.model, p.revision, p.precision, rt.device)
+        store = PartStore(RUN.image_vectors, task.output_kind, task.identity())
+        run = compute_parts(task, parts, store, rt, knobs)
+    except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:
         fail("embed_images", exc)
-    save_vectors(RUN.image_vectors, vectors)
-    write_ids(RUN.image_ids, image_ids)
-    run = embedder.last_run
     summary(
         "embed_images",
-        f"{len(image_ids)} images embedded by {embedder.source} into {vectors.shape[1]} dims "
-        f"({precision_name(embedder.dtype)} on {embedder.device.type}, {rt.num_workers} decode workers; "
-        f"{run.describe()}; {rt.cache_note()}) in {timer.seconds:.1f}s "
-        f"({run.computed / max(timer.seconds, 1e-9):.1f} images/s computed)",
+        f"embedded by {run.manifest['model']}@{run.manifest['revision']} into {run.manifest['dims']} dims "
+        f"({p.precision}): {run.describe()} in {run.seconds:.1f}s -> {RUN.image_vectors}",
     )
 
 

@@ -4,7 +4,7 @@ import json
 
 from _common import Timer, fail, read_params, summary
 
-from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_ids, read_references
+from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_image_embeddings, read_references
 from capsearch.evaluation.run import EvaluationInputs, caption_quality, retrieval_metrics
 from capsearch.io import write_csv, write_json
 from capsearch.params import EvaluateParams
@@ -16,12 +16,13 @@ def read_inputs() -> EvaluationInputs:
     """The run's tables and arrays, as the upstream stages wrote them."""
     generated_ids, generated = read_generated(RUN.generated)
     tuned = json.loads(RUN.alpha.read_text(encoding="utf-8"))
+    image_ids, image_vectors = read_image_embeddings(RUN.image_vectors)
     return EvaluationInputs(
-        image_ids=read_ids(RUN.image_ids),
+        image_ids=image_ids,
         references=read_references(RUN.references),
         generated_ids=generated_ids,
         generated=generated,
-        image_vectors=load_vectors(RUN.image_vectors),
+        image_vectors=image_vectors,
         reference_vectors=load_vectors(RUN.reference_vectors),
         generated_vectors=load_vectors(RUN.generated_vectors),
         reference_clipscore_vectors=load_vectors(RUN.reference_clipscore_vectors),

@@ -6,14 +6,22 @@ from capsearch.artifacts import RunLayout
 from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
 from capsearch.data.kaggle import pack_kaggle_folder
-from capsearch.params import FetchParams
+from capsearch.io import write_text
+from capsearch.params import FetchParams, SourceParams
 
 RUN = RunLayout()
 
 
 def main() -> None:
     timer = Timer()
-    p: FetchParams = read_params("fetch", FetchParams)
+    p, source = read_params("fetch", FetchParams, SourceParams)
+    if source.kind != "flickr8k":  # nothing to download: the subset stage reads the shards where they are
+        note = f"source.kind is {source.kind}: images and captions are read from {source.images}, nothing fetched\n"
+        for folder in (RUN.image_zip.parent, RUN.text_dir):
+            write_text(folder / "SOURCE.txt", note)
+        summary("fetch", f"nothing to fetch for a {source.kind} source ({source.images}) in {timer.seconds:.1f}s")
+        return
+    (RUN.image_zip.parent / "SOURCE.txt").unlink(missing_ok=True)  # left by a webdataset run (data/raw persists)
     try:
         if p.kaggle_dir:
             packed = pack_kaggle_folder(p.kaggle_dir, RUN.image_zip.parent)

@@ -4,7 +4,7 @@ search for the run's text queries (the reference captions) -> metrics/index.json
 from _common import Timer, fail, read_params, summary
 
 from capsearch.ann import build_index, save_index
-from capsearch.artifacts import RunLayout, load_vectors, read_ids, read_references
+from capsearch.artifacts import RunLayout, load_vectors, read_image_embeddings, read_references
 from capsearch.evaluation.index_quality import index_quality
 from capsearch.evaluation.ranks import index_of
 from capsearch.io import write_json
@@ -17,10 +17,10 @@ def main() -> None:
     timer = Timer()
     p, ks = read_params("index", IndexParams, "evaluate.ks")
     try:
-        image_ids = read_ids(RUN.image_ids)
+        image_ids, image_vectors = read_image_embeddings(RUN.image_vectors)
         references = read_references(RUN.references)
         galleries = {
-            "image": load_vectors(RUN.image_vectors, len(image_ids), "embed_images"),
+            "image": image_vectors,
             "caption": load_vectors(RUN.generated_vectors, len(image_ids), "embed_texts"),
         }
         queries = load_vectors(RUN.reference_vectors, len(references.texts), "embed_texts")

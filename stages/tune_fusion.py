@@ -9,18 +9,19 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.data.subset import build_subset, find_text_dir
+from capsearch.data.webdataset import ShardError
 from capsearch.evaluation.ranks import index_of
 from capsearch.fusion import choose_alpha
 from capsearch.io import write_json
-from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError, RuntimeParams
+from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 
 
 def main() -> None:
     timer = Timer()
-    p, reported_split, c, clip, knobs = read_params(
-        "tune_fusion", FusionParams, "subset.split", CaptionParams, ClipParams, RuntimeParams
+    p, reported_split, source_params, c, clip, knobs = read_params(
+        "tune_fusion", FusionParams, "subset.split", SourceParams, CaptionParams, ClipParams, RuntimeParams
     )
     try:
         p.check_against(reported_split)
@@ -34,9 +35,12 @@ def main() -> None:
 
     try:
         rt = resolve_runtime(knobs)
-        source = ImageSource(RUN.image_zip)
-        tune = build_subset(find_text_dir(RUN.text_dir), source, p.split, p.num_images, p.seed, section="fusion")
-        image_ids = [image_id for image_id, _, _ in tune.images]
+        if source_params.kind == "flickr8k":
+            source, text_dir = ImageSource(RUN.image_zip), find_text_dir(RUN.text_dir)
+        else:
+            source, text_dir = ImageSource(RUN.root / source_params.images), None
+        tune = build_subset(text_dir, source, p.split, p.num_images, p.seed, section="fusion")
+        image_ids = [image_id for image_id, *_ in tune.images]
         captioner = BlipCaptioner(c.model, c.revision, c.precision, rt.device)
         embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
         settings = DecodingSettings(c.num_beams, c.max_new_tokens, c.min_new_tokens)
@@ -44,7 +48,7 @@ def main() -> None:
         queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.references])
         alpha, grid = choose_alpha(queries, run.image_vectors, run.generated_vectors, targets, list(p.alphas))
-    except (ValueError, OSError, ModelLoadError, ImageReadError) as exc:
+    except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
         fail("tune_fusion", exc)
     write_json(RUN.alpha, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)

@@ -116,3 +116,14 @@ def run_copy(demo_run: Path, tmp_path: Path) -> Path:
     workspace = tmp_path / "ws"
     shutil.copytree(demo_run, workspace, symlinks=True)
     return workspace
+
+
+@pytest.fixture(scope="session")
+def ray_cluster() -> str:
+    """One local Ray for the whole test run (2 CPUs, no dashboard, a 512 MiB object store), never a running
+    cluster; its address lets stage subprocesses join it. Tests using it carry ``xdist_group("ray")`` so one
+    worker runs them all."""
+    ray = pytest.importorskip("ray")
+    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2)
+    yield ray.get_runtime_context().gcs_address
+    ray.shutdown()

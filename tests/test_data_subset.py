@@ -24,12 +24,13 @@ def test_subset_is_deterministic_and_seeded(tmp_path, generated):
     second = build_subset(text_dir, source, "train", 20, seed=0)
     other = build_subset(text_dir, source, "train", 20, seed=1)
     assert first.images == second.images and first.references == second.references
-    assert [i for i, _, _ in first.images] != [i for i, _, _ in other.images]
+    assert [i for i, *_ in first.images] != [i for i, *_ in other.images]
     assert len(first.images) == 20 and len(first.references) == 100
-    assert [i for i, _, _ in first.images] == sorted(i for i, _, _ in first.images)
+    assert [i for i, *_ in first.images] == sorted(i for i, *_ in first.images)
     for out in ("a", "b"):
-        write_csv(tmp_path / out / "images.csv", ["image_id", "width", "height"], first.images)
+        write_csv(tmp_path / out / "images.csv", ["image_id", "width", "height", "shard"], first.images)
     assert (tmp_path / "a/images.csv").read_bytes() == (tmp_path / "b/images.csv").read_bytes()
+    assert {row[3] for row in first.images} == {str(paths["images"])}  # the zip every image is read from
     everything = build_subset(text_dir, source, "all", "all", seed=0)
     assert len(everything.images) == 64
     with pytest.raises(ValueError, match=r"subset.num_images: 9 is larger than the 8 captioned images of split 'test'"):
@@ -79,12 +80,12 @@ def test_subset_excludes_bad_images_with_the_reason_and_keeps_the_rest(tmp_path)
     members = dict(good_cases()) | {name: data for name, (data, _) in bad_cases().items()}
     source, text = _zip_layout(tmp_path, members)
     subset = build_subset(text, source, "test", "all", seed=0)
-    assert sorted(i for i, _, _ in subset.images) == sorted(good_cases())
+    assert sorted(i for i, *_ in subset.images) == sorted(good_cases())
     reasons = dict(subset.excluded)
     assert set(reasons) == set(bad_cases())
     for name, (_, word) in bad_cases().items():
         assert word in reasons[name], reasons[name]
-    sizes = {i: (w, h) for i, w, h in subset.images}
+    sizes = {i: (w, h) for i, w, h, _ in subset.images}
     assert sizes["exif_rotated.jpg"] == (80, 120) and sizes["one_pixel.jpg"] == (1, 1)
     with pytest.raises(ValueError, match=r"subset.num_images: only 9 of the 13 images .* readable \(4 excluded\)"):
         build_subset(text, source, "test", 10, seed=0)

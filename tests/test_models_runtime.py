@@ -240,7 +240,7 @@ def test_an_offline_rerun_loads_from_the_cache_without_asking_the_hub(hub, onlin
 
 def test_the_embed_images_stage_names_the_revision_param(hub, tmp_path):
     (tmp_path / "data/subset").mkdir(parents=True)
-    (tmp_path / "data/subset/images.csv").write_text("image_id,width,height\n")
+    (tmp_path / "data/subset/images.csv").write_text("image_id,width,height,shard\n")
     params = {"clip": {"model": CLIP, "revision": "v9", "precision": "fp32"}, "runtime": {"device": "cpu"}}
     result = run_stage(tmp_path, "embed_images", params, HF_ENDPOINT=hub.endpoint, HF_HOME=str(tmp_path / "hf"))
     lines = result.stderr.strip().splitlines()

@@ -12,6 +12,7 @@ import pytest
 import yaml
 from helpers import capsearch
 
+from capsearch.artifacts import read_generated, read_image_embeddings
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
 from capsearch.demo.workspace import run_dvc
 from capsearch.evaluation.ranks import index_of
@@ -57,11 +58,11 @@ def repro_after(ws, change):
 
 
 def load_run(ws):
-    ids = (ws / "data/embeddings/images.ids.txt").read_text().split()
+    ids, images = read_image_embeddings(ws / "data/embeddings/images")
     captions = read_csv(ws / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     owner = index_of(ids, [row["image_id"] for row in captions])
-    vectors = {name: load_npy(ws / f"data/embeddings/{name}.npy") for name in ("images", "references", "generated")}
-    return ids, captions, owner, vectors
+    vectors = {name: load_npy(ws / f"data/embeddings/{name}.npy") for name in ("references", "generated")}
+    return ids, captions, owner, {"images": images, **vectors}
 
 
 def test_full_run_writes_every_artifact(workspace):
@@ -115,7 +116,9 @@ def test_toy_models_retrieve_far_above_chance_and_at_chance_when_shuffled(worksp
 
 
 def test_generated_captions_name_colour_and_shape(workspace):
-    generated = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
+    generated = [
+        {"image_id": i, "caption": c} for i, c in zip(*read_generated(workspace / "data/captions"), strict=True)
+    ]
     references = read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     truth = {}
     for row in references:
@@ -137,9 +140,8 @@ def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models)
     assert expert["pairs"] > 100
     assert expert["tau_CLIP-S"] > 15 and expert["tau_RefCLIP-S"] > 15 and expert["tau_CIDEr-D"] > 15
     text = workspace / "data/text"
-    ids = (workspace / "data/embeddings/images.ids.txt").read_text().split()
+    ids, images = read_image_embeddings(workspace / "data/embeddings/images")
     embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
-    images = load_npy(workspace / "data/embeddings/images.npy")
     args = (
         read_expert_judgments(text / "ExpertAnnotations.txt"),
         read_crowdflower_judgments(text / "CrowdFlowerAnnotations.txt"),
@@ -181,10 +183,11 @@ def test_changing_clip_model_does_not_rerun_caption(run_copy, toy_models):
 
 
 def test_changing_caption_model_reruns_caption_embed_texts_evaluate(run_copy, toy_models):
-    before = (run_copy / "data/captions/generated.csv").read_text()
+    before = read_generated(run_copy / "data/captions")
     ran = repro_after(run_copy, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
     assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "index", "report"}
-    assert (run_copy / "data/captions/generated.csv").read_text() != before
+    after = read_generated(run_copy / "data/captions")
+    assert after[0] == before[0] and after[1] != before[1]
 
 
 def test_changing_subset_num_images_reruns_everything_after_fetch(run_copy):
@@ -220,10 +223,11 @@ def test_growing_the_subset_computes_only_the_new_images(run_copy, tmp_path):
         return {line.split("]")[0][1:]: line for line in result.stdout.splitlines() if line.startswith("[")}
 
     first = repro_with(20)
-    assert "20 computed, 0 from cache" in first["caption"] and "20 computed, 0 from cache" in first["embed_images"]
+    fresh, grown_text = "20 images computed, 0 from the result cache", "10 images computed, 20 from the result cache"
+    assert fresh in first["caption"] and fresh in first["embed_images"]
     grown = repro_with(30)
-    assert "10 computed, 20 from cache" in grown["caption"], grown["caption"]
-    assert "10 computed, 20 from cache" in grown["embed_images"], grown["embed_images"]
+    assert grown_text in grown["caption"], grown["caption"]
+    assert grown_text in grown["embed_images"], grown["embed_images"]
     assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 30
 
 

@@ -98,7 +98,7 @@ def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(o
         result.stdout
     )
     summary = next(line for line in result.stdout.splitlines() if line.startswith("[embed_images]"))
-    assert "0 from cache" in summary, summary
+    assert "0 from the result cache" in summary, summary
     after = json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]["R@1"]
     assert after < before / 2, (before, after)
     assert oct((run_copy / "metrics/retrieval.json").stat().st_mode & 0o777) == oct(0o666 & ~current_umask())

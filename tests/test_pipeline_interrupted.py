@@ -10,6 +10,7 @@ from pathlib import Path
 
 import yaml
 
+from capsearch.artifacts import read_generated
 from capsearch.data.images import ImageSource
 from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc, tool_env
 from capsearch.io import read_csv
@@ -62,14 +63,14 @@ def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path
         first.wait()
     done_before_kill = _cached_results(cache_file)
     assert 0 < done_before_kill < 150, "the kill must land mid-caption"
-    assert not (workspace / "data/captions/generated.csv").exists()  # nothing half-written
+    assert not (workspace / "data/captions/manifest.json").exists()  # nothing half-written: its one part unfinished
     assert "caption" in run_dvc(workspace, "status", "caption").stdout  # DVC does not accept the stage as done
 
     rerun = run_dvc(workspace, "repro", "caption", check=False)
     assert rerun.returncode == 0, rerun.stdout + rerun.stderr
     resumed = next(line for line in rerun.stdout.splitlines() if line.startswith("[caption]"))
-    assert "150 images captioned" in resumed and " from cache" in resumed and "batch 1" in resumed
-    cached = int(resumed.split(" from cache")[0].rsplit(" ", 1)[-1])
+    assert "150 images in 1 part" in resumed and " from the result cache" in resumed and "batch 1" in resumed
+    cached = int(resumed.split(" from the result cache")[0].rsplit(" ", 1)[-1])
     assert cached >= done_before_kill
     assert "up to date" in run_dvc(workspace, "status", "caption").stdout
 
@@ -81,6 +82,4 @@ def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path
         DecodingSettings(c["num_beams"], c["max_new_tokens"], c["min_new_tokens"]),
         batch_size=16,
     )
-    rows = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
-    assert [row["image_id"] for row in rows] == ids
-    assert [row["caption"] for row in rows] == clean
+    assert read_generated(workspace / "data/captions") == (ids, clean)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 import yaml
 
+from capsearch.artifacts import read_generated, read_image_embeddings
 from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 from capsearch.io import read_csv
 
@@ -178,10 +179,10 @@ def test_real_photos_in_kaggle_layout_run_through_the_whole_pipeline(toy_models,
     references = read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"])
     assert len(references) == 25
     assert "A woman astronaut, holding her helmet, poses for a portrait ." in {r["caption"] for r in references}
-    generated = read_csv(workspace / "data/captions/generated.csv", ["image_id", "caption"])
-    assert [row["image_id"] for row in generated] == sorted(TEST_SPLIT) and all(row["caption"] for row in generated)
+    generated_ids, generated = read_generated(workspace / "data/captions")
+    assert generated_ids == sorted(TEST_SPLIT) and all(generated)
 
-    vectors = np.load(workspace / "data/embeddings/images.npy")
+    vectors = read_image_embeddings(workspace / "data/embeddings/images")[1]
     assert vectors.shape[0] == 5 and np.isfinite(vectors).all()
     assert np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
     assert len({tuple(np.round(v, 4)) for v in vectors}) == 5  # five different photos, five different vectors

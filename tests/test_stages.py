@@ -119,7 +119,7 @@ def one_error_line(result: subprocess.CompletedProcess, stage: str) -> str:
 @pytest.fixture
 def caption_workspace(tmp_path):
     (tmp_path / "data" / "subset").mkdir(parents=True)
-    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height\n")
+    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height,shard\n")
     return tmp_path
 
 
@@ -232,7 +232,7 @@ def test_subset_param_errors(tmp_path, subset, message):
 
 def test_caption_with_missing_model_names_the_param(tmp_path):
     (tmp_path / "data" / "subset").mkdir(parents=True)
-    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height\n")
+    (tmp_path / "data" / "subset" / "images.csv").write_text("image_id,width,height,shard\n")
     params = {
         "caption": {
             "model": str(tmp_path / "no-model"),
@@ -301,12 +301,15 @@ def test_fetch_and_subset_stages_accept_the_kaggle_layout(tmp_path):
 def test_embed_texts_stage_truncates_and_counts_overlong_captions(toy_models, tmp_path):
     import json
 
+    from capsearch.artifacts import PartStore, PlannedPart
     from capsearch.io import write_csv
 
     long_caption = "a dog , " * 120  # ~240 tokens, over CLIP's 77
     write_csv(tmp_path / "data/subset/references.csv", ["image_id", "caption_index", "caption"],
               [("a.jpg", 0, "a red circle"), ("a.jpg", 1, long_caption), ("b.jpg", 0, "a blue square")])  # fmt: skip
-    write_csv(tmp_path / "data/captions/generated.csv", ["image_id", "caption"], [("a.jpg", "a red"), ("b.jpg", "x")])
+    captions = PartStore(tmp_path / "data/captions", "captions", {})
+    captions.write(PlannedPart("part-00000", "x.zip", ("a.jpg", "b.jpg")), ["a.jpg", "b.jpg"], ["a red", "x"], [])
+    captions.finish([PlannedPart("part-00000", "x.zip", ("a.jpg", "b.jpg"))])
     params = {
         "clip": {"model": str(toy_models / "toy-clip"), "revision": "main", "precision": "fp32"},
         "runtime": {"device": "cpu", "cache": False},

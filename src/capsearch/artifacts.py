@@ -2,20 +2,34 @@
 
 Stage scripts read and write through here; the library functions they call take and return arrays and tables.
 Names say what they hold: ``references`` are the human captions of the data set, ``generated`` the model's.
+
+The outputs of the stages that run a model over images are sharded, the same for every engine: one part per input
+shard (a webdataset ``.tar``; for a zip or folder of images, every :data:`PART_IMAGES` images), each part written
+atomically, and a ``manifest.json`` that downstream stages read::
+
+    data/captions/            manifest.json, part-00000.csv (image_id,caption), ...
+    data/embeddings/images/   manifest.json, part-00000.npy + part-00000.ids.txt, ...
+
+The manifest records the model and its revision, the dimensions, the rows, every skipped image with its reason,
+and per part its key (what computed it: model, code, settings, the part's images and input shard) and the SHA-256
+of its files. A part whose key and hashes still match is reused, so an interrupted run resumes shard by shard.
 """
 
 from __future__ import annotations
 
+import hashlib
+import json
 import os
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, fields
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
-from capsearch.io import load_npy, read_csv, save_npy, write_csv, write_text
+from capsearch.io import load_npy, read_csv, save_npy, write_csv, write_json, write_text
 
-IMAGES_HEADER = ("image_id", "width", "height")
+IMAGES_HEADER = ("image_id", "width", "height", "shard")  # shard: the file the image is read from
 REFERENCES_HEADER = ("image_id", "caption_index", "caption")
 GENERATED_HEADER = ("image_id", "caption")
 EXCLUDED_HEADER = ("image_id", "reason")
@@ -35,9 +49,8 @@ class RunLayout:
     subset_images: Path = Path("data/subset/images.csv")
     references: Path = Path("data/subset/references.csv")
     excluded: Path = Path("data/subset/excluded.csv")
-    generated: Path = Path("data/captions/generated.csv")
-    image_vectors: Path = Path("data/embeddings/images.npy")
-    image_ids: Path = Path("data/embeddings/images.ids.txt")
+    generated: Path = Path("data/captions")  # parts + manifest.json
+    image_vectors: Path = Path("data/embeddings/images")  # parts + manifest.json
     reference_vectors: Path = Path("data/embeddings/references.npy")
     generated_vectors: Path = Path("data/embeddings/generated.npy")
     reference_clipscore_vectors: Path = Path("data/embeddings/references_clipscore.npy")  # CLIPScore's prefix
@@ -70,14 +83,14 @@ class References:
         return grouped
 
 
-def write_image_table(path: PathLike, rows: Iterable[tuple[str, int, int]]) -> None:
-    """``image_id,width,height`` of the chosen images."""
+def write_image_table(path: PathLike, rows: Iterable[tuple[str, int, int, str]]) -> None:
+    """``image_id,width,height,shard`` of the chosen images (shard: the zip or ``.tar`` each is read from)."""
     write_csv(path, IMAGES_HEADER, list(rows))
 
 
-def read_image_table_ids(path: PathLike) -> list[str]:
-    """The image ids of an ``images.csv`` table, in order."""
-    return [row["image_id"] for row in read_csv(path, IMAGES_HEADER)]
+def read_image_table(path: PathLike) -> list[tuple[str, str]]:
+    """(image_id, shard) of an ``images.csv`` table, in order."""
+    return [(row["image_id"], row["shard"]) for row in read_csv(path, IMAGES_HEADER)]
 
 
 def write_references(path: PathLike, rows: Iterable[tuple[str, int, str]]) -> None:
@@ -97,7 +110,16 @@ def write_generated(path: PathLike, image_ids: Sequence[str], captions: Sequence
 
 
 def read_generated(path: PathLike) -> tuple[list[str], list[str]]:
-    """Image ids and their generated captions, row-aligned."""
+    """Image ids and their generated captions, row-aligned: from a ``generated.csv`` or the caption stage's parts."""
+    if Path(path).is_dir():
+        ids: list[str] = []
+        captions: list[str] = []
+        for entry in read_manifest(path, "captions")["parts"]:
+            part_ids, part_captions = read_generated(Path(path) / entry["files"][0])
+            check_part(path, entry, len(part_ids))
+            ids += part_ids
+            captions += part_captions
+        return ids, captions
     rows = read_csv(path, GENERATED_HEADER)
     return [row["image_id"] for row in rows], [row["caption"] for row in rows]
 
@@ -134,3 +156,188 @@ def load_vectors(path: PathLike, rows: int | None = None, stage: str = "its stag
     ``mmap``: memory-mapped and read-only (search galleries)."""
     vectors = load_npy(path, mmap)
     return vectors if rows is None else check_rows(Path(path).name, vectors, rows, stage)
+
+
+# ---- sharded outputs -------------------------------------------------------------------------------------------
+
+PART_IMAGES = 1000  # images per part where the source is one zip or folder (a .tar shard is one part however big)
+MANIFEST = "manifest.json"
+PART_KINDS = {"captions": "caption", "image_embeddings": "embed_images"}  # what each layout holds -> its stage
+
+
+@dataclass(frozen=True)
+class PlannedPart:
+    """One output part: the images read from one input shard (or one chunk of a zip), in output order."""
+
+    name: str
+    shard: str
+    image_ids: tuple[str, ...]
+
+
+def plan_parts(rows: Sequence[tuple[str, str]]) -> list[PlannedPart]:
+    """Parts for (image_id, shard) rows in order: a new part where the shard changes, and every
+    :data:`PART_IMAGES` rows of a shard that is not a ``.tar`` (the Flickr8k zip)."""
+    parts: list[PlannedPart] = []
+    ids: list[str] = []
+    current: str | None = None
+    for image_id, shard in [*rows, ("", "")]:
+        limit = None if current is None or current.endswith(".tar") else PART_IMAGES
+        if ids and (shard != current or (limit is not None and len(ids) == limit) or not image_id):
+            parts.append(PlannedPart(f"part-{len(parts):05d}", current or "", tuple(ids)))
+            ids = []
+        current = shard
+        if image_id:
+            ids.append(image_id)
+    return parts
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as handle:
+        for block in iter(lambda: handle.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def read_manifest(directory: PathLike, kind: str) -> dict[str, Any]:
+    """The manifest of a sharded output; missing, or of another kind: an error naming the stage to run."""
+    path = Path(directory) / MANIFEST
+    stage = PART_KINDS[kind]
+    if not path.exists():
+        raise FileNotFoundError(f"{path} not found: run the pipeline first (`dvc repro {stage}`)")
+    manifest = json.loads(path.read_text(encoding="utf-8"))
+    if manifest.get("kind") != kind or not manifest.get("complete"):
+        raise ValueError(f"{path}: not a complete {kind} output; re-run `dvc repro {stage}`")
+    return manifest
+
+
+def check_part(directory: PathLike, entry: dict[str, Any], rows: int) -> None:
+    """A part's file holds the rows its manifest entry says, else an error naming it."""
+    if rows != entry["rows"]:
+        raise ValueError(f"{Path(directory) / entry['files'][0]}: {rows} rows, manifest says {entry['rows']}; re-run")
+
+
+def read_image_embeddings(directory: PathLike) -> tuple[list[str], np.ndarray]:
+    """Image ids and their embeddings from the embed_images parts.
+
+    Each part is memory-mapped; one part is returned as it is (read-only), several are copied once into one
+    array, so a gallery is never in memory twice.
+    """
+    manifest = read_manifest(directory, "image_embeddings")
+    ids: list[str] = []
+    blocks: list[np.ndarray] = []
+    for entry in manifest["parts"]:
+        vectors_file, ids_file = (Path(directory) / name for name in entry["files"])
+        part_ids = read_ids(ids_file)
+        block = load_npy(vectors_file, mmap=True)
+        check_part(directory, entry, len(part_ids))
+        check_rows(vectors_file.name, block, len(part_ids), "embed_images")
+        ids += part_ids
+        blocks.append(block)
+    if not blocks:
+        return ids, np.zeros((0, int(manifest.get("dims") or 0)), dtype=np.float32)
+    return ids, blocks[0] if len(blocks) == 1 else np.concatenate(blocks)
+
+
+class PartStore:
+    """A sharded output folder written part by part; what a new run may reuse of an earlier (interrupted) one.
+
+    ``identity`` says what computes the parts (model, revision, code, settings); a part's key adds its images and
+    its input shard's size and modification time. :meth:`reusable` answers the parts whose key matches and whose
+    files still hash as recorded; :meth:`write` stores one part atomically and records it in the manifest at
+    once; :meth:`finish` writes the complete manifest and deletes every file no part of it names.
+    """
+
+    def __init__(self, directory: PathLike, kind: str, identity: dict[str, Any]) -> None:
+        if kind not in PART_KINDS:
+            raise ValueError(f"unknown part kind {kind!r}")
+        self.directory = Path(directory)
+        self.kind = kind
+        self.identity = identity
+        self.entries: dict[str, dict[str, Any]] = {}  # by part name: this run's finished parts
+        previous = self.directory / MANIFEST
+        self._earlier: dict[str, dict[str, Any]] = {}
+        if previous.exists():
+            try:
+                self._earlier = {e["key"]: e for e in json.loads(previous.read_text(encoding="utf-8"))["parts"]}
+            except (ValueError, KeyError, TypeError):
+                self._earlier = {}  # unreadable: nothing is reused
+
+    def key(self, part: PlannedPart) -> str:
+        """What decides a part's content: the store's identity, the part's images and its input shard's state."""
+        shard = Path(part.shard)
+        state = shard.stat() if shard.exists() else None
+        blob = {
+            **self.identity,
+            "name": part.name,
+            "shard": part.shard,
+            "shard_state": [state.st_size, state.st_mtime_ns] if state else None,
+            "images": list(part.image_ids),
+        }
+        return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()
+
+    def reusable(self, part: PlannedPart) -> bool:
+        """Whether an earlier run finished this part with the same key and its files are intact (then kept)."""
+        entry = self._earlier.get(self.key(part))
+        if entry is None or entry.get("name") != part.name:
+            return False
+        paths = [self.directory / name for name in entry["files"]]
+        if not all(p.exists() and _sha256(p) == digest for p, digest in zip(paths, entry["sha256"], strict=True)):
+            return False
+        self.entries[part.name] = entry
+        return True
+
+    def write(
+        self, part: PlannedPart, ids: Sequence[str], values: Any, skipped: Sequence[tuple[str, str]], **facts: Any
+    ) -> dict[str, Any]:
+        """Store one finished part (``values``: captions, or an embedding array) and record it in the manifest."""
+        if self.kind == "captions":
+            files = [f"{part.name}.csv"]
+            write_generated(self.directory / files[0], ids, values)
+        else:
+            files = [f"{part.name}.npy", f"{part.name}.ids.txt"]
+            vectors = np.asarray(values, dtype=np.float32)
+            save_vectors(self.directory / files[0], vectors)
+            write_ids(self.directory / files[1], ids)
+            facts["dims"] = int(vectors.shape[1]) if vectors.ndim == 2 else 0
+        entry = {
+            "name": part.name,
+            "shard": part.shard,
+            "key": self.key(part),
+            "rows": len(ids),
+            "skipped": [list(row) for row in skipped],
+            "files": files,
+            "sha256": [_sha256(self.directory / name) for name in files],
+            **facts,
+        }
+        self.entries[part.name] = entry
+        self._write_manifest(complete=False)
+        return entry
+
+    def finish(self, parts: Sequence[PlannedPart], **facts: Any) -> dict[str, Any]:
+        """The complete manifest (parts in plan order); files of no part are removed. Every part must be done."""
+        missing = [p.name for p in parts if p.name not in self.entries]
+        if missing:
+            raise RuntimeError(f"{self.directory}: parts {', '.join(missing[:5])} were never written")
+        self.entries = {p.name: self.entries[p.name] for p in parts}
+        manifest = self._write_manifest(complete=True, **facts)
+        keep = {MANIFEST, *(name for e in self.entries.values() for name in e["files"])}
+        for path in self.directory.iterdir():
+            if path.is_file() and path.name not in keep:
+                path.unlink()
+        return manifest
+
+    def _write_manifest(self, complete: bool, **facts: Any) -> dict[str, Any]:
+        entries = list(self.entries.values())
+        manifest = {
+            "kind": self.kind,
+            "complete": complete,
+            **self.identity,
+            **facts,
+            "rows": sum(e["rows"] for e in entries),
+            "dims": max((e.get("dims", 0) for e in entries), default=0) if self.kind == "image_embeddings" else None,
+            "skipped": [[*row, e["shard"]] for e in entries for row in e["skipped"]],
+            "parts": entries,
+        }
+        write_json(self.directory / MANIFEST, manifest)
+        return manifest

@@ -30,6 +30,7 @@ from capsearch.artifacts import (
     load_vectors,
     read_generated,
     read_ids,
+    read_image_embeddings,
     save_vectors,
     write_excluded,
     write_generated,
@@ -128,12 +129,26 @@ def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
     return ModelRef(values["model"], values.get("revision"), values.get("precision", "auto"))
 
 
+def _run_images(project: Path, run: RunLayout) -> ImageSource:
+    """Where the run's images are: the Flickr8k zip, or the shards named by the ``source`` the subset ran with."""
+    values = _stage_params(project, "subset", "source")
+    if values is None:
+        from capsearch.params import SourceParams, load_raw, read_section
+
+        values = read_section(load_raw(project / "params.yaml"), SourceParams).as_yaml()
+    if values.get("kind", "flickr8k") == "flickr8k":
+        return ImageSource(run.image_zip)
+    return ImageSource(project / values["images"])
+
+
 def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
     """The index a ``dvc repro`` run left in ``project`` (embeddings, generated captions, models, alpha)."""
     run = RunLayout.under(project)
-    files = _IndexFiles(run.image_ids, run.image_vectors, run.generated, run.generated_vectors)
-    stages = ("embed_images", "embed_images", "caption", "embed_texts")
-    for path, stage in zip(asdict(files).values(), stages, strict=True):
+    for path, stage in (
+        (run.image_vectors, "embed_images"),
+        (run.generated, "caption"),
+        (run.generated_vectors, "embed_texts"),
+    ):
         if not Path(path).exists():
             raise IndexNotFoundError(
                 f"{path} not found: run the pipeline first (`dvc repro {stage}` in {run.root.resolve()}), "
@@ -141,10 +156,17 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
             )
     if not (run.root / "dvc.lock").exists() and not (run.root / "params.yaml").exists():
         raise IndexNotFoundError(f"{run.root.resolve()}: no dvc.lock or params.yaml: run capsearch from the project")
+    ids, image_vectors = read_image_embeddings(run.image_vectors)
+    generated_ids, generated = read_generated(run.generated)
+    if generated_ids != ids:
+        raise ValueError("generated captions and image embeddings list different images: re-run the pipeline")
     alpha = json.loads(run.alpha.read_text(encoding="utf-8"))["alpha"] if run.alpha.exists() else None
     return SearchIndex(
-        *_read_rows(files),
-        source=ImageSource(run.image_zip),
+        ids,
+        image_vectors,
+        generated,
+        load_vectors(run.generated_vectors, mmap=True),
+        source=_run_images(run.root, run),
         clip=_model_ref(run.root, "embed_images", "clip"),
         blip=_model_ref(run.root, "caption", "caption"),
         alpha=alpha,

@@ -21,6 +21,9 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SEARCH_METHODS = ("image", "caption", "fusion")
 BATCH_TASKS = ("caption", "embed_images", "embed_texts")
+SOURCE_KINDS = ("flickr8k", "webdataset")
+FLICKR8K_IMAGES = "data/raw"  # where fetch puts the release zips
+ENGINES = ("local", "ray")
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLIP_REVISION = "c237dc49a33fc61debc9276459120b7eac67e7ef"  # refs/pr/66: the safetensors conversion
@@ -134,6 +137,34 @@ class FetchParams(Section):
         for key in ("images_md5", "text_md5"):
             if not isinstance(getattr(self, key), str) or not re.fullmatch(r"[0-9a-f]{32}", getattr(self, key)):
                 raise ParamError(f"{self.name(key)}: expected 32 lower-case hex digits, got {getattr(self, key)!r}")
+
+
+@dataclass(frozen=True)
+class SourceParams(Section):
+    """Where the images and their captions come from: Flickr8k (fetch's download) or webdataset shards.
+
+    ``images`` is the path the image-reading stages list as their DVC dependency: ``data/raw`` for Flickr8k; for
+    webdataset a folder of ``.tar`` shards or a list file of shard paths (a glob works in the library and
+    ``capsearch``, but DVC cannot track one).
+    """
+
+    NAME = "source"
+    kind: str = field(default="flickr8k", metadata={OPTIONAL: True})  # a project from before shards: Flickr8k
+    images: str = field(default=FLICKR8K_IMAGES, metadata={OPTIONAL: True})
+
+    def check(self) -> None:
+        _choice(self.kind, self.name("kind"), SOURCE_KINDS, "source kind")
+        _text(self.images, self.name("images"))
+        if self.kind == "flickr8k" and self.images.rstrip("/") != FLICKR8K_IMAGES:
+            raise ParamError(
+                f"source.images: the flickr8k source reads fetch's download, {FLICKR8K_IMAGES}; got "
+                f"{self.images!r} (set source.kind: webdataset for shards)"
+            )
+        if self.kind == "webdataset" and any(ch in self.images for ch in "*?["):
+            raise ParamError(
+                f"source.images: {self.images!r} is a glob, which DVC cannot track as a dependency; "
+                "give the shard folder or a list file of shard paths"
+            )
 
 
 @dataclass(frozen=True)
@@ -316,7 +347,8 @@ class IndexParams(Section):
 
 @dataclass(frozen=True)
 class RuntimeParams(Section):
-    """Untracked knobs (no stage lists them, so they re-run nothing): device, workers, batch sizes, cache."""
+    """Untracked knobs (no stage lists them, so they re-run nothing): device, workers, batch sizes, cache, and the
+    engine (``local``, or ``ray`` at ``ray_address``: None starts a local Ray; ``auto`` joins a running cluster)."""
 
     NAME = "runtime"
     device: str = field(default="auto", metadata={OPTIONAL: True})
@@ -324,8 +356,15 @@ class RuntimeParams(Section):
     batch_size: Mapping[str, int | str] = field(default_factory=dict, metadata={OPTIONAL: True})
     cache: bool = field(default=True, metadata={OPTIONAL: True})
     cache_dir: str | None = field(default=None, metadata={OPTIONAL: True})
+    engine: str = field(default="local", metadata={OPTIONAL: True})
+    ray_address: str | None = field(default=None, metadata={OPTIONAL: True})
+    ray_actors: int | str = field(default="auto", metadata={OPTIONAL: True})
 
     def check(self) -> None:
+        _choice(self.engine, self.name("engine"), ENGINES, "engine")
+        if self.ray_address is not None:
+            _text(self.ray_address, self.name("ray_address"))
+        _auto_or_count(self.ray_actors, self.name("ray_actors"), 1, "a positive integer")
         _choice(self.device, self.name("device"), DEVICES, "device")
         _auto_or_count(self.num_workers, self.name("num_workers"), 0, "0 or more")
         sizes = self.batch_size if self.batch_size is not None else {}
@@ -349,6 +388,7 @@ SECTIONS: dict[str, type[Section]] = {
     section.NAME: section
     for section in (
         FetchParams,
+        SourceParams,
         SubsetParams,
         CaptionParams,
         ClipParams,
@@ -376,7 +416,7 @@ def load_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
 
 
 def read_section(raw: Mapping[str, Any], cls: type[S]) -> S:
-    """One section of a params mapping, checked; ``runtime`` may be left out entirely."""
+    """One section of a params mapping, checked; ``runtime`` and ``source`` may be left out entirely."""
     values = raw.get(cls.NAME)
     if values is None and all(f.metadata.get(OPTIONAL) for f in fields(cls)):
         values = {}

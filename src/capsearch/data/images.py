@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGES_DIR_IN_ZIP
+from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards
 
 ORIENTATION_TAG = 0x0112
 # What PIL raises on a file it cannot decode: unknown format, truncated data, bad headers, or more pixels than
@@ -59,16 +60,26 @@ class ImageReadError(OSError):
 
 
 class ImageSource:
-    """Images by id from ``Flickr8k_Dataset.zip`` (member ``Flicker8k_Dataset/<id>``) or from a folder.
+    """Images by id from ``Flickr8k_Dataset.zip`` (member ``Flicker8k_Dataset/<id>``), from webdataset shards (id =
+    the image's member name, unique across shards; see :mod:`capsearch.data.webdataset`) or from a folder.
 
-    Safe to use from DataLoader worker processes: each process opens its own zip handle.
+    Safe to use from DataLoader worker processes and Ray tasks: each process opens its own file handles.
     """
 
     def __init__(self, location: str | Path, member_prefix: str = IMAGES_DIR_IN_ZIP) -> None:
         self.location = Path(location)
         self.member_prefix = member_prefix
-        self.is_zip = self.location.is_file()
-        if not self.is_zip and not self.location.is_dir():
+        self.is_zip = self.location.is_file() and zipfile.is_zipfile(self.location)
+        self.shards: list[ShardReader] = []
+        self._shard_of: dict[str, ShardReader] = {}
+        if not self.is_zip and is_shard_spec(location):
+            self.shards = [ShardReader(path) for path in resolve_shards(location)]
+            for reader in self.shards:
+                for name in reader.images():
+                    if name in self._shard_of:
+                        raise ShardError(f"{reader.path}: image {name!r} is also in {self._shard_of[name].path}")
+                    self._shard_of[name] = reader
+        elif not self.is_zip and not self.location.is_dir():
             raise FileNotFoundError(f"image source not found: {self.location}")
         self._zip: zipfile.ZipFile | None = None
         self._zip_pid: int | None = None
@@ -86,7 +97,9 @@ class ImageSource:
         return self._zip
 
     def ids(self) -> list[str]:
-        """All image ids (``.jpg``, ``.jpeg``, ``.png``, ``.webp`` files) in this source, sorted."""
+        """All image ids (``.jpg``, ``.jpeg``, ``.png``, ``.webp`` files) in this source, sorted (shards: in order)."""
+        if self.shards:
+            return list(self._shard_of)
         if self.is_zip:
             prefix = self.member_prefix
             names = self._archive().namelist()
@@ -94,8 +107,21 @@ class ImageSource:
             return sorted(n[len(prefix) :] for n in members)
         return sorted(p.name for p in self.location.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
+    def shard_of(self, image_id: str) -> Path:
+        """The shard file holding ``image_id`` (webdataset sources only)."""
+        reader = self._shard_of.get(image_id)
+        if reader is None:
+            raise ImageReadError(f"image {image_id!r} is in none of the {len(self.shards)} shards of {self.location}")
+        return reader.path
+
+    def caption_of(self, image_id: str) -> str | None:
+        """The caption stored beside an image in its shard (``KEY.txt``); None where there is none."""
+        return self._shard_of[image_id].caption_of(image_id)
+
     def describe(self, image_id: str) -> str:
         """Where an image lives, for error messages."""
+        if image_id in self._shard_of:
+            return f"{self._shard_of[image_id].path}:{image_id}"
         if self.is_zip:
             return f"{self.location}:{self.member_prefix}{image_id}"
         return str(self.location / image_id)
@@ -103,10 +129,12 @@ class ImageSource:
     def read_bytes(self, image_id: str) -> bytes:
         """The encoded file of one image."""
         try:
+            if self.shards:
+                return self._shard_of[image_id].read(image_id)
             if self.is_zip:
                 return self._archive().read(self.member_prefix + image_id)
             return (self.location / image_id).read_bytes()
-        except (KeyError, OSError) as exc:
+        except (KeyError, OSError, ShardError) as exc:
             raise ImageReadError(f"cannot read image {self.describe(image_id)}: {exc}") from exc
 
     def open_rgb(self, image_id: str, draft_for: Callable[[int, int], tuple[int, int]] | None = None) -> Image.Image:

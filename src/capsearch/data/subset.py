@@ -1,4 +1,4 @@
-"""Choosing a deterministic subset of Flickr8k and proving every chosen image decodes."""
+"""Choosing a deterministic subset of Flickr8k or of webdataset shards and proving every chosen image decodes."""
 
 from __future__ import annotations
 
@@ -14,14 +14,16 @@ from capsearch.data.flickr8k import (
     split_candidates,
 )
 from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.data.webdataset import sample_key, split_of
 from capsearch.progress import progress
 
 
 @dataclass
 class Subset:
-    """The chosen images (sorted by id) with their reference captions, and every image left out with the reason."""
+    """The chosen images (sorted by id; shard sources: by shard, then id) with their reference captions, and every
+    image left out with the reason."""
 
-    images: list[tuple[str, int, int]]  # (image_id, width, height)
+    images: list[tuple[str, int, int, str]]  # (image_id, width, height, shard it is read from)
     references: list[tuple[str, int, str]]  # (image_id, caption_index, caption)
     excluded: list[tuple[str, str]] = field(default_factory=list)  # (image_id, reason)
     stray_keys_folded: int = 0
@@ -36,32 +38,19 @@ def find_text_dir(extracted: str | Path) -> Path:
     return found[0].parent
 
 
-def build_subset(
-    text_dir: str | Path, images: ImageSource, split: str, num_images: int | str, seed: int, section: str = "subset"
-) -> Subset:
-    """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
+def _too_many(section: str, wanted: int, available: int, split: str) -> ValueError:
+    return ValueError(
+        f"{section}.num_images: {wanted} is larger than the {available} captioned images of split {split!r}; "
+        "use a smaller num_images or 'all'"
+    )
 
-    ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample).
 
-    Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
-    decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
-    images (or an error says the split is too small). Output order is sorted by image id.
-    """
-    wanted = None if num_images == "all" else int(num_images)
-    text_dir = Path(text_dir)
-    caption_file = load_captions(text_dir)
-    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split, section)
-    if wanted is not None and wanted > len(candidates.images):
-        raise ValueError(
-            f"{section}.num_images: {wanted} is larger than the {len(candidates.images)} captioned images of split "
-            f"{split!r}; use a smaller num_images or 'all'"
-        )
+def _choose(
+    images: ImageSource, order: list[str], wanted: int | None, excluded: list[tuple[str, str]], section: str, split: str
+) -> list[tuple[str, int, int, str]]:
+    """The first ``wanted`` (None: all) decodable images of ``order``; the others go to ``excluded`` with a reason."""
     available = set(images.ids())
-    chosen: list[tuple[str, int, int]] = []
-    excluded: list[tuple[str, str]] = [
-        (image, "in split file but has no captions") for image in candidates.without_captions
-    ]
-    order = sampling_order(candidates.images, seed)
+    chosen: list[tuple[str, int, int, str]] = []
     target = len(order) if wanted is None else wanted
     with progress(total=target, desc="check images", unit="img") as bar:  # "all": every readable image
         for image_id in order:
@@ -75,16 +64,52 @@ def build_subset(
             except ImageReadError as exc:
                 excluded.append((image_id, str(exc).split(": ", 1)[-1]))
                 continue
-            chosen.append((image_id, width, height))
+            shard = str(images.shard_of(image_id)) if images.shards else str(images.location)
+            chosen.append((image_id, width, height, shard))
             bar.update()
     if wanted is not None and len(chosen) < target:
         raise ValueError(
             f"{section}.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
             f"({len(excluded)} excluded); use a smaller num_images"
         )
+    return chosen
+
+
+def build_subset(
+    text_dir: str | Path | None,
+    images: ImageSource,
+    split: str,
+    num_images: int | str,
+    seed: int,
+    section: str = "subset",
+) -> Subset:
+    """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
+
+    ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample). Flickr8k
+    reads its captions and splits from ``text_dir``; webdataset shards (``text_dir`` None) carry one caption per
+    image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`).
+
+    Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
+    decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
+    images (or an error says the split is too small).
+    """
+    if images.shards:
+        return _build_shard_subset(images, split, num_images, seed, section)
+    if text_dir is None:
+        raise ValueError("a Flickr8k subset needs the extracted text folder")
+    wanted = None if num_images == "all" else int(num_images)
+    text_dir = Path(text_dir)
+    caption_file = load_captions(text_dir)
+    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split, section)
+    if wanted is not None and wanted > len(candidates.images):
+        raise _too_many(section, wanted, len(candidates.images), split)
+    excluded: list[tuple[str, str]] = [
+        (image, "in split file but has no captions") for image in candidates.without_captions
+    ]
+    chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, section, split)
     chosen.sort()
     references = [
-        (image_id, i, text) for image_id, _, _ in chosen for i, text in enumerate(caption_file.captions[image_id])
+        (image_id, i, text) for image_id, *_ in chosen for i, text in enumerate(caption_file.captions[image_id])
     ]
     return Subset(
         images=chosen,
@@ -93,3 +118,25 @@ def build_subset(
         stray_keys_folded=caption_file.stray_keys_folded,
         in_no_split=candidates.in_no_split,
     )
+
+
+def _build_shard_subset(images: ImageSource, split: str, num_images: int | str, seed: int, section: str) -> Subset:
+    """:func:`build_subset` over webdataset shards: one reference caption per image, splits by key hash."""
+    wanted = None if num_images == "all" else int(num_images)
+    captions: dict[str, str] = {}
+    excluded: list[tuple[str, str]] = []
+    for image_id in images.ids():
+        if split != "all" and split_of(sample_key(image_id)) != split:
+            continue
+        caption = images.caption_of(image_id)
+        if caption:
+            captions[image_id] = caption
+        else:
+            excluded.append((image_id, "no caption (KEY.txt) beside it in its shard"))
+    if wanted is not None and wanted > len(captions):
+        raise _too_many(section, wanted, len(captions), split)
+    chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, section, split)
+    shard_order = {str(reader.path): i for i, reader in enumerate(images.shards)}
+    chosen.sort(key=lambda row: (shard_order[row[3]], row[0]))
+    references = [(image_id, 0, captions[image_id]) for image_id, *_ in chosen]
+    return Subset(images=chosen, references=references, excluded=sorted(excluded))

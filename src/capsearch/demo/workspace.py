@@ -19,7 +19,7 @@ import yaml
 
 from capsearch.data.fetch import md5_of
 from capsearch.demo.model_cache import TOY_MODEL_NAMES
-from capsearch.demo.scenes import write_flickr8k_layout
+from capsearch.demo.scenes import write_flickr8k_layout, write_webdataset_shards
 from capsearch.params import (
     CaptionParams,
     ClipParams,
@@ -27,6 +27,7 @@ from capsearch.params import (
     FusionParams,
     ReportParams,
     RuntimeParams,
+    SourceParams,
     SubsetParams,
     default_params,
 )
@@ -67,11 +68,17 @@ def run_dvc(workspace: Path, *args: str, check: bool = True) -> subprocess.Compl
     return run_tool([str(Path(sys.executable).parent / "dvc"), *args], workspace, check)
 
 
-def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str, Any]:
-    """params.yaml of the demo, from the typed defaults: file:// URLs with real MD5s, toy models, fp32 on the CPU."""
+SHARDS_DIR = "source/shards"  # in the workspace: the webdataset demo's shards
+
+
+def demo_params(source_dir: Path, models_dir: Path, num_images: int, shards: bool = False) -> dict[str, Any]:
+    """params.yaml of the demo, from the typed defaults: file:// URLs with real MD5s (or the generated webdataset
+    shards), toy models, fp32 on the CPU."""
     images, text = source_dir / "Flickr8k_Dataset.zip", source_dir / "Flickr8k_text.zip"
+    fetch = FetchParams(images.resolve().as_uri(), md5_of(images), text.resolve().as_uri(), md5_of(text))
     return default_params(
-        fetch=FetchParams(images.resolve().as_uri(), md5_of(images), text.resolve().as_uri(), md5_of(text)),
+        fetch=FetchParams() if shards else fetch,
+        source=SourceParams("webdataset", SHARDS_DIR) if shards else SourceParams(),
         subset=SubsetParams(split="test", num_images=num_images, seed=0),
         caption=CaptionParams(
             model=str((models_dir / "toy-blip").resolve()),
@@ -96,12 +103,19 @@ def demo_params(source_dir: Path, models_dir: Path, num_images: int) -> dict[str
 
 
 def create_demo_workspace(
-    workspace: str | Path, models_dir: str | Path, images: int = 800, num_images: int = 80, seed: int = 0
+    workspace: str | Path,
+    models_dir: str | Path,
+    images: int = 800,
+    num_images: int = 80,
+    seed: int = 0,
+    shards: int = 0,
 ) -> Path:
     """Make a fresh git + DVC workspace with the pipeline, generated Flickr8k zips and a demo params.yaml.
 
     ``models_dir`` must hold the toy models (see :func:`capsearch.demo.toy_models.build_toy_models`). The test split
-    of ``images`` generated images has ``images // 8`` images; ``num_images`` of them are used.
+    of ``images`` generated images has ``images // 8`` images; ``num_images`` of them are used. With ``shards``,
+    the source is instead that many webdataset shards of the images in ``source/shards`` (test split: 20%), the
+    sixth image of the second shard undecodable.
     """
     workspace = Path(workspace).resolve()
     models_dir = Path(models_dir).resolve()
@@ -121,7 +135,10 @@ def create_demo_workspace(
             shutil.copy2(source, workspace / name)
     source_dir = workspace / "source"
     write_flickr8k_layout(source_dir, images, seed)
-    params = demo_params(source_dir, models_dir, num_images)
+    if shards:
+        per_shard = -(-images // shards)
+        write_webdataset_shards(workspace / SHARDS_DIR, images, per_shard, seed, corrupt=(per_shard + 5,))
+    params = demo_params(source_dir, models_dir, num_images, shards=bool(shards))
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     (workspace / ".gitignore").write_text("/data/\n/source/\n__pycache__/\n", encoding="utf-8")
     run_tool(["git", "init", "-q"], workspace)

@@ -31,6 +31,7 @@ class BlipCaptioner(PretrainedWrapper):
     """A BLIP captioning model and its processor, loaded safely."""
 
     processor_class = BlipProcessor
+    task_kind = "caption"  # the image task it runs (capsearch.engine)
     model_class = BlipForConditionalGeneration
 
     def __init__(

@@ -34,6 +34,7 @@ class ClipEmbedder(PretrainedWrapper):
     """A CLIP model and its processor, loaded safely, embedding images and texts into one space."""
 
     processor_class = CLIPProcessor
+    task_kind = "embed_images"  # the image task it runs (capsearch.engine)
     model_class = CLIPModel
 
     def __init__(
