@@ -142,7 +142,8 @@ class EngineRun:
         """For stage summaries."""
         rate = self.computed_images / max(self.seconds, 1e-9)
         return (
-            f"{self.images} images in {self.parts} parts ({self.reused} reused from an earlier run, "
+            f"{self.images} images in {self.parts} part{'s' if self.parts != 1 else ''} ({self.reused} reused from an "
+            "earlier run, "
             f"{self.parts - self.reused} computed: {self.computed_images} images at {rate:.1f} images/s), "
             f"{len(self.skipped)} skipped; engine {self.engine} ({self.detail})"
         )

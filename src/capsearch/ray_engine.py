@@ -33,7 +33,6 @@ from capsearch.models.pixels import PixelPipeline
 from capsearch.models.runtime import Runtime
 from capsearch.params import RuntimeParams
 
-LOCAL_OBJECT_STORE = 512 * 1024**2  # bytes: a local Ray started by a stage keeps its object store small
 DECODE_CPUS = 0.5  # per decode task; CPU model actors always leave at least this much free, or decoding would starve
 _SOURCES: dict[str, ImageSource] = {}  # per worker process: shard -> its reader (tar headers indexed once)
 
@@ -88,7 +87,7 @@ class _ModelActor:
             captions[ok] = values
             out["value"] = captions
         else:
-            dims = len(values[0]) if len(values) else 1
+            dims = int(self.wrapper.model.config.projection_dim)
             vectors = np.zeros((len(ok), dims), dtype=np.float32)
             if len(values):
                 vectors[ok] = np.stack(values)
@@ -125,8 +124,8 @@ def connect(address: str | None) -> bool:
     None; True when this call started Ray (the caller shuts it down)."""
     if ray.is_initialized():
         return False
-    if address is None:
-        ray.init(address="local", include_dashboard=False, object_store_memory=LOCAL_OBJECT_STORE)
+    if address is None:  # "local": never attach to a cluster that happens to run here
+        ray.init(address="local", include_dashboard=False)
     else:
         ray.init(address=address)
     return True
