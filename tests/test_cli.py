@@ -202,3 +202,14 @@ def test_capsearch_index_and_caption_honour_the_runtime_params(toy_models, tmp_p
     for command in (["index", str(photos), *models], ["caption", str(photos), *models[:2]]):
         refused = capsearch(*command, "--project", str(project), cwd=tmp_path)
         assert refused.returncode == 1 and "runtime.num_workers: expected 0 or more" in refused.stderr
+
+
+def test_toy_data_writes_webdataset_shards(tmp_path, capsys):
+    from capsearch.cli import main
+    from capsearch.data.images import ImageSource
+
+    assert main(["toy-data", str(tmp_path / "shards"), "--images", "10", "--shards", "3", "--seed", "2"]) == 0
+    assert "wrote 3 webdataset shards" in capsys.readouterr().out
+    source = ImageSource(tmp_path / "shards")
+    assert len(source.ids()) == 10 and len(source.shards) == 3
+    assert all(source.caption_of(image_id) for image_id in source.ids())

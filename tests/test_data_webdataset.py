@@ -20,7 +20,7 @@ from capsearch.data.webdataset import (
     sample_key,
     split_of,
 )
-from capsearch.demo.scenes import write_webdataset_shards
+from capsearch.demo.shards import write_webdataset_shards
 
 
 @pytest.fixture(scope="module")

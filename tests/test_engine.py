@@ -18,7 +18,7 @@ from capsearch.artifacts import (
     read_manifest,
 )
 from capsearch.data.images import ImageSource
-from capsearch.demo.scenes import write_webdataset_shards
+from capsearch.demo.shards import write_webdataset_shards
 from capsearch.engine import EngineError, ImageTask, compute_parts
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 from capsearch.models.clip import ClipEmbedder

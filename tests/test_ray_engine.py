@@ -15,7 +15,7 @@ from PIL import Image
 
 from capsearch.artifacts import PartStore, plan_parts, read_generated, read_image_embeddings, read_manifest
 from capsearch.data.images import ImageSource
-from capsearch.demo.scenes import write_webdataset_shards
+from capsearch.demo.shards import write_webdataset_shards
 from capsearch.engine import EngineError, ImageTask, compute_parts
 from capsearch.models.blip import BlipCaptioner, DecodingSettings
 from capsearch.models.clip import ClipEmbedder

@@ -314,7 +314,7 @@ def _demo(args: argparse.Namespace) -> int:
         print(f"training toy CLIP and BLIP into {models} (about 2 minutes on 2 cores)...", flush=True)
         report = build_toy_models(models)
         print(f"toy models: {report}", flush=True)
-    create_demo_workspace(workspace, models, images=args.images, num_images=args.num_images)
+    create_demo_workspace(workspace, models, images=args.images, num_images=args.num_images, shards=args.shards)
     result = run_dvc(workspace, "repro", check=False)
     print(result.stdout + result.stderr, flush=True)
     if result.returncode != 0:
@@ -342,7 +342,12 @@ def _toy_models(args: argparse.Namespace) -> int:
 
 def _toy_data(args: argparse.Namespace) -> int:
     from capsearch.demo.scenes import write_flickr8k_layout
+    from capsearch.demo.shards import write_webdataset_shards
 
+    if args.shards:
+        shards = write_webdataset_shards(args.dir, args.images, -(-args.images // args.shards), args.seed)
+        print(f"wrote {len(shards)} webdataset shards to {args.dir} ({args.images} images, one caption each)")
+        return 0
     paths = write_flickr8k_layout(args.dir, args.images, args.seed)
     print(f"wrote {paths['images']} and {paths['text']} ({args.images} images)")
     return 0
@@ -438,14 +443,18 @@ def build_parser() -> argparse.ArgumentParser:
     )
     demo.add_argument("--images", type=int, default=800, help="generated images; the test split is 1/8 of them")
     demo.add_argument("--num-images", type=int, default=80, help="subset.num_images of the demo run")
+    demo.add_argument(
+        "--shards", type=int, default=0, help="read the images from this many webdataset shards instead of the zips"
+    )
     demo.set_defaults(func=_demo)
     toy = commands.add_parser("toy-models", help="train and save the toy CLIP and BLIP models")
     toy.add_argument("dir")
     toy.set_defaults(func=_toy_models)
-    data = commands.add_parser("toy-data", help="write generated Flickr8k zips in the release layout")
+    data = commands.add_parser("toy-data", help="write generated Flickr8k zips in the release layout, or shards")
     data.add_argument("dir")
     data.add_argument("--images", type=int, default=800)
     data.add_argument("--seed", type=int, default=0)
+    data.add_argument("--shards", type=int, default=0, help="write this many img2dataset-style webdataset shards")
     data.set_defaults(func=_toy_data)
     return parser
 

@@ -1,5 +1,4 @@
-"""Generated Flickr8k: simple shape scenes with five captions each, written in the release layout, or as
-webdataset shards in img2dataset's layout (one caption per image).
+"""Generated Flickr8k: simple shape scenes with five captions each, written in the release layout.
 
 The layout is exactly the public release's: ``Flickr8k_Dataset.zip`` holding ``Flicker8k_Dataset/*.jpg``
 and ``Flickr8k_text.zip`` holding ``Flickr8k.token.txt`` and the three split files. Captions describe what
@@ -10,9 +9,7 @@ another.
 from __future__ import annotations
 
 import io
-import json
 import random
-import tarfile
 import zipfile
 from dataclasses import dataclass
 from pathlib import Path
@@ -199,39 +196,3 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
         _zip_bytes(zf, "CrowdFlowerAnnotations.txt", ("\n".join(crowd) + "\n").encode())
         _zip_bytes(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.demo.scenes).\n")
     return {"images": image_zip, "text": text_zip}
-
-
-def _tar_bytes(tar: tarfile.TarFile, name: str, data: bytes) -> None:
-    info = tarfile.TarInfo(name)
-    info.size, info.mtime, info.mode = len(data), 1356998400, 0o644  # fixed: byte-identical shards
-    tar.addfile(info, io.BytesIO(data))
-
-
-def write_webdataset_shards(
-    out_dir: str | Path, count: int, per_shard: int, seed: int = 0, corrupt: tuple[int, ...] = ()
-) -> list[Path]:
-    """Write ``count`` generated images as img2dataset writes shards: ``00000.tar`` ... of ``per_shard`` samples,
-    each ``KEY.jpg``, ``KEY.txt`` (its first caption) and ``KEY.json``; keys are ``SSSSSIIII`` (shard, index).
-
-    The images at positions ``corrupt`` get bytes no decoder reads (a JPEG header, then noise). Byte-identical for
-    the same arguments. Returns the shard paths.
-    """
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
-    shards: list[Path] = []
-    items = generate_scenes(count, seed + 1)
-    for start in range(0, count, per_shard):
-        shard = out / f"{len(shards):05d}.tar"
-        with atomic_path(shard) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
-            for position in range(start, min(start + per_shard, count)):
-                _, image, captions = items[position]
-                key = f"{len(shards):05d}{position - start:04d}"
-                buffer = io.BytesIO()
-                image.save(buffer, format="JPEG", quality=90)
-                data = buffer.getvalue() if position not in corrupt else b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4
-                meta = {"key": key, "caption": captions[0], "status": "success", "width": image.width}
-                _tar_bytes(tar, f"{key}.jpg", data)
-                _tar_bytes(tar, f"{key}.txt", captions[0].encode("utf-8"))
-                _tar_bytes(tar, f"{key}.json", json.dumps(meta, sort_keys=True).encode("utf-8"))
-        shards.append(shard)
-    return shards

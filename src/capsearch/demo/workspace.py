@@ -19,7 +19,8 @@ import yaml
 
 from capsearch.data.fetch import md5_of
 from capsearch.demo.model_cache import TOY_MODEL_NAMES
-from capsearch.demo.scenes import write_flickr8k_layout, write_webdataset_shards
+from capsearch.demo.scenes import write_flickr8k_layout
+from capsearch.demo.shards import write_webdataset_shards
 from capsearch.params import (
     CaptionParams,
     ClipParams,
