@@ -141,10 +141,10 @@ class EngineRun:
     def describe(self) -> str:
         """For stage summaries."""
         rate = self.computed_images / max(self.seconds, 1e-9)
+        parts = f"{self.parts} part{'s' if self.parts != 1 else ''}"
+        computed = f"{self.parts - self.reused} computed: {self.computed_images} images at {rate:.1f} images/s"
         return (
-            f"{self.images} images in {self.parts} part{'s' if self.parts != 1 else ''} ({self.reused} reused from an "
-            "earlier run, "
-            f"{self.parts - self.reused} computed: {self.computed_images} images at {rate:.1f} images/s), "
+            f"{self.images} images in {parts} ({self.reused} reused from an earlier run, {computed}), "
             f"{len(self.skipped)} skipped; engine {self.engine} ({self.detail})"
         )
 
