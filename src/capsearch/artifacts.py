@@ -18,6 +18,7 @@ of its files. A part whose key and hashes still match is reused, so an interrupt
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import os
 from collections.abc import Iterable, Sequence
@@ -178,25 +179,17 @@ def plan_parts(rows: Sequence[tuple[str, str]]) -> list[PlannedPart]:
     """Parts for (image_id, shard) rows in order: a new part where the shard changes, and every
     :data:`PART_IMAGES` rows of a shard that is not a ``.tar`` (the Flickr8k zip)."""
     parts: list[PlannedPart] = []
-    ids: list[str] = []
-    current: str | None = None
-    for image_id, shard in [*rows, ("", "")]:
-        limit = None if current is None or current.endswith(".tar") else PART_IMAGES
-        if ids and (shard != current or (limit is not None and len(ids) == limit) or not image_id):
-            parts.append(PlannedPart(f"part-{len(parts):05d}", current or "", tuple(ids)))
-            ids = []
-        current = shard
-        if image_id:
-            ids.append(image_id)
+    for shard, group in itertools.groupby(rows, key=lambda row: row[1]):
+        ids = [image_id for image_id, _ in group]
+        size = len(ids) if shard.endswith(".tar") else PART_IMAGES
+        for start in range(0, len(ids), size):
+            parts.append(PlannedPart(f"part-{len(parts):05d}", shard, tuple(ids[start : start + size])))
     return parts
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
     with path.open("rb") as handle:
-        for block in iter(lambda: handle.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+        return hashlib.file_digest(handle, "sha256").hexdigest()
 
 
 def read_manifest(directory: PathLike, kind: str) -> dict[str, Any]:

@@ -17,6 +17,7 @@ image by image to name the one to blame, and ends the run with one :class:`capse
 from __future__ import annotations
 
 import re
+from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -34,15 +35,20 @@ from capsearch.models.runtime import Runtime
 from capsearch.params import RuntimeParams
 
 DECODE_CPUS = 0.5  # per decode task; CPU model actors always leave at least this much free, or decoding would starve
-_SOURCES: dict[str, ImageSource] = {}  # per worker process: shard -> its reader (tar headers indexed once)
+OPEN_SHARDS = 8  # shard readers a worker process keeps (tar headers indexed once each), least recently used out
+_SOURCES: OrderedDict[str, ImageSource] = OrderedDict()
 
 
 def _source(shard: str) -> ImageSource:
-    if shard not in _SOURCES:
-        try:
-            _SOURCES[shard] = ImageSource(shard)
-        except (ShardError, OSError) as exc:  # a truncated or missing shard fails the run, naming it
-            raise EngineError(f"shard {shard}: {exc}") from None
+    if shard in _SOURCES:
+        _SOURCES.move_to_end(shard)
+        return _SOURCES[shard]
+    try:
+        _SOURCES[shard] = ImageSource(shard)
+    except (ShardError, OSError) as exc:  # a truncated or missing shard fails the run, naming it
+        raise EngineError(f"shard {shard}: {exc}") from None
+    if len(_SOURCES) > OPEN_SHARDS:
+        _SOURCES.popitem(last=False)
     return _SOURCES[shard]
 
 

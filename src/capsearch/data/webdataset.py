@@ -136,6 +136,10 @@ class ShardReader:
         state["_fd"] = state["_pid"] = None
         return state
 
+    def __del__(self) -> None:
+        if getattr(self, "_fd", None) is not None and self._pid == os.getpid():
+            os.close(self._fd)
+
     def read(self, name: str) -> bytes:
         """The bytes of member ``name`` (KeyError if the shard has none)."""
         member = self.members[name]
