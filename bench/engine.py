@@ -9,8 +9,8 @@ packed as img2dataset shards, end to end from the shards through the stage's own
   in CPU tasks and N model actors;
 
 then the two halves apart: decode + resize only (capsearch's decoder in this process, and as Ray tasks), and the
-model only (uint8 batches already in memory). With ``--caption``, captioning (BLIP-base, greedy, 20 tokens) gets
-the local and one-actor Ray rows too.
+model only (uint8 batches already in memory); and subset's decodability checks in one process and on every
+core. With ``--caption``, captioning (BLIP-base, greedy, 20 tokens) gets the local and one-actor Ray rows too.
 """
 
 from __future__ import annotations
@@ -31,6 +31,7 @@ from base_models import build_base_models, describe_machine  # bench/ is the scr
 
 from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
+from capsearch.data.subset import build_subset, check_workers
 from capsearch.engine import ImageTask, compute_parts
 from capsearch.models.blip import BlipCaptioner
 from capsearch.models.clip import ClipEmbedder
@@ -119,6 +120,14 @@ def model_rate(table: Table, task: ImageTask, rows: list[tuple[str, str]], batch
     table.add(f"{task.kind} model only", f"{device}, batch {len(ids)}", repeats * len(ids), time.perf_counter() - start)
 
 
+def subset_check_rates(table: Table, source: ImageSource) -> None:
+    """subset's decodability checks (every image, at a reduced JPEG scale) in 1 process and in every core."""
+    for workers in sorted({1, check_workers("auto")}):
+        start = time.perf_counter()
+        chosen = build_subset(None, source, "all", "all", 0, workers=workers)
+        table.add("subset decode checks", f"{workers} process(es)", len(chosen.images), time.perf_counter() - start)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python bench/engine.py", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
@@ -153,6 +162,7 @@ def main(argv: list[str] | None = None) -> None:
             seconds = stage_call(embed, rows, knobs, Path(tmp) / f"r{actors}")
             ray_rates[actors] = table.add("embed_images", f"Ray engine, {actors} model actor(s)", len(rows), seconds)
         decode_rates(table, embed, rows, batch)
+        subset_check_rates(table, source)
         model_rate(table, embed, rows, batch, device.type)
         if args.caption:
             caption = ImageTask(BlipCaptioner, str(blip_dir), "main", "auto", device.type, GREEDY)

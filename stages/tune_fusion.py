@@ -8,7 +8,7 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError, ImageSource
-from capsearch.data.subset import build_subset, find_text_dir
+from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.data.webdataset import ShardError
 from capsearch.evaluation.ranks import index_of
 from capsearch.fusion import choose_alpha
@@ -39,7 +39,8 @@ def main() -> None:
             source, text_dir = ImageSource(RUN.image_zip), find_text_dir(RUN.text_dir)
         else:
             source, text_dir = ImageSource(RUN.root / source_params.images), None
-        tune = build_subset(text_dir, source, p.split, p.num_images, p.seed, section="fusion")
+        workers = check_workers(knobs.num_workers)
+        tune = build_subset(text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers)
         image_ids = [image_id for image_id, *_ in tune.images]
         captioner = BlipCaptioner(c.model, c.revision, c.precision, rt.device)
         embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)

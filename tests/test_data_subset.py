@@ -12,7 +12,7 @@ from capsearch.data.flickr8k import (
     TOKEN_FILE,
 )
 from capsearch.data.images import ImageSource
-from capsearch.data.subset import build_subset, find_text_dir
+from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.io import write_csv
 
 
@@ -89,3 +89,22 @@ def test_subset_excludes_bad_images_with_the_reason_and_keeps_the_rest(tmp_path)
     assert sizes["exif_rotated.jpg"] == (80, 120) and sizes["one_pixel.jpg"] == (1, 1)
     with pytest.raises(ValueError, match=r"subset.num_images: only 9 of the 13 images .* readable \(4 excluded\)"):
         build_subset(text, source, "test", 10, seed=0)
+
+
+def test_checking_in_worker_processes_chooses_the_same_subset(tmp_path, generated):
+    members = dict(good_cases()) | {name: data for name, (data, _) in bad_cases().items()}
+    source, text = _zip_layout(tmp_path, members)
+    for num_images in ("all", 5):
+        alone = build_subset(text, source, "test", num_images, seed=3)
+        forked = build_subset(text, source, "test", num_images, seed=3, workers=2)
+        assert (forked.images, forked.references, forked.excluded) == (alone.images, alone.references, alone.excluded)
+    root, paths = generated
+    many = ImageSource(paths["images"])
+    assert build_subset(find_text_dir(root / "text"), many, "all", 40, seed=1, workers=3).images == (
+        build_subset(find_text_dir(root / "text"), many, "all", 40, seed=1).images
+    )
+
+
+def test_check_workers_from_the_runtime_knob():
+    assert check_workers(0) == 1 and check_workers(3) == 3
+    assert 1 <= check_workers("auto") <= 16

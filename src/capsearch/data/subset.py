@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import multiprocessing
+import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -45,13 +48,67 @@ def _too_many(section: str, wanted: int, available: int, split: str) -> ValueErr
     )
 
 
+CHECKS_PER_TASK = 64  # images one worker process checks per task
+_SOURCE: ImageSource | None = None  # the source being checked, inherited by the forked worker processes
+
+
+def _check(image_id: str) -> tuple[int, int] | str:
+    """The upright size of a decodable image of :data:`_SOURCE`, else the reason it is not."""
+    assert _SOURCE is not None
+    try:
+        return _SOURCE.check(image_id)
+    except ImageReadError as exc:
+        return str(exc).split(": ", 1)[-1]
+
+
+def _check_many(image_ids: list[str]) -> list[tuple[int, int] | str]:
+    return [_check(image_id) for image_id in image_ids]
+
+
+def _checked(images: ImageSource, ids: list[str], workers: int) -> Iterator[tuple[int, int] | str]:
+    """:func:`_check` of each of ``ids``, in order: here, or in ``workers`` forked processes a window at a time
+    (so taking the first few of a long list checks only a little more than that)."""
+    global _SOURCE
+    _SOURCE = images
+    try:
+        if workers <= 1:
+            yield from (_check(image_id) for image_id in ids)
+            return
+        window = workers * 4 * CHECKS_PER_TASK
+        with multiprocessing.get_context("fork").Pool(workers) as pool:
+            for start in range(0, len(ids), window):
+                chunk = ids[start : start + window]
+                tasks = [chunk[i : i + CHECKS_PER_TASK] for i in range(0, len(chunk), CHECKS_PER_TASK)]
+                for results in pool.map(_check_many, tasks):
+                    yield from results
+    finally:
+        _SOURCE = None
+
+
+def check_workers(num_workers: int | str) -> int:
+    """Processes for subset's decoding checks from ``runtime.num_workers``: ``auto`` is every core (at most 16;
+    no model competes for them here), 0 or 1 checks in this process."""
+    if num_workers == "auto":
+        cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+        return min(16, cores)
+    return max(1, int(num_workers))
+
+
 def _choose(
-    images: ImageSource, order: list[str], wanted: int | None, excluded: list[tuple[str, str]], section: str, split: str
+    images: ImageSource,
+    order: list[str],
+    wanted: int | None,
+    excluded: list[tuple[str, str]],
+    section: str,
+    split: str,
+    workers: int = 1,
 ) -> list[tuple[str, int, int, str]]:
-    """The first ``wanted`` (None: all) decodable images of ``order``; the others go to ``excluded`` with a reason."""
+    """The first ``wanted`` (None: all) decodable images of ``order``; the others go to ``excluded`` with a reason.
+    The decoding checks run in ``workers`` processes; the result does not depend on how many."""
     available = set(images.ids())
     chosen: list[tuple[str, int, int, str]] = []
     target = len(order) if wanted is None else wanted
+    checks = _checked(images, [image_id for image_id in order if image_id in available], workers)
     with progress(total=target, desc="check images", unit="img") as bar:  # "all": every readable image
         for image_id in order:
             if len(chosen) == target:
@@ -59,14 +116,14 @@ def _choose(
             if image_id not in available:
                 excluded.append((image_id, "not in the image archive"))
                 continue
-            try:
-                width, height = images.check(image_id)
-            except ImageReadError as exc:
-                excluded.append((image_id, str(exc).split(": ", 1)[-1]))
+            result = next(checks)
+            if isinstance(result, str):
+                excluded.append((image_id, result))
                 continue
             shard = str(images.shard_of(image_id)) if images.shards else str(images.location)
-            chosen.append((image_id, width, height, shard))
+            chosen.append((image_id, *result, shard))
             bar.update()
+    checks.close()
     if wanted is not None and len(chosen) < target:
         raise ValueError(
             f"{section}.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
@@ -82,19 +139,21 @@ def build_subset(
     num_images: int | str,
     seed: int,
     section: str = "subset",
+    workers: int = 1,
 ) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
 
     ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample). Flickr8k
     reads its captions and splits from ``text_dir``; webdataset shards (``text_dir`` None) carry one caption per
-    image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`).
+    image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`). The decoding
+    checks run in ``workers`` processes (the same subset for any number).
 
     Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
     decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
     images (or an error says the split is too small).
     """
     if images.shards:
-        return _build_shard_subset(images, split, num_images, seed, section)
+        return _build_shard_subset(images, split, num_images, seed, section, workers)
     if text_dir is None:
         raise ValueError("a Flickr8k subset needs the extracted text folder")
     wanted = None if num_images == "all" else int(num_images)
@@ -106,7 +165,7 @@ def build_subset(
     excluded: list[tuple[str, str]] = [
         (image, "in split file but has no captions") for image in candidates.without_captions
     ]
-    chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, section, split)
+    chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, section, split, workers)
     chosen.sort()
     references = [
         (image_id, i, text) for image_id, *_ in chosen for i, text in enumerate(caption_file.captions[image_id])
@@ -120,7 +179,9 @@ def build_subset(
     )
 
 
-def _build_shard_subset(images: ImageSource, split: str, num_images: int | str, seed: int, section: str) -> Subset:
+def _build_shard_subset(
+    images: ImageSource, split: str, num_images: int | str, seed: int, section: str, workers: int
+) -> Subset:
     """:func:`build_subset` over webdataset shards: one reference caption per image, splits by key hash."""
     wanted = None if num_images == "all" else int(num_images)
     captions: dict[str, str] = {}
@@ -135,7 +196,7 @@ def _build_shard_subset(images: ImageSource, split: str, num_images: int | str, 
             excluded.append((image_id, "no caption (KEY.txt) beside it in its shard"))
     if wanted is not None and wanted > len(captions):
         raise _too_many(section, wanted, len(captions), split)
-    chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, section, split)
+    chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, section, split, workers)
     shard_order = {str(reader.path): i for i, reader in enumerate(images.shards)}
     chosen.sort(key=lambda row: (shard_order[row[3]], row[0]))
     references = [(image_id, 0, captions[image_id]) for image_id, *_ in chosen]
