@@ -3,7 +3,7 @@
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, write_excluded, write_image_table, write_references
-from capsearch.data.images import ImageSource
+from capsearch.data.images import source_images
 from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.data.webdataset import ShardError
 from capsearch.params import RuntimeParams, SourceParams, SubsetParams
@@ -16,10 +16,8 @@ def main() -> None:
     source, p, knobs = read_params("subset", SourceParams, SubsetParams, RuntimeParams)
     workers = check_workers(knobs.num_workers)
     try:
-        if source.kind == "flickr8k":
-            text_dir, images = find_text_dir(RUN.text_dir), ImageSource(RUN.image_zip)
-        else:
-            text_dir, images = None, ImageSource(RUN.root / source.images)
+        text_dir = find_text_dir(RUN.text_dir) if source.kind == "flickr8k" else None
+        images = source_images(source.kind, RUN.root / source.images)
         result = build_subset(text_dir, images, p.split, p.num_images, p.seed, workers=workers)
     except (ValueError, FileNotFoundError, ShardError) as exc:
         fail("subset", exc)

@@ -7,7 +7,7 @@ CLIP embeddings of the images, the generated captions and the reference captions
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.data.images import ImageReadError, source_images
 from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.data.webdataset import ShardError
 from capsearch.evaluation.ranks import index_of
@@ -35,10 +35,8 @@ def main() -> None:
 
     try:
         rt = resolve_runtime(knobs)
-        if source_params.kind == "flickr8k":
-            source, text_dir = ImageSource(RUN.image_zip), find_text_dir(RUN.text_dir)
-        else:
-            source, text_dir = ImageSource(RUN.root / source_params.images), None
+        text_dir = find_text_dir(RUN.text_dir) if source_params.kind == "flickr8k" else None
+        source = source_images(source_params.kind, RUN.root / source_params.images)
         workers = check_workers(knobs.num_workers)
         tune = build_subset(text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers)
         image_ids = [image_id for image_id, *_ in tune.images]

@@ -36,9 +36,9 @@ from capsearch.artifacts import (
     write_generated,
     write_ids,
 )
-from capsearch.data.images import ImageSource
+from capsearch.data.images import ImageSource, source_images
 from capsearch.io import write_json
-from capsearch.params import IndexParams
+from capsearch.params import FLICKR8K_IMAGES, IndexParams
 
 INDEX_DIR_NAME = ".capsearch"
 
@@ -110,35 +110,29 @@ def _read_rows(files: _IndexFiles) -> tuple[list[str], np.ndarray, list[str], np
     )
 
 
-def _stage_params(project: Path, stage: str, section: str) -> dict[str, Any] | None:
-    """The params a stage last ran with, from dvc.lock (what produced the artifacts)."""
+def _ran_with(project: Path, stage: str, section: str) -> dict[str, Any]:
+    """The params section a stage last ran with, from dvc.lock (what produced the artifacts); params.yaml's where
+    the lock has none."""
     lock = project / "dvc.lock"
-    if not lock.exists():
-        return None
-    data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
-    params = (((data.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
-    return params.get(section)
+    if lock.exists():
+        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+        params = (((data.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
+        if params.get(section) is not None:
+            return params[section]
+    from capsearch.params import SECTIONS, load_raw, read_section
+
+    return read_section(load_raw(project / "params.yaml"), SECTIONS[section]).as_yaml()
 
 
 def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
-    values = _stage_params(project, stage, section)
-    if values is None:
-        from capsearch.params import SECTIONS, load_raw, read_section
-
-        values = read_section(load_raw(project / "params.yaml"), SECTIONS[section]).as_yaml()
+    values = _ran_with(project, stage, section)
     return ModelRef(values["model"], values.get("revision"), values.get("precision", "auto"))
 
 
-def _run_images(project: Path, run: RunLayout) -> ImageSource:
-    """Where the run's images are: the Flickr8k zip, or the shards named by the ``source`` the subset ran with."""
-    values = _stage_params(project, "subset", "source")
-    if values is None:
-        from capsearch.params import SourceParams, load_raw, read_section
-
-        values = read_section(load_raw(project / "params.yaml"), SourceParams).as_yaml()
-    if values.get("kind", "flickr8k") == "flickr8k":
-        return ImageSource(run.image_zip)
-    return ImageSource(project / values["images"])
+def _run_images(project: Path) -> ImageSource:
+    """Where the run's images are: the ``source`` the subset stage ran with."""
+    values = _ran_with(project, "subset", "source")
+    return source_images(values.get("kind", "flickr8k"), project / values.get("images", FLICKR8K_IMAGES))
 
 
 def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
@@ -166,7 +160,7 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
         image_vectors,
         generated,
         load_vectors(run.generated_vectors, mmap=True),
-        source=_run_images(run.root, run),
+        source=_run_images(run.root),
         clip=_model_ref(run.root, "embed_images", "clip"),
         blip=_model_ref(run.root, "caption", "caption"),
         alpha=alpha,

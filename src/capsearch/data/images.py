@@ -13,7 +13,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGES_DIR_IN_ZIP
+from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards
 
 ORIENTATION_TAG = 0x0112
@@ -166,6 +166,13 @@ class ImageSource:
                 return to_rgb(image), (width, height)
         except DECODE_ERRORS as exc:
             raise ImageReadError(f"cannot decode image {self.describe(image_id)}: {_reason(exc, data)}") from exc
+
+
+def source_images(kind: str, images: str | Path) -> ImageSource:
+    """The images of a ``source`` params section: Flickr8k's release zip in ``images`` (fetch's ``data/raw``), or
+    the webdataset shards ``images`` names."""
+    path = Path(images)
+    return ImageSource(path / IMAGE_ZIP_NAME if kind == "flickr8k" else path)
 
 
 class ImageDataset:
