@@ -33,8 +33,8 @@ from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
 from capsearch.data.subset import build_subset, check_workers
 from capsearch.engine import ImageTask, compute_parts
-from capsearch.models.blip import BlipCaptioner
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_device, resolve_runtime
 from capsearch.params import RuntimeParams
 from capsearch.ray_engine import decode_batch
@@ -148,7 +148,7 @@ def main(argv: list[str] | None = None) -> None:
         shard_dir = write_shards(photos, names, Path(tmp) / "shards", per_shard=max(16, count // 8))
         source = ImageSource(shard_dir)
         rows = [(image_id, str(source.shard_of(image_id))) for image_id in source.ids()]
-        embed = ImageTask(ClipEmbedder, str(clip_dir), "main", "auto", device.type)
+        embed = ImageTask(DualEncoder, str(clip_dir), "main", "auto", device.type)
         batch = preset["batch"]
         local = RuntimeParams(device=device.type, batch_size={"embed_images": batch, "caption": 16})
         started = time.perf_counter()
@@ -165,7 +165,7 @@ def main(argv: list[str] | None = None) -> None:
         subset_check_rates(table, source)
         model_rate(table, embed, rows, batch, device.type)
         if args.caption:
-            caption = ImageTask(BlipCaptioner, str(blip_dir), "main", "auto", device.type, GREEDY)
+            caption = ImageTask(Captioner, str(blip_dir), "main", "auto", device.type, GREEDY)
             few = rows[: preset["captions"]]
             one = RuntimeParams(device=device.type, batch_size=local.batch_size, engine="ray", ray_actors=1)
             table.add(

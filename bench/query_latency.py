@@ -1,7 +1,7 @@
 """Query latency of `capsearch search`: text encode + one matrix product + top-k over 8,091 images.
 
 Builds a random-weight CLIP of the real ViT-B/32 size from its default config (no download; compute does not
-depend on the weights), saves it with save_pretrained and loads it through capsearch's own ClipEmbedder, then
+depend on the weights), saves it with save_pretrained and loads it through capsearch's own DualEncoder, then
 times `embed_texts` + `search` exactly as the CLI runs them. Run: `python bench/query_latency.py`.
 """
 
@@ -21,7 +21,7 @@ from base_models import build_base_models, describe_machine  # bench/ is the scr
 
 from capsearch.data.images import ImageSource
 from capsearch.index import ModelRef, SearchIndex
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.embedder import DualEncoder
 from capsearch.search import search
 
 QUERIES = ["man riding a horse", "dog jumping into a pool", "children playing on the beach", "a red circle"]
@@ -47,8 +47,8 @@ def main() -> None:
         _, clip_dir = build_base_models(tmp, blip=False)
         rng = np.random.default_rng(0)
         for precision in ("fp32", "auto"):
-            embedder = ClipEmbedder(str(clip_dir), None, precision, "cpu")
-            dim = embedder.model.config.projection_dim
+            embedder = DualEncoder(str(clip_dir), None, precision, "cpu")
+            dim = embedder.dim
             index = SearchIndex(
                 ids=[f"{i}.jpg" for i in range(args.images)],
                 image_vectors=unit_rows(rng, args.images, dim),

@@ -151,9 +151,9 @@ def main() -> None:
     auto = choose_kind(args.vectors, params)
     if auto in results["kinds"]:
         _, clip_dir = build_base_models(work / "models", blip=False)
-        from capsearch.models.clip import ClipEmbedder
+        from capsearch.models.embedder import DualEncoder
 
-        embedder = ClipEmbedder(str(clip_dir), precision="auto", device="cpu")
+        embedder = DualEncoder(str(clip_dir), precision="auto", device="cpu")
         encode_times = []
         for i in range(args.latency_queries):
             begin = time.perf_counter()

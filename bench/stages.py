@@ -2,7 +2,7 @@
 
 BLIP and CLIP are random-weight models of the real base sizes, built from ``BlipConfig()`` and ``CLIPConfig()``
 (no download; the compute does not depend on the weights) and saved with ``save_pretrained``, so they load
-through the same ``BlipCaptioner``/``ClipEmbedder`` as the hub models. Images are generated 500x375 JPEGs with
+through the same ``Captioner``/``DualEncoder`` as the hub models. Images are generated 500x375 JPEGs with
 photo-like texture and file sizes. Every rate is end to end from the JPEG files, after the model is loaded:
 
 - ``capsearch``: ``caption_images`` / ``embed_images`` / ``embed_texts`` as the stages call them (worker
@@ -31,8 +31,8 @@ from PIL import Image
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
 from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers, run_over_images
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import precision_name, resolve_device
 
 PRESETS = {  # how many items each row times
@@ -141,7 +141,7 @@ def _bench_caption(
     table: _Table, blip_dir: Path, source: ImageSource, ids: list[str], batch: int, workers: int, precision: str,
     device: torch.device,
 ) -> str:  # fmt: skip
-    captioner = BlipCaptioner(str(blip_dir), precision=precision, device=device.type)
+    captioner = Captioner(str(blip_dir), precision=precision, device=device.type)
     dtype = precision_name(captioner.dtype)
     captioner.caption_images(source, ids[:batch], GREEDY, batch, 0)  # warm-up
     seconds = _timed(lambda: captioner.caption_images(source, ids, GREEDY, batch, workers), device)
@@ -162,7 +162,7 @@ def _bench_embed(
     table: _Table, clip_dir: Path, source: ImageSource, files: list[str], texts: list[str], batches: tuple[int, int],
     workers: int, precision: str, device: torch.device,
 ) -> None:  # fmt: skip
-    embedder = ClipEmbedder(str(clip_dir), precision=precision, device=device.type)
+    embedder = DualEncoder(str(clip_dir), precision=precision, device=device.type)
     dtype = precision_name(embedder.dtype)
     image_batch, text_batch = batches
     embedder.embed_images(source, files[:image_batch], image_batch, 0)
@@ -184,7 +184,7 @@ def _bench_embed(
     table.add("embed_texts", f"capsearch {dtype}, batch {text_batch}", len(texts), seconds)
 
 
-def _loader_only(embedder: ClipEmbedder, source: ImageSource, files: list[str], batch: int, workers: int) -> None:
+def _loader_only(embedder: DualEncoder, source: ImageSource, files: list[str], batch: int, workers: int) -> None:
     """embed_images' loader with no model: each batch is only copied to the device."""
     run_over_images(
         source,

@@ -29,7 +29,7 @@ def main() -> None:
         summary("agreement", f"skipped: {note} -> {OUT}")
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
 
     try:
@@ -44,7 +44,7 @@ def main() -> None:
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
         image_ids, image_vectors = read_image_embeddings(RUN.image_vectors)
-        embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
+        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
         report = human_agreement(
             expert,
             crowdflower,

@@ -13,14 +13,14 @@ def main() -> None:
     p, knobs = read_params("caption", CaptionParams, RuntimeParams)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
-    from capsearch.models.blip import BlipCaptioner, DecodingSettings
+    from capsearch.models.captioner import Captioner, DecodingSettings
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
 
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
         rt = resolve_runtime(knobs, use_cache=knobs.engine == "local")
-        settings = DecodingSettings(p.num_beams, p.max_new_tokens, p.min_new_tokens)
-        task = ImageTask(BlipCaptioner, p.model, p.revision, p.precision, rt.device, settings)
+        settings = DecodingSettings.of(p)
+        task = ImageTask(Captioner, p.model, p.revision, p.precision, rt.device, settings)
         store = PartStore(RUN.generated, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
     except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:

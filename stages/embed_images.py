@@ -13,13 +13,13 @@ def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
 
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
         rt = resolve_runtime(knobs, use_cache=knobs.engine == "local")
-        task = ImageTask(ClipEmbedder, p.model, p.revision, p.precision, rt.device)
+        task = ImageTask(DualEncoder, p.model, p.revision, p.precision, rt.device)
         store = PartStore(RUN.image_vectors, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
     except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:

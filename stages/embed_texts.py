@@ -13,7 +13,7 @@ RUN = RunLayout()
 def main() -> None:
     p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
 
     references = read_references(RUN.references).texts
@@ -21,7 +21,7 @@ def main() -> None:
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         batch_size = rt.batch_sizes["embed_texts"]
-        embedder = ClipEmbedder(p.model, p.revision, p.precision, rt.device)
+        embedder = DualEncoder(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)
         generated_vectors = embedder.embed_texts(generated, batch_size)

@@ -1,4 +1,5 @@
-"""Stage fetch: download (or verify user-placed) Flickr8k zips, check them, extract the text files."""
+"""Stage fetch: download (or verify user-placed) the source's files (Flickr8k zips; Flickr30k or COCO images and
+Karpathy's split file), check them, extract the annotations."""
 
 from _common import Timer, fail, read_params, summary
 
@@ -6,6 +7,7 @@ from capsearch.artifacts import RunLayout
 from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
 from capsearch.data.kaggle import pack_kaggle_folder
+from capsearch.data.karpathy import KARPATHY_FILES, fetch_karpathy
 from capsearch.io import write_text
 from capsearch.params import FetchParams, SourceParams
 
@@ -15,7 +17,26 @@ RUN = RunLayout()
 def main() -> None:
     timer = Timer()
     p, source = read_params("fetch", FetchParams, SourceParams)
-    if source.kind != "flickr8k":  # nothing to download: the subset stage reads the shards where they are
+    if source.kind in KARPATHY_FILES:
+        try:
+            got = fetch_karpathy(
+                source.kind,
+                p.karpathy_url,
+                p.karpathy_md5,
+                p.flickr30k_images_url if source.kind == "flickr30k" else p.coco_images_url,
+                p.flickr30k_images_md5 if source.kind == "flickr30k" else p.coco_images_md5,
+                RUN.image_zip.parent,
+                RUN.text_dir,
+            )
+        except (FetchError, FileNotFoundError) as exc:
+            fail("fetch", exc)
+        summary(
+            "fetch",
+            f"{source.kind}: {'; '.join(got.actions)}; {got.annotations.name} extracted to {RUN.text_dir}; "
+            f"{got.image_count} images at {got.images} in {timer.seconds:.1f}s",
+        )
+        return
+    if source.kind == "webdataset":  # nothing to download: the subset stage reads the shards where they are
         note = f"source.kind is {source.kind}: images and captions are read from {source.images}, nothing fetched\n"
         for folder in (RUN.image_zip.parent, RUN.text_dir):
             write_text(folder / "SOURCE.txt", note)

@@ -17,13 +17,13 @@ def main() -> None:
     p, clip, knobs = read_params("report", ReportParams, ClipParams, RuntimeParams)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.index import load_pipeline_index
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         index = load_pipeline_index(RUN.root)
-        embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
+        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
         vectors = embedder.embed_texts(list(p.queries)).vectors
         references = read_references(RUN.references)
         save_png(query_gallery(index, list(p.queries), vectors, p.k, p.method), OUT / "search.png")

@@ -16,9 +16,9 @@ def main() -> None:
     source, p, knobs = read_params("subset", SourceParams, SubsetParams, RuntimeParams)
     workers = check_workers(knobs.num_workers)
     try:
-        text_dir = find_text_dir(RUN.text_dir) if source.kind == "flickr8k" else None
+        text_dir = find_text_dir(RUN.text_dir, source.kind) if source.kind != "webdataset" else None
         images = source_images(source.kind, RUN.root / source.images)
-        result = build_subset(text_dir, images, p.split, p.num_images, p.seed, workers=workers)
+        result = build_subset(text_dir, images, p.split, p.num_images, p.seed, workers=workers, kind=source.kind)
     except (ValueError, FileNotFoundError, ShardError) as exc:
         fail("subset", exc)
     write_image_table(RUN.subset_images, result.images)

@@ -28,21 +28,23 @@ def main() -> None:
     except ParamError as exc:
         fail("tune_fusion", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.models.blip import BlipCaptioner, DecodingSettings
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.captioner import Captioner, DecodingSettings
+    from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
     from capsearch.pipeline import caption_and_embed
 
     try:
         rt = resolve_runtime(knobs)
-        text_dir = find_text_dir(RUN.text_dir) if source_params.kind == "flickr8k" else None
+        text_dir = find_text_dir(RUN.text_dir, source_params.kind) if source_params.kind != "webdataset" else None
         source = source_images(source_params.kind, RUN.root / source_params.images)
         workers = check_workers(knobs.num_workers)
-        tune = build_subset(text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers)
+        tune = build_subset(
+            text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers, kind=source_params.kind
+        )
         image_ids = [image_id for image_id, *_ in tune.images]
-        captioner = BlipCaptioner(c.model, c.revision, c.precision, rt.device)
-        embedder = ClipEmbedder(clip.model, clip.revision, clip.precision, rt.device)
-        settings = DecodingSettings(c.num_beams, c.max_new_tokens, c.min_new_tokens)
+        captioner = Captioner(c.model, c.revision, c.precision, rt.device)
+        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
+        settings = DecodingSettings.of(c)
         run = caption_and_embed(source, image_ids, captioner, embedder, settings, rt)
         queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.references])

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from capsearch.demo.model_cache import cached_toy_models
+from capsearch.demo.model_cache import cached_toy_families, cached_toy_models
 
 # Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
 os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
@@ -25,6 +25,12 @@ def toy_models() -> Path:
     ``make demo``.
     """
     return cached_toy_models()
+
+
+@pytest.fixture(scope="session")
+def toy_families() -> Path:
+    """Toy SigLIP and GIT (the second dual-encoder and captioner families), cached like ``toy_models``."""
+    return cached_toy_families()
 
 
 @pytest.fixture(scope="session")

@@ -12,7 +12,7 @@ import yaml
 from PIL import Image
 
 from capsearch.io import read_csv
-from capsearch.models.blip import DecodingSettings
+from capsearch.models.captioner import DecodingSettings
 from capsearch.params import default_params
 
 CAPSEARCH = str(Path(sys.executable).parent / "capsearch")

@@ -9,14 +9,14 @@ from PIL import Image
 
 from capsearch.cache import ResultCache, model_fingerprint
 from capsearch.data.images import ImageSource
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 
 
 def test_cache_computes_only_new_images_and_gives_the_same_results(toy_models, scenes, tmp_path):
     source, ids, _ = scenes
     cache = ResultCache(tmp_path / "cache")
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     fresh = embedder.embed_images(source, ids[:20], 8)
     embedder.embed_images(source, ids[:10], 8, cache=cache)
     assert (embedder.last_run.computed, embedder.last_run.cached) == (10, 0)
@@ -24,7 +24,7 @@ def test_cache_computes_only_new_images_and_gives_the_same_results(toy_models, s
     assert (embedder.last_run.computed, embedder.last_run.cached) == (10, 10)
     assert np.allclose(grown, fresh, atol=1e-5)
 
-    captioner = BlipCaptioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
+    captioner = Captioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
     plain = captioner.caption_images(source, ids[:12], GREEDY, 4)
     captioner.caption_images(source, ids[:6], GREEDY, 4, cache=cache)
     assert captioner.caption_images(source, ids[:12], GREEDY, 4, cache=cache) == plain
@@ -33,10 +33,10 @@ def test_cache_computes_only_new_images_and_gives_the_same_results(toy_models, s
     captioner.caption_images(source, ids[:12], other, 4, cache=cache)
     assert captioner.last_run.computed == 12  # other decoding settings are another namespace
 
-    early = BlipCaptioner(str(toy_models / "toy-blip-early"), precision="fp32", device="cpu")
+    early = Captioner(str(toy_models / "toy-blip-early"), precision="fp32", device="cpu")
     early.caption_images(source, ids[:3], GREEDY, 4, cache=cache)
     assert early.last_run.computed == 3  # other weights, nothing reused
-    bf16 = BlipCaptioner(str(toy_models / "toy-blip"), precision="bf16", device="cpu")
+    bf16 = Captioner(str(toy_models / "toy-blip"), precision="bf16", device="cpu")
     bf16.caption_images(source, ids[:3], GREEDY, 4, cache=cache)
     assert bf16.last_run.computed == 3  # other precision, nothing reused
 
@@ -47,7 +47,7 @@ def test_cache_keys_on_image_content_not_name(toy_models, tmp_path):
     red, blue = (Image.new("RGB", (80, 60), colour) for colour in ((220, 20, 20), (20, 20, 220)))
     red.save(folder / "a.jpg")
     cache = ResultCache(tmp_path / "cache")
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     first = embedder.embed_images(ImageSource(folder), ["a.jpg"], 4, cache=cache)
     blue.save(folder / "a.jpg")  # same name, new content
     second = embedder.embed_images(ImageSource(folder), ["a.jpg"], 4, cache=cache)

@@ -12,7 +12,7 @@ from capsearch.data.flickr8k import (
     parse_token_file,
 )
 from capsearch.demo.scenes import write_flickr8k_layout
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.embedder import DualEncoder
 
 
 def test_generator_is_deterministic_and_release_shaped(tmp_path, generated):
@@ -44,8 +44,8 @@ def test_toy_models_really_learned(toy_models):
 
 
 def test_toy_clip_uses_clips_real_bpe_vocabulary(toy_models):
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
-    ids = embedder.processor.tokenizer("a red circle")["input_ids"]
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    ids = embedder.tokenizer("a red circle")["input_ids"]
     assert ids == [49406, 320, 736, 7117, 49407]  # the ids openai/clip-vit-base-patch32 gives
     assert embedder.context_length == 77
 

@@ -20,8 +20,8 @@ from capsearch.artifacts import (
 from capsearch.data.images import ImageSource
 from capsearch.demo.shards import write_webdataset_shards
 from capsearch.engine import EngineError, ImageTask, compute_parts
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
 
@@ -39,9 +39,9 @@ def shard_rows(tmp_path_factory: pytest.TempPathFactory) -> list[tuple[str, str]
 def tasks(toy_models: Path) -> dict[str, ImageTask]:
     return {
         "caption": ImageTask(
-            BlipCaptioner, str(toy_models / "toy-blip"), "main", "fp32", "cpu", DecodingSettings(1, 20, 3)
+            Captioner, str(toy_models / "toy-blip"), "main", "fp32", "cpu", DecodingSettings(1, 20, 3)
         ),
-        "embed_images": ImageTask(ClipEmbedder, str(toy_models / "toy-clip"), "main", "fp32", "cpu"),
+        "embed_images": ImageTask(DualEncoder, str(toy_models / "toy-clip"), "main", "fp32", "cpu"),
     }
 
 
@@ -94,7 +94,7 @@ def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, s
     assert (mended.reused, mended.computed_images) == (2, 15)
     assert read_generated(out) == before
     # other decoding settings: nothing is reused
-    greedy = ImageTask(BlipCaptioner, task.model, "main", "fp32", "cpu", DecodingSettings(2, 20, 3))
+    greedy = ImageTask(Captioner, task.model, "main", "fp32", "cpu", DecodingSettings(2, 20, 3))
     assert run_task(greedy, shard_rows, out).reused == 0
     # fewer shards: the stale part files go
     fewer = run_task(task, [row for row in shard_rows if row[1].endswith("00000.tar")], out)
@@ -118,7 +118,7 @@ def test_a_task_needs_an_image_wrapper_and_captions_need_decoding_settings(toy_m
     with pytest.raises(ValueError, match="runs no image task"):
         ImageTask(PartStore, "m", None, "fp32")  # type: ignore[arg-type]
     with pytest.raises(ValueError, match="needs its decoding settings"):
-        ImageTask(BlipCaptioner, "m", None, "fp32")
+        ImageTask(Captioner, "m", None, "fp32")
 
 
 def test_a_missing_output_names_the_stage_to_run(tmp_path):

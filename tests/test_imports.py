@@ -47,11 +47,11 @@ def test_import_closure_follows_every_kind_of_import(tmp_path):
 def test_code_fingerprint_changes_with_any_imported_file_and_only_those(tmp_path):
     root = tmp_path / "src"
     shutil.copytree(PROJECT / "src" / "capsearch", root / "capsearch", ignore=shutil.ignore_patterns("__pycache__"))
-    before = code_fingerprint("capsearch.models.clip", root)
+    before = code_fingerprint("capsearch.models.embedder", root)
     (root / "capsearch/report.py").write_text("# not imported by the CLIP wrapper\n", encoding="utf-8")
     code_fingerprint.cache_clear()
-    assert code_fingerprint("capsearch.models.clip", root) == before
+    assert code_fingerprint("capsearch.models.embedder", root) == before
     with (root / "capsearch/models/pixels.py").open("a", encoding="utf-8") as handle:
         handle.write("# an edit to the resize code\n")
     code_fingerprint.cache_clear()
-    assert code_fingerprint("capsearch.models.clip", root) != before
+    assert code_fingerprint("capsearch.models.embedder", root) != before

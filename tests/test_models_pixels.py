@@ -9,7 +9,7 @@ from transformers.models.blip.image_processing_pil_blip import BlipImageProcesso
 from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
 from capsearch.data.images import ImageSource
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.pixels import PixelPipeline
 
 
@@ -45,7 +45,7 @@ def test_draft_decoding_of_large_jpegs_keeps_the_embedding(toy_models, tmp_path)
         image.convert("RGB").resize((2000, 1500), Image.Resampling.BICUBIC).save(folder / f"{i}.jpg", quality=92)
     source = ImageSource(folder)
     ids = source.ids()
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     assert embedder.pixels.draft_size(2000, 1500)[1] < 1500 / 2  # a 64-pixel model lets JPEG decode at 1/8
     drafted = embedder.embed_images(source, ids, batch_size=3)
     full = np.stack([embedder.embed_pixels(embedder.preprocess(source.open_rgb(i))[None])[0] for i in ids])

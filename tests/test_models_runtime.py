@@ -15,8 +15,8 @@ import torch
 from fake_hub import FakeHub, folder_files
 from stage_runner import run_stage
 
-from capsearch.models.blip import BlipCaptioner
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import ModelLoadError, resolve_device, resolve_precision
 
 
@@ -26,7 +26,7 @@ def test_pickle_only_model_folder_is_refused(toy_models, tmp_path):
     (folder / "model.safetensors").unlink()
     (folder / "pytorch_model.bin").write_bytes(b"not loaded")
     with pytest.raises(ModelLoadError, match=r"clip\.model: .*only a pickle checkpoint"):
-        ClipEmbedder(str(folder), precision="fp32", device="cpu", param="clip.model")
+        DualEncoder(str(folder), precision="fp32", device="cpu", param="clip.model")
 
 
 def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkeypatch):
@@ -38,8 +38,9 @@ def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkey
     config["auto_map"] = {"AutoModel": "modeling_evil.EvilModel", "AutoConfig": "modeling_evil.EvilConfig"}
     (folder / "config.json").write_text(json.dumps(config))
     monkeypatch.syspath_prepend(str(folder))
-    embedder = ClipEmbedder(str(folder), precision="fp32", device="cpu")
-    assert type(embedder.model).__name__ == "CLIPModel" and not marker.exists()
+    with pytest.raises(ModelLoadError, match=r"^clip\.model: the model needs its own code .*never runs remote code"):
+        DualEncoder(str(folder), precision="fp32", device="cpu")  # refused from config.json, before any loading
+    assert not marker.exists()
 
     from transformers import CLIPModel
 
@@ -53,7 +54,7 @@ def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkey
 
 def test_missing_local_folder_names_the_param(tmp_path):
     with pytest.raises(ModelLoadError, match=r"caption\.model: local model folder .* does not exist"):
-        BlipCaptioner(str(tmp_path / "nope"), device="cpu")
+        Captioner(str(tmp_path / "nope"), device="cpu")
 
 
 def test_unreachable_hub_id_gives_one_clear_line():
@@ -105,13 +106,13 @@ import json, sys
 import numpy as np
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import ModelLoadError
 images, cache_dir = sys.argv[1], sys.argv[2]
 for spec in sys.argv[3:]:
     repo, revision = spec.split("@", 1)
     try:
-        model = ClipEmbedder(repo, revision, "fp32", "cpu")
+        model = DualEncoder(repo, revision, "fp32", "cpu")
     except ModelLoadError as exc:
         print(json.dumps({"spec": spec, "error": str(exc)}))
         continue

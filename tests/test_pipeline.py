@@ -133,7 +133,7 @@ def test_generated_captions_name_colour_and_shape(workspace):
 def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models):
     from capsearch.data.flickr8k import parse_token_file
     from capsearch.evaluation.human_agreement import human_agreement, read_crowdflower_judgments, read_expert_judgments
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
 
     report = json.loads((workspace / "metrics/human_agreement.json").read_text())
     expert = report["flickr8k_expert"]
@@ -141,7 +141,7 @@ def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models)
     assert expert["tau_CLIP-S"] > 15 and expert["tau_RefCLIP-S"] > 15 and expert["tau_CIDEr-D"] > 15
     text = workspace / "data/text"
     ids, images = read_image_embeddings(workspace / "data/embeddings/images")
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     args = (
         read_expert_judgments(text / "ExpertAnnotations.txt"),
         read_crowdflower_judgments(text / "CrowdFlowerAnnotations.txt"),

@@ -87,9 +87,9 @@ def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(o
     # re-run, caption does not, and the new embeddings are computed, not taken from the result cache.
     before = json.loads((run_copy / "metrics/retrieval.json").read_text())["text_to_image"]["R@1"]
     append(
-        library / "models/clip.py",
-        "\n_plain = ClipEmbedder.embed_pixels\n"
-        "ClipEmbedder.embed_pixels = lambda self, pixels: np.roll(_plain(self, pixels), 1, axis=1)\n",
+        library / "models/embedder.py",
+        "\n_plain = DualEncoder.embed_pixels\n"
+        "DualEncoder.embed_pixels = lambda self, pixels: np.roll(_plain(self, pixels), 1, axis=1)\n",
     )
     result = run_dvc(run_copy, "repro", check=False)
     assert result.returncode == 0, result.stdout + result.stderr

@@ -14,7 +14,7 @@ from capsearch.artifacts import read_generated
 from capsearch.data.images import ImageSource
 from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc, tool_env
 from capsearch.io import read_csv
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
+from capsearch.models.captioner import Captioner, DecodingSettings
 
 
 def _cached_results(cache_file: Path) -> int:
@@ -76,7 +76,7 @@ def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path
 
     ids = [row["image_id"] for row in read_csv(workspace / "data/subset/images.csv", ["image_id", "width", "height"])]
     c = params["caption"]
-    clean = BlipCaptioner(c["model"], precision=c["precision"], device="cpu").caption_images(
+    clean = Captioner(c["model"], precision=c["precision"], device="cpu").caption_images(
         ImageSource(workspace / "data/raw/Flickr8k_Dataset.zip"),
         ids,
         DecodingSettings(c["num_beams"], c["max_new_tokens"], c["min_new_tokens"]),

@@ -17,8 +17,8 @@ from capsearch.artifacts import PartStore, plan_parts, read_generated, read_imag
 from capsearch.data.images import ImageSource
 from capsearch.demo.shards import write_webdataset_shards
 from capsearch.engine import EngineError, ImageTask, compute_parts
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
 
@@ -49,8 +49,8 @@ def on_ray(address: str, actors: int = 1) -> RuntimeParams:
 
 def test_ray_gives_the_local_engines_ids_captions_and_embeddings(toy_models, shards, ray_cluster, tmp_path):
     rows = rows_of(shards[0].parent)
-    caption = ImageTask(BlipCaptioner, str(toy_models / "toy-blip"), "main", "fp32", "cpu", DecodingSettings(2, 20, 3))
-    embed = ImageTask(ClipEmbedder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
+    caption = ImageTask(Captioner, str(toy_models / "toy-blip"), "main", "fp32", "cpu", DecodingSettings(2, 20, 3))
+    embed = ImageTask(DualEncoder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
     for engine, knobs in (("local", LOCAL), ("ray", on_ray(ray_cluster, actors=2))):
         run(caption, rows, tmp_path / engine / "captions", knobs)
         ray_run = run(embed, rows, tmp_path / engine / "images", knobs)
@@ -97,7 +97,7 @@ def test_an_exception_in_an_actor_fails_with_one_line_naming_shard_and_image(toy
                 raise ValueError("this model cannot take a solid red picture")
             return super().apply(wrapper, pixels)
 
-    task = RedIntolerant(ClipEmbedder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
+    task = RedIntolerant(DualEncoder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
     with pytest.raises(EngineError) as failure:
         run(task, rows_of(shard), tmp_path / "out", on_ray(ray_cluster))
     message = str(failure.value)
@@ -110,7 +110,7 @@ def test_a_truncated_shard_fails_with_one_line_naming_it(toy_models, shards, ray
     broken = tmp_path / "00002.tar"
     data = shards[2].read_bytes()
     broken.write_bytes(data[: len(data) // 2])
-    task = ImageTask(ClipEmbedder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
+    task = ImageTask(DualEncoder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
     with pytest.raises(EngineError) as failure:
         run(task, [(image_id, str(broken)) for image_id, _ in rows], tmp_path / "out", on_ray(ray_cluster))
     message = str(failure.value)

@@ -67,25 +67,25 @@ def _runtime(args: argparse.Namespace, use_cache: bool = True) -> Any:
 
 
 def _embedder(args: argparse.Namespace, device: str) -> Any:
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.params import ClipParams
 
     (clip,) = _project_params(args, ClipParams)
     if args.clip_model:
-        return ClipEmbedder(args.clip_model, "main", args.precision or clip.precision, device, param="--clip-model")
-    return ClipEmbedder(clip.model, clip.revision, args.precision or clip.precision, device)
+        return DualEncoder(args.clip_model, "main", args.precision or clip.precision, device, param="--clip-model")
+    return DualEncoder(clip.model, clip.revision, args.precision or clip.precision, device)
 
 
 def _captioner(args: argparse.Namespace, device: str) -> Any:
-    from capsearch.models.blip import BlipCaptioner, DecodingSettings
+    from capsearch.models.captioner import Captioner, DecodingSettings
     from capsearch.params import CaptionParams
 
     (section,) = _project_params(args, CaptionParams)
-    settings = DecodingSettings(section.num_beams, section.max_new_tokens, section.min_new_tokens)
+    settings = DecodingSettings.of(section)
     precision = args.precision or section.precision
-    if args.blip_model:
-        return BlipCaptioner(args.blip_model, "main", precision, device, param="--blip-model"), settings
-    return BlipCaptioner(section.model, section.revision, precision, device), settings
+    if args.caption_model:
+        return Captioner(args.caption_model, "main", precision, device, param="--caption-model"), settings
+    return Captioner(section.model, section.revision, precision, device), settings
 
 
 def _read_queries(args: argparse.Namespace) -> list[str]:
@@ -183,12 +183,12 @@ def _search(args: argparse.Namespace) -> int:
         where = f"answered by the capsearch server at {url}"
     else:
         _quiet_libraries()
-        from capsearch.models.clip import ClipEmbedder
+        from capsearch.models.embedder import DualEncoder
         from capsearch.search import search
 
         index, note = _load_searchable(args)
         runtime = _runtime(args, use_cache=False)
-        embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+        embedder = DualEncoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
         started = time.perf_counter()
         vectors = embedder.embed_texts(queries).vectors
         results = search(index, vectors, args.k, args.method, args.alpha, exact=args.exact)
@@ -224,12 +224,12 @@ def _serve(args: argparse.Namespace) -> int:
     _quiet_libraries()
     from capsearch.artifacts import RunLayout, read_references
     from capsearch.index import server_file
-    from capsearch.models.clip import ClipEmbedder
+    from capsearch.models.embedder import DualEncoder
     from capsearch.serve import Service, bind, serve
 
     index, note = _load_searchable(args)
     runtime = _runtime(args, use_cache=False)
-    embedder = ClipEmbedder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+    embedder = DualEncoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     references = RunLayout.under(args.project).references
     service = Service(
         index,
@@ -356,9 +356,16 @@ def _toy_data(args: argparse.Namespace) -> int:
 def _model_options(parser: argparse.ArgumentParser, blip: bool, clip: bool, precision: bool = True) -> None:
     parser.add_argument("--project", default=".", help="project folder with params.yaml and the pipeline's data/")
     if blip:
-        parser.add_argument("--blip-model", help="BLIP hub id or local folder (default: caption.model of params.yaml)")
+        parser.add_argument(
+            "--caption-model",
+            "--blip-model",
+            dest="caption_model",
+            help="captioner (BLIP, BLIP-2, GIT, ...) hub id or local folder (default: caption.model of params.yaml)",
+        )
     if clip:
-        parser.add_argument("--clip-model", help="CLIP hub id or local folder (default: clip.model of params.yaml)")
+        parser.add_argument(
+            "--clip-model", help="dual encoder (CLIP, SigLIP, ...) hub id or local folder (default: clip.model)"
+        )
     parser.add_argument("--device", choices=("auto", "cpu", "cuda"), help="default: runtime.device of params.yaml")
     if precision:
         parser.add_argument("--precision", choices=("auto", "fp32", "fp16", "bf16"), help="default: from params.yaml")

@@ -28,9 +28,10 @@ from capsearch.artifacts import PartStore, PlannedPart
 from capsearch.cache import model_fingerprint
 from capsearch.data.images import ImageSource, readable_images
 from capsearch.imports import code_fingerprint
-from capsearch.models.base import PretrainedWrapper
+from capsearch.models.base import PretrainedWrapper, inspect_model, load_pixel_pipeline
+from capsearch.models.families import check_prompt
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import Runtime, load_pretrained, precision_name, resolve_model
+from capsearch.models.runtime import Runtime, precision_name, resolve_model
 from capsearch.params import ENGINES, RuntimeParams
 
 # task (a wrapper's ``task_kind``) -> its model's params key and the sharded layout its results go to. The wrapper
@@ -44,8 +45,11 @@ class EngineError(RuntimeError):
 
 @dataclass(frozen=True)
 class ImageTask:
-    """A model run over images, as both engines need it: the wrapper class (``BlipCaptioner`` captions,
-    ``ClipEmbedder`` embeds images), the model and its settings. Picklable: Ray ships it to its workers."""
+    """A model run over images, as both engines need it: the wrapper class (``Captioner`` captions,
+    ``DualEncoder`` embeds images), the model and its settings. Picklable: Ray ships it to its workers.
+
+    :meth:`identity` reads the model's config first: a model of the wrong kind, with remote code, or given a
+    prompt it cannot take is refused there, before any image is read."""
 
     wrapper_class: type[PretrainedWrapper]
     model: str
@@ -77,11 +81,14 @@ class ImageTask:
 
     def identity(self) -> dict[str, Any]:
         """What decides the results besides the images: weights (commit or content hash), code, precision, decoding."""
-        source = resolve_model(self.model, self.revision, self.param)
+        source, family = inspect_model(self.wrapper_class.family_of, self.model, self.revision, self.param)
+        if self.kind == "caption":
+            check_prompt(family, self.decoding.prompt, "caption.prompt")
         return {
             "task": self.kind,
             "model": self.model,
             "revision": source.commit or self.revision,
+            "family": family.model_type,
             "weights": model_fingerprint(self.model, source.load_revision),
             "code": code_fingerprint(self.wrapper_class.__module__),
             "precision": self.precision,
@@ -93,11 +100,9 @@ class ImageTask:
         return self.wrapper_class(self.model, self.revision, self.precision, device or self.device, param=self.param)
 
     def pixel_pipeline(self) -> PixelPipeline:
-        """The model's preprocessing, from its processor alone (no weights loaded)."""
+        """The model's preprocessing, from its image processor alone (no weights loaded)."""
         source = resolve_model(self.model, self.revision, self.param)
-        processor_class = self.wrapper_class.processor_class
-        processor = load_pretrained(processor_class, self.model, source.load_revision, self.param, weights=False)
-        return PixelPipeline.from_image_processor(processor.image_processor)
+        return load_pixel_pipeline(self.model, source.load_revision, self.param)[0]
 
     def apply(self, wrapper: Any, pixels: torch.Tensor) -> list[Any]:
         """Results of a uint8 batch from the pipeline: captions, or embedding rows."""

@@ -38,7 +38,7 @@ from capsearch.artifacts import (
 )
 from capsearch.data.images import ImageSource, source_images
 from capsearch.io import write_json
-from capsearch.params import FLICKR8K_IMAGES, IndexParams
+from capsearch.params import FETCHED_IMAGES, IndexParams
 
 INDEX_DIR_NAME = ".capsearch"
 
@@ -132,7 +132,7 @@ def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
 def _run_images(project: Path) -> ImageSource:
     """Where the run's images are: the ``source`` the subset stage ran with."""
     values = _ran_with(project, "subset", "source")
-    return source_images(values.get("kind", "flickr8k"), project / values.get("images", FLICKR8K_IMAGES))
+    return source_images(values.get("kind", "flickr8k"), project / values.get("images", FETCHED_IMAGES))
 
 
 def load_pipeline_index(project: str | Path = ".") -> SearchIndex:

@@ -21,8 +21,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SEARCH_METHODS = ("image", "caption", "fusion")
 BATCH_TASKS = ("caption", "embed_images", "embed_texts")
-SOURCE_KINDS = ("flickr8k", "webdataset")
-FLICKR8K_IMAGES = "data/raw"  # where fetch puts the release zips
+SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset")
+FETCHED_IMAGES = "data/raw"  # where fetch puts the downloads
 ENGINES = ("local", "ray")
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
@@ -73,13 +73,16 @@ def _auto_or_count(value: Any, name: str, minimum: int, expected: str) -> int | 
     return value
 
 
-def check_decoding(num_beams: Any, max_new_tokens: Any, min_new_tokens: Any) -> None:
-    """The ``generate`` settings of ``caption.*``: beams >= 1, 1 <= max tokens, 0 <= min tokens <= max tokens."""
+def check_decoding(num_beams: Any, max_new_tokens: Any, min_new_tokens: Any, prompt: Any = None) -> None:
+    """The ``generate`` settings of ``caption.*``: beams >= 1, 1 <= max tokens, 0 <= min tokens <= max tokens, and
+    a prompt that is null or a non-empty string."""
     _integer(num_beams, "caption.num_beams", 1)
     _integer(max_new_tokens, "caption.max_new_tokens", 1)
     _integer(min_new_tokens, "caption.min_new_tokens")
     if not 0 <= min_new_tokens <= max_new_tokens:
         raise ParamError(f"caption.min_new_tokens: expected 0..max_new_tokens ({max_new_tokens}), got {min_new_tokens}")
+    if prompt is not None:
+        _text(prompt, "caption.prompt")
 
 
 @dataclass(frozen=True)
@@ -117,9 +120,16 @@ class Section:
         return {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(self).items()}
 
 
+MD5 = re.compile(r"[0-9a-f]{32}")
+
+
 @dataclass(frozen=True)
 class FetchParams(Section):
-    """Where the two release zips come from, with their MD5s, or a Kaggle-layout folder to pack instead."""
+    """Where each source's files come from, with their MD5s (or a Kaggle-layout folder to pack for Flickr8k).
+
+    The Flickr8k keys are required; the Karpathy-split sources' keys (Flickr30k, COCO) may be left out and default
+    to the public URLs and checksums below.
+    """
 
     NAME = "fetch"
     images_url: str = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_Dataset.zip"
@@ -127,37 +137,54 @@ class FetchParams(Section):
     text_url: str = "https://github.com/jbrownlee/Datasets/releases/download/Flickr8k/Flickr8k_text.zip"
     text_md5: str = "bf6c1abcb8e4a833b7f922104de18627"
     kaggle_dir: str | None = field(default=None, metadata={OPTIONAL: True})
+    karpathy_url: str = field(
+        default="https://cs.stanford.edu/people/karpathy/deepimagesent/caption_datasets.zip", metadata={OPTIONAL: True}
+    )
+    karpathy_md5: str = field(default="4fa8c08369d22fe16e41dc124bd1adc2", metadata={OPTIONAL: True})
+    flickr30k_images_url: str = field(
+        default="https://uofi.app.box.com/shared/static/1cpolrtkckn4hxr1zhmfg0ln9veo6jpl.gz", metadata={OPTIONAL: True}
+    )
+    flickr30k_images_md5: str = field(default="985ac761bbb52ca49e0c474ae806c07c", metadata={OPTIONAL: True})
+    coco_images_url: str = field(default="http://images.cocodataset.org/zips/val2014.zip", metadata={OPTIONAL: True})
+    coco_images_md5: str = field(default="a3d79f5ed8d289b7a7554ce06a5782b3", metadata={OPTIONAL: True})
 
     def check(self) -> None:
-        for key in ("images_url", "text_url"):
+        for key in ("images_url", "text_url", "karpathy_url", "flickr30k_images_url", "coco_images_url"):
             _text(getattr(self, key), self.name(key))
+        for key in ("karpathy_md5", "flickr30k_images_md5", "coco_images_md5"):
+            self._md5(key)
         if self.kaggle_dir is not None:  # the release zips are packed from that folder: URLs and MD5s unused
             _text(self.kaggle_dir, self.name("kaggle_dir"))
             return
         for key in ("images_md5", "text_md5"):
-            if not isinstance(getattr(self, key), str) or not re.fullmatch(r"[0-9a-f]{32}", getattr(self, key)):
-                raise ParamError(f"{self.name(key)}: expected 32 lower-case hex digits, got {getattr(self, key)!r}")
+            self._md5(key)
+
+    def _md5(self, key: str) -> None:
+        value = getattr(self, key)
+        if not isinstance(value, str) or not MD5.fullmatch(value):
+            raise ParamError(f"{self.name(key)}: expected 32 lower-case hex digits, got {value!r}")
 
 
 @dataclass(frozen=True)
 class SourceParams(Section):
-    """Where the images and their captions come from: Flickr8k (fetch's download) or webdataset shards.
+    """Where the images and their captions come from: Flickr8k, Flickr30k or COCO (fetch's download; the last two
+    with Karpathy's splits), or webdataset shards.
 
-    ``images`` is the path the image-reading stages list as their DVC dependency: ``data/raw`` for Flickr8k; for
-    webdataset a folder of ``.tar`` shards or a list file of shard paths (a glob works in the library and
+    ``images`` is the path the image-reading stages list as their DVC dependency: ``data/raw`` for the fetched
+    sources; for webdataset a folder of ``.tar`` shards or a list file of shard paths (a glob works in the library and
     ``capsearch``, but DVC cannot track one).
     """
 
     NAME = "source"
     kind: str = field(default="flickr8k", metadata={OPTIONAL: True})  # a project from before shards: Flickr8k
-    images: str = field(default=FLICKR8K_IMAGES, metadata={OPTIONAL: True})
+    images: str = field(default=FETCHED_IMAGES, metadata={OPTIONAL: True})
 
     def check(self) -> None:
         _choice(self.kind, self.name("kind"), SOURCE_KINDS, "source kind")
         _text(self.images, self.name("images"))
-        if self.kind == "flickr8k" and self.images.rstrip("/") != FLICKR8K_IMAGES:
+        if self.kind != "webdataset" and self.images.rstrip("/") != FETCHED_IMAGES:
             raise ParamError(
-                f"source.images: the flickr8k source reads fetch's download, {FLICKR8K_IMAGES}; got "
+                f"source.images: the {self.kind} source reads fetch's download, {FETCHED_IMAGES}; got "
                 f"{self.images!r} (set source.kind: webdataset for shards)"
             )
         if self.kind == "webdataset" and any(ch in self.images for ch in "*?["):
@@ -210,7 +237,7 @@ class ModelParams(Section):
 
 @dataclass(frozen=True)
 class CaptionParams(ModelParams):
-    """The captioning model and its ``generate`` settings."""
+    """The captioning model (any supported image-to-text family) and its ``generate`` settings."""
 
     NAME = "caption"
     model: str = DEFAULT_BLIP
@@ -219,15 +246,17 @@ class CaptionParams(ModelParams):
     max_new_tokens: int = 30
     min_new_tokens: int = 5
     precision: str = "auto"
+    # the text captions continue (BLIP-2, GIT, BLIP take one); optional: projects from before it have none
+    prompt: str | None = field(default=None, metadata={OPTIONAL: True})
 
     def check(self) -> None:
         super().check()
-        check_decoding(self.num_beams, self.max_new_tokens, self.min_new_tokens)
+        check_decoding(self.num_beams, self.max_new_tokens, self.min_new_tokens, self.prompt)
 
 
 @dataclass(frozen=True)
 class ClipParams(ModelParams):
-    """The CLIP model embedding images and texts into one space."""
+    """The dual encoder (CLIP, SigLIP, ...) embedding images and texts into one space."""
 
     NAME = "clip"
     model: str = DEFAULT_CLIP

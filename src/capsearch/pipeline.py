@@ -11,8 +11,8 @@ import numpy as np
 
 from capsearch.data.images import ImageSource, find_images, readable_images
 from capsearch.index import ModelRef, SearchIndex, write_folder_index
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import Runtime
 from capsearch.params import IndexParams
 
@@ -29,8 +29,8 @@ class CaptionedImages:
 def caption_and_embed(
     source: ImageSource,
     image_ids: Sequence[str],
-    captioner: BlipCaptioner,
-    embedder: ClipEmbedder,
+    captioner: Captioner,
+    embedder: DualEncoder,
     settings: DecodingSettings,
     runtime: Runtime,
 ) -> CaptionedImages:
@@ -49,8 +49,8 @@ def caption_and_embed(
 def index_folder(
     folder: str | Path,
     out_dir: str | Path,
-    captioner: BlipCaptioner,
-    embedder: ClipEmbedder,
+    captioner: Captioner,
+    embedder: DualEncoder,
     settings: DecodingSettings,
     runtime: Runtime,
     ann: IndexParams | None = None,

@@ -93,7 +93,7 @@ class _ModelActor:
             captions[ok] = values
             out["value"] = captions
         else:
-            dims = int(self.wrapper.model.config.projection_dim)
+            dims = self.wrapper.dim
             vectors = np.zeros((len(ok), dims), dtype=np.float32)
             if len(values):
                 vectors[ok] = np.stack(values)

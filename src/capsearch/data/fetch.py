@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import shutil
 import stat
+import tarfile
 import time
 import urllib.error
 import urllib.parse
@@ -182,3 +183,30 @@ def safe_extract(zip_path: str | Path, dest: str | Path) -> list[Path]:
         shutil.rmtree(dest)
     tmp.replace(dest)
     return written
+
+
+def safe_extract_tar(tar_path: str | Path, dest: str | Path) -> int:
+    """Extract a (compressed) tar into ``dest`` (replaced whole, via a temporary folder); returns the file count.
+
+    Every member is checked first: only regular files and folders, no absolute path, no ``..``; anything else
+    is a :class:`FetchError` naming the archive and the member (and tarfile's own ``data`` filter runs too).
+    """
+    dest = Path(dest)
+    try:
+        with tarfile.open(tar_path, "r:*") as archive:
+            members = archive.getmembers()
+            for member in members:
+                parts = PurePosixPath(member.name).parts
+                if member.name.startswith("/") or ".." in parts or not (member.isfile() or member.isdir()):
+                    raise FetchError(f"{tar_path}: refusing member {member.name!r}: unsafe path or not a plain file")
+            tmp = dest.with_name(f".{dest.name}.tmp")
+            if tmp.exists():
+                shutil.rmtree(tmp)
+            tmp.mkdir(parents=True)
+            archive.extractall(tmp, filter="data")
+    except (tarfile.TarError, EOFError) as exc:
+        raise FetchError(f"{tar_path}: not a valid tar archive ({exc})") from exc
+    if dest.exists():
+        shutil.rmtree(dest)
+    tmp.replace(dest)
+    return sum(member.isfile() for member in members)

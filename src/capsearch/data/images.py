@@ -14,6 +14,7 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
+from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards
 
 ORIENTATION_TAG = 0x0112
@@ -59,6 +60,9 @@ class ImageReadError(OSError):
     """An image could not be read or decoded; the message names the file."""
 
 
+ZIP_IMAGE_FOLDERS = {IMAGE_ZIP_NAME: IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP: COCO_IMAGES_DIR_IN_ZIP}
+
+
 class ImageSource:
     """Images by id from ``Flickr8k_Dataset.zip`` (member ``Flicker8k_Dataset/<id>``), from webdataset shards (id =
     the image's member name, unique across shards; see :mod:`capsearch.data.webdataset`) or from a folder.
@@ -66,9 +70,11 @@ class ImageSource:
     Safe to use from DataLoader worker processes and Ray tasks: each process opens its own file handles.
     """
 
-    def __init__(self, location: str | Path, member_prefix: str = IMAGES_DIR_IN_ZIP) -> None:
+    def __init__(self, location: str | Path, member_prefix: str | None = None) -> None:
         self.location = Path(location)
-        self.member_prefix = member_prefix
+        # the folder of the images inside a known zip (Flickr8k's release, COCO's val2014.zip); None: by its name
+        default = ZIP_IMAGE_FOLDERS.get(self.location.name, IMAGES_DIR_IN_ZIP)
+        self.member_prefix = default if member_prefix is None else member_prefix
         self.is_zip = self.location.is_file() and zipfile.is_zipfile(self.location)
         self.shards: list[ShardReader] = []
         self._shard_of: dict[str, ShardReader] = {}
@@ -169,10 +175,16 @@ class ImageSource:
 
 
 def source_images(kind: str, images: str | Path) -> ImageSource:
-    """The images of a ``source`` params section: Flickr8k's release zip in ``images`` (fetch's ``data/raw``), or
-    the webdataset shards ``images`` names."""
+    """The images of a ``source`` params section: what fetch put in ``images`` (``data/raw``: Flickr8k's release
+    zip, Flickr30k's extracted folder, COCO's ``val2014.zip``), or the webdataset shards ``images`` names."""
     path = Path(images)
-    return ImageSource(path / IMAGE_ZIP_NAME if kind == "flickr8k" else path)
+    if kind == "flickr8k":
+        return ImageSource(path / IMAGE_ZIP_NAME)
+    if kind == "flickr30k":
+        return ImageSource(path / FLICKR30K_IMAGES_DIR)
+    if kind == "coco":
+        return ImageSource(path / COCO_IMAGES_ZIP)
+    return ImageSource(path)
 
 
 class ImageDataset:

@@ -1,4 +1,5 @@
-"""Choosing a deterministic subset of Flickr8k or of webdataset shards and proving every chosen image decodes."""
+"""Choosing a deterministic subset of Flickr8k, Flickr30k, COCO or webdataset shards and proving every chosen image
+decodes."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from capsearch.data.flickr8k import (
     split_candidates,
 )
 from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.data.karpathy import KARPATHY_FILES, parse_karpathy_json
 from capsearch.data.webdataset import sample_key, split_of
 from capsearch.progress import progress
 
@@ -33,8 +35,14 @@ class Subset:
     in_no_split: int = 0
 
 
-def find_text_dir(extracted: str | Path) -> Path:
-    """The folder holding ``Flickr8k.token.txt`` (or Kaggle's ``captions.txt``) in an extracted text zip."""
+def find_text_dir(extracted: str | Path, kind: str = "flickr8k") -> Path:
+    """The folder holding the annotations of a ``kind`` source in fetch's text folder: ``Flickr8k.token.txt`` (or
+    Kaggle's ``captions.txt``), or the Karpathy split file (``dataset_flickr30k.json``, ``dataset_coco.json``)."""
+    if kind in KARPATHY_FILES:
+        found = sorted(Path(extracted).rglob(KARPATHY_FILES[kind]))
+        if not found:
+            raise FileNotFoundError(f"{KARPATHY_FILES[kind]} not found under {extracted}; re-run fetch")
+        return found[0].parent
     found = sorted(Path(extracted).rglob(TOKEN_FILE)) or sorted(Path(extracted).rglob(KAGGLE_CAPTIONS))
     if not found:
         raise FileNotFoundError(f"neither {TOKEN_FILE} nor {KAGGLE_CAPTIONS} found under {extracted}; re-run fetch")
@@ -140,11 +148,13 @@ def build_subset(
     seed: int,
     section: str = "subset",
     workers: int = 1,
+    kind: str = "flickr8k",
 ) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
 
     ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample). Flickr8k
-    reads its captions and splits from ``text_dir``; webdataset shards (``text_dir`` None) carry one caption per
+    reads its captions and splits from ``text_dir``, Flickr30k and COCO (``kind``) from the Karpathy split file
+    there (:mod:`capsearch.data.karpathy`); webdataset shards (``text_dir`` None) carry one caption per
     image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`). The decoding
     checks run in ``workers`` processes (the same subset for any number).
 
@@ -158,8 +168,12 @@ def build_subset(
         raise ValueError("a Flickr8k subset needs the extracted text folder")
     wanted = None if num_images == "all" else int(num_images)
     text_dir = Path(text_dir)
-    caption_file = load_captions(text_dir)
-    candidates = split_candidates(caption_file.captions, read_splits(text_dir), split, section)
+    if kind in KARPATHY_FILES:
+        karpathy = parse_karpathy_json(text_dir / KARPATHY_FILES[kind])
+        caption_file, splits = karpathy.captions, karpathy.splits
+    else:
+        caption_file, splits = load_captions(text_dir), read_splits(text_dir)
+    candidates = split_candidates(caption_file.captions, splits, split, section)
     if wanted is not None and wanted > len(candidates.images):
         raise _too_many(section, wanted, len(candidates.images), split)
     excluded: list[tuple[str, str]] = [

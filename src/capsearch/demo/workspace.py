@@ -12,12 +12,14 @@ import os
 import shutil
 import subprocess
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import yaml
 
 from capsearch.data.fetch import md5_of
+from capsearch.demo.karpathy_layout import write_karpathy_layout
 from capsearch.demo.model_cache import TOY_MODEL_NAMES
 from capsearch.demo.scenes import write_flickr8k_layout
 from capsearch.demo.shards import write_webdataset_shards
@@ -72,14 +74,24 @@ def run_dvc(workspace: Path, *args: str, check: bool = True) -> subprocess.Compl
 SHARDS_DIR = "source/shards"  # in the workspace: the webdataset demo's shards
 
 
-def demo_params(source_dir: Path, models_dir: Path, num_images: int, shards: bool = False) -> dict[str, Any]:
-    """params.yaml of the demo, from the typed defaults: file:// URLs with real MD5s (or the generated webdataset
-    shards), toy models, fp32 on the CPU."""
+def demo_params(
+    source_dir: Path, models_dir: Path, num_images: int, shards: bool = False, karpathy: dict[str, Path] | None = None
+) -> dict[str, Any]:
+    """params.yaml of the demo, from the typed defaults: file:// URLs with real MD5s (of the generated Flickr8k
+    zips, or of a generated Flickr30k / COCO download in ``karpathy``; or the generated webdataset shards), toy
+    models, fp32 on the CPU."""
     images, text = source_dir / "Flickr8k_Dataset.zip", source_dir / "Flickr8k_text.zip"
     fetch = FetchParams(images.resolve().as_uri(), md5_of(images), text.resolve().as_uri(), md5_of(text))
+    source = SourceParams("webdataset", SHARDS_DIR) if shards else SourceParams()
+    if karpathy is not None:
+        kind = "coco" if karpathy["images"].suffix == ".zip" else "flickr30k"
+        url, md5 = karpathy["images"].resolve().as_uri(), md5_of(karpathy["images"])
+        splits = {"karpathy_url": karpathy["splits"].resolve().as_uri(), "karpathy_md5": md5_of(karpathy["splits"])}
+        fetch = replace(fetch, **splits, **{f"{kind}_images_url": url, f"{kind}_images_md5": md5})
+        source = SourceParams(kind)
     return default_params(
         fetch=FetchParams() if shards else fetch,
-        source=SourceParams("webdataset", SHARDS_DIR) if shards else SourceParams(),
+        source=source,
         subset=SubsetParams(split="test", num_images=num_images, seed=0),
         caption=CaptionParams(
             model=str((models_dir / "toy-blip").resolve()),
@@ -110,13 +122,15 @@ def create_demo_workspace(
     num_images: int = 80,
     seed: int = 0,
     shards: int = 0,
+    karpathy: str | None = None,
 ) -> Path:
     """Make a fresh git + DVC workspace with the pipeline, generated Flickr8k zips and a demo params.yaml.
 
     ``models_dir`` must hold the toy models (see :func:`capsearch.demo.toy_models.build_toy_models`). The test split
     of ``images`` generated images has ``images // 8`` images; ``num_images`` of them are used. With ``shards``,
     the source is instead that many webdataset shards of the images in ``source/shards`` (test split: 20%), the
-    sixth image of the second shard undecodable.
+    sixth image of the second shard undecodable. With ``karpathy`` (``flickr30k`` or ``coco``), the source is that
+    dataset's download layout with Karpathy's split file, generated in ``source/`` (test split: 1 image in 8).
     """
     workspace = Path(workspace).resolve()
     models_dir = Path(models_dir).resolve()
@@ -139,7 +153,8 @@ def create_demo_workspace(
     if shards:
         per_shard = -(-images // shards)
         write_webdataset_shards(workspace / SHARDS_DIR, images, per_shard, seed, corrupt=(per_shard + 5,))
-    params = demo_params(source_dir, models_dir, num_images, shards=bool(shards))
+    downloads = write_karpathy_layout(karpathy, source_dir / karpathy, images, seed) if karpathy else None
+    params = demo_params(source_dir, models_dir, num_images, shards=bool(shards), karpathy=downloads)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
     (workspace / ".gitignore").write_text("/data/\n/source/\n__pycache__/\n", encoding="utf-8")
     run_tool(["git", "init", "-q"], workspace)

@@ -1,4 +1,5 @@
-"""What every model wrapper shares: safe loading at one commit, device and precision, preprocessing, cache keys."""
+"""What every model wrapper shares: safe loading at one commit, the family check, device and precision,
+preprocessing checked against the model's own processor, cache keys."""
 
 from __future__ import annotations
 
@@ -9,39 +10,84 @@ from PIL import Image
 
 from capsearch.cache import model_fingerprint, namespace
 from capsearch.imports import code_fingerprint
+from capsearch.models import ModelLoadError
 from capsearch.models.batching import RunStats
-from capsearch.models.pixels import PixelPipeline
+from capsearch.models.families import ModelFamily, read_config
+from capsearch.models.pixels import PixelPipeline, processor_difference
 from capsearch.models.runtime import (
+    ModelSource,
     load_pretrained,
+    model_config_path,
     precision_name,
     resolve_device,
     resolve_model,
     resolve_precision,
 )
 
+PIXEL_TOLERANCE = 1e-4  # float rounding; a wrong resize, crop or normalisation differs by 1e-2 or more
+
+
+def inspect_model(family_of: Any, model_id: str, revision: str | None, param: str) -> tuple[ModelSource, ModelFamily]:
+    """Resolve the model to one commit and read its family from its config alone (no weights, no images).
+
+    ``family_of`` is :func:`capsearch.models.families.embedder_family` or ``captioner_family``: a model of the
+    wrong kind, or one needing remote code, is refused here with one line naming ``param``.
+    """
+    source = resolve_model(model_id, revision, param)
+    return source, family_of(read_config(model_config_path(source), param), param)
+
+
+def load_pixel_pipeline(model_id: str, revision: str | None, param: str) -> tuple[PixelPipeline, Any]:
+    """The model's preprocessing as a :class:`PixelPipeline`, and its own (PIL) image processor, checked equal.
+
+    The processor is loaded with transformers' PIL backend, the reference the pipeline reproduces (the
+    torchvision backend resizes differently). A processor the pipeline cannot reproduce (a NaFlex patch grid,
+    a resize rule of its own) is refused with one line naming ``param``.
+    """
+    from transformers import AutoImageProcessor
+
+    processor = load_pretrained(AutoImageProcessor, model_id, revision, param, weights=False, backend="pil")
+    try:
+        pipeline = PixelPipeline.from_image_processor(processor)
+        pipeline.output_size()  # one size for every image, or no batches
+        difference = processor_difference(pipeline, processor)
+    except (AttributeError, TypeError, ValueError) as exc:
+        name = type(processor).__name__
+        raise ModelLoadError(f"{param}: its image processor ({name}) is not supported: {exc}") from exc
+    if not difference <= PIXEL_TOLERANCE:
+        raise ModelLoadError(
+            f"{param}: capsearch's preprocessing does not reproduce its image processor ({type(processor).__name__}; "
+            f"largest pixel difference {difference:.3g}), so its results would not be the model's"
+        )
+    return pipeline, processor
+
 
 class PretrainedWrapper:
-    """A transformers model and its processor, loaded safely (safetensors only, no remote code, one commit).
+    """A transformers model loaded through its Auto class, safely (safetensors only, no remote code, one commit).
 
-    Subclasses name their ``processor_class`` and ``model_class``; ``param`` is the params key of the model,
-    used in every error (``clip.model``, ``caption.model``, or a command-line flag).
+    Subclasses name their ``model_class`` (an Auto class) and ``family_of`` (the check of the checkpoint's config);
+    ``param`` is the params key of the model, used in every error (``clip.model``, ``caption.model``, or a
+    command-line flag). The order is what makes a bad model fail fast: config (family), then the image processor
+    (checked against the pipeline on a probe image), then the weights.
     """
 
-    processor_class: ClassVar[Any]
     model_class: ClassVar[Any]
+    family_of: ClassVar[Any]
 
     def __init__(self, model_id: str, revision: str | None, precision: str, device: str, param: str) -> None:
         self.model_id = model_id
         self.revision = revision
         self.precision = precision
+        self.param = param
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
-        self.source = resolve_model(model_id, revision, param)  # a hub id: the one commit every file comes from
+        # a hub id: the one commit every file comes from
+        self.source, self.family = inspect_model(type(self).family_of, model_id, revision, param)
         pinned = self.source.load_revision
-        self.processor = load_pretrained(self.processor_class, model_id, pinned, param, weights=False)
+        self.pixels, self.image_processor = load_pixel_pipeline(model_id, pinned, param)
+        self.processor, self.tokenizer = _processor_and_tokenizer(model_id, pinned, param)
         self.model = load_pretrained(self.model_class, model_id, pinned, param, dtype=self.dtype).to(self.device)
         self.model.eval()
-        self.pixels = PixelPipeline.from_image_processor(self.processor.image_processor)
         self.last_run = RunStats()  # of the last run over images
         self._fingerprint: str | None = None
 
@@ -69,3 +115,17 @@ class PretrainedWrapper:
             pixels=self.pixels,
             **settings,
         )
+
+
+def _processor_and_tokenizer(model_id: str, revision: str | None, param: str) -> tuple[Any, Any]:
+    """The model's multimodal processor (None where it ships none, e.g. VisionEncoderDecoder) and its tokenizer."""
+    from transformers import AutoProcessor, AutoTokenizer, PreTrainedTokenizerBase
+
+    processor = load_pretrained(AutoProcessor, model_id, revision, param, weights=False)
+    if isinstance(processor, PreTrainedTokenizerBase):
+        return None, processor
+    tokenizer = getattr(processor, "tokenizer", None)
+    if tokenizer is None:
+        tokenizer = load_pretrained(AutoTokenizer, model_id, revision, param, weights=False)
+        processor = None
+    return processor, tokenizer

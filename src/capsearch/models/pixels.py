@@ -58,6 +58,14 @@ class PixelPipeline:
         new_short, new_long = self.shortest_edge, int(self.shortest_edge * long / short)
         return (new_short, new_long) if width <= height else (new_long, new_short)
 
+    def output_size(self) -> tuple[int, int]:
+        """(width, height) of every output; a shortest-edge resize without a crop has no single size."""
+        if self.crop_height is not None and self.crop_width is not None:
+            return self.crop_width, self.crop_height
+        if self.shortest_edge is None:
+            return int(self.width), int(self.height)  # type: ignore[arg-type]
+        raise ValueError("a shortest-edge resize without a centre crop gives images of different sizes")
+
     def draft_size(self, width: int, height: int) -> tuple[int, int]:
         """The smallest decode size that still resizes down (never up) to what the model needs."""
         new_width, new_height = self.resized_size(width, height)
@@ -97,3 +105,22 @@ def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.nda
         array, height, width = padded, padded.shape[0], padded.shape[1]
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
     return array[top : top + crop_height, left : left + crop_width]
+
+
+def probe_image(width: int = 123, height: int = 87) -> Image.Image:
+    """A fixed, non-square RGB test image (smooth gradients plus seeded noise) for comparing preprocessors."""
+    rng = np.random.default_rng(0)
+    x, y = np.meshgrid(np.linspace(0, 255, width), np.linspace(0, 255, height))
+    planes = np.stack([x, y, 255 - (x + y) / 2], axis=-1) + rng.normal(0, 24, (height, width, 3))
+    return Image.fromarray(np.clip(planes, 0, 255).astype(np.uint8), "RGB")
+
+
+def processor_difference(pipeline: PixelPipeline, image_processor: object) -> float:
+    """Largest absolute difference between ``pipeline`` and ``image_processor`` on :func:`probe_image` (inf when
+    the shapes differ): 0 up to float rounding when the pipeline reproduces the processor."""
+    image = probe_image()
+    expected = image_processor(images=[image], return_tensors="pt")["pixel_values"]  # type: ignore[operator]
+    ours = pipeline.normalise(pipeline(image).unsqueeze(0), torch.float32)
+    if tuple(expected.shape) != tuple(ours.shape):
+        return float("inf")
+    return float((expected.float() - ours).abs().max())

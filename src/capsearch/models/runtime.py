@@ -1,4 +1,4 @@
-"""Device, precision and safe model loading shared by the BLIP and CLIP wrappers."""
+"""Device, precision and safe model loading shared by the captioner and dual-encoder wrappers."""
 
 from __future__ import annotations
 
@@ -184,6 +184,15 @@ def resolve_model(model_id: str, revision: str | None, param: str) -> ModelSourc
     )
 
 
+def model_config_path(source: ModelSource) -> Path:
+    """The ``config.json`` the model loads with: in its folder, or the hub cache's copy at the resolved commit."""
+    if source.commit is None:
+        return Path(source.model_id).expanduser() / "config.json"
+    from huggingface_hub import hf_hub_download
+
+    return Path(hf_hub_download(source.model_id, "config.json", revision=source.commit))
+
+
 def load_pretrained(
     loader: Any, model_id: str, revision: str | None, param: str, weights: bool = True, **kwargs: Any
 ) -> Any:
@@ -197,7 +206,7 @@ def load_pretrained(
     try:
         if weights:
             kwargs["use_safetensors"] = True
-        return loader.from_pretrained(model_id, revision=revision, **kwargs)
+        return loader.from_pretrained(model_id, revision=revision, trust_remote_code=False, **kwargs)
     except (OSError, ValueError) as exc:
         first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise ModelLoadError(

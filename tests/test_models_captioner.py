@@ -1,15 +1,15 @@
-"""models.blip: batch-invariant captions, the same captions after an out-of-memory back-off."""
+"""models.captioner: batch-invariant captions, the same captions after an out-of-memory back-off."""
 
 import pytest
 import torch
 from helpers import GREEDY
 
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
+from capsearch.models.captioner import Captioner, DecodingSettings
 
 
 def test_captioner_is_batch_invariant(toy_models, images):
     source, ids = images
-    captioner = BlipCaptioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
+    captioner = Captioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
     settings = DecodingSettings(num_beams=1, max_new_tokens=15, min_new_tokens=2)
     one = captioner.caption_images(source, ids[:6], settings, batch_size=1)
     batched = captioner.caption_images(source, ids[:6], settings, batch_size=6)
@@ -20,7 +20,7 @@ def test_captioner_is_batch_invariant(toy_models, images):
 
 def test_captioner_backs_off_on_oom_and_finishes_with_the_same_captions(toy_models, scenes):
     source, ids, _ = scenes
-    captioner = BlipCaptioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
+    captioner = Captioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
     expected = captioner.caption_images(source, ids[:10], GREEDY, batch_size=8)
     real_generate = captioner.model.generate
 

@@ -1,4 +1,9 @@
-"""CLIP image and text embeddings, L2-normalised, in the order given."""
+"""Dual-encoder image and text embeddings (CLIP, SigLIP, ...), L2-normalised, in the order given.
+
+The model class comes from the checkpoint's config through ``AutoModel``; its text settings (padding, mask,
+case) from :mod:`capsearch.models.families`. Similarity is cosine for every family: SigLIP's sigmoid logits are
+a monotone function of it, so rankings are the same.
+"""
 
 from __future__ import annotations
 
@@ -7,12 +12,13 @@ from dataclasses import dataclass
 
 import numpy as np
 import torch
-from transformers import CLIPModel, CLIPProcessor
+from transformers import AutoModel
 
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import OomBackoff, RunStats, run_over_images
+from capsearch.models.families import TextSettings, embedder_family
 from capsearch.params import DEFAULT_CLIP, DEFAULT_CLIP_REVISION
 from capsearch.progress import progress
 
@@ -30,12 +36,13 @@ def _normalise(features: torch.Tensor) -> np.ndarray:
     return (features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
 
-class ClipEmbedder(PretrainedWrapper):
-    """A CLIP model and its processor, loaded safely, embedding images and texts into one space."""
+class DualEncoder(PretrainedWrapper):
+    """A dual encoder (CLIP, SigLIP, ...) and its processor, loaded safely, embedding images and texts into one
+    space."""
 
-    processor_class = CLIPProcessor
+    model_class = AutoModel
+    family_of = staticmethod(embedder_family)
     task_kind = "embed_images"  # the image task it runs (capsearch.engine)
-    model_class = CLIPModel
 
     def __init__(
         self,
@@ -47,7 +54,17 @@ class ClipEmbedder(PretrainedWrapper):
     ) -> None:
         super().__init__(model_id, revision, precision, device, param)
         self.context_length = int(self.model.config.text_config.max_position_embeddings)
+        self.text_settings: TextSettings = self.family.text or TextSettings()
         self.last_text_run = RunStats()  # of the last embed_texts
+        self._dim: int | None = None
+
+    @property
+    def dim(self) -> int:
+        """The embedding width (from one forward pass on a blank image: families name it differently)."""
+        if self._dim is None:
+            width, height = self.pixels.output_size()
+            self._dim = int(self.embed_pixels(torch.zeros((1, 3, height, width), dtype=torch.uint8)).shape[1])
+        return self._dim
 
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
@@ -66,7 +83,6 @@ class ClipEmbedder(PretrainedWrapper):
 
         Images whose embedding is in ``cache`` are not recomputed; ``last_run`` says how many were.
         """
-        dim = int(self.model.config.projection_dim)
         rows, self.last_run = run_over_images(
             source,
             image_ids,
@@ -78,35 +94,42 @@ class ClipEmbedder(PretrainedWrapper):
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space("clip-image") if cache is not None else "",
+            cache_space=self.cache_space("image-embedding") if cache is not None else "",
             desc="embed images",
         )
         if not rows:
-            return np.zeros((0, dim), dtype=np.float32)
+            return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack(rows).astype(np.float32)
 
+    def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
+        """The text tower's inputs for ``texts``, as the family was trained: padding, attention mask, case."""
+        settings = self.text_settings
+        batch = [text.lower() for text in texts] if settings.lowercase else list(texts)
+        tokens = self.tokenizer(
+            batch, padding=settings.padding, truncation=True, max_length=self.context_length, return_tensors="pt"
+        )
+        names = ("input_ids", "attention_mask") if settings.attention_mask else ("input_ids",)
+        return {name: tokens[name] for name in names}
+
     @torch.inference_mode()
-    def _embed_tokens(self, ids_and_mask: torch.Tensor) -> list[np.ndarray]:
-        """Embeddings of token ids stacked with their attention mask, shape (N, 2, L)."""
-        features = self.model.get_text_features(input_ids=ids_and_mask[:, 0], attention_mask=ids_and_mask[:, 1])
+    def _embed_tokens(self, stacked: torch.Tensor) -> list[np.ndarray]:
+        """Embeddings of the text inputs stacked along dim 1, shape (N, inputs, L), in :meth:`tokenize`'s order."""
+        names = ("input_ids", "attention_mask")[: stacked.shape[1]]
+        features = self.model.get_text_features(**dict(zip(names, stacked.unbind(1), strict=True)))
         return list(_normalise(features.pooler_output))
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> TextEmbeddings:
-        """Embeddings of ``texts``; texts longer than the context (77 tokens for CLIP) are truncated."""
-        tokenizer = self.processor.tokenizer
+        """Embeddings of ``texts``; texts longer than the context (77 tokens for CLIP, 64 for SigLIP) are cut."""
         rows: list[np.ndarray] = []
         truncated = 0
         backoff = OomBackoff(batch_size, self.device)
         for start in progress(range(0, len(texts), batch_size), desc="embed texts", unit="batch"):
             batch = list(texts[start : start + batch_size])
-            lengths = [len(ids) for ids in tokenizer(batch)["input_ids"]]
+            lengths = [len(ids) for ids in self.tokenizer(batch)["input_ids"]]
             truncated += sum(length > self.context_length for length in lengths)
-            tokens = tokenizer(
-                batch, padding=True, truncation=True, max_length=self.context_length, return_tensors="pt"
-            )
-            ids_and_mask = torch.stack([tokens["input_ids"], tokens["attention_mask"]], dim=1).to(self.device)
-            rows += backoff(self._embed_tokens, ids_and_mask)
+            stacked = torch.stack(list(self.tokenize(batch).values()), dim=1).to(self.device)
+            rows += backoff(self._embed_tokens, stacked)
         self.last_text_run = RunStats(len(texts), len(texts), 0, backoff.limit, backoff.backoffs)
         if not rows:
-            return TextEmbeddings(np.zeros((0, self.model.config.projection_dim), dtype=np.float32), 0)
+            return TextEmbeddings(np.zeros((0, self.dim), dtype=np.float32), 0)
         return TextEmbeddings(np.stack(rows).astype(np.float32), truncated)

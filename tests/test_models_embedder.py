@@ -1,4 +1,4 @@
-"""models.clip: normalised embeddings, worker-invariant, truncation counted, precision-stable."""
+"""models.embedder: normalised embeddings, worker-invariant, truncation counted, precision-stable."""
 
 import shutil
 import zipfile
@@ -10,13 +10,13 @@ from helpers import GREEDY, cosines
 from image_cases import good_cases
 
 from capsearch.data.images import ImageReadError, ImageSource
-from capsearch.models.blip import BlipCaptioner, DecodingSettings
-from capsearch.models.clip import ClipEmbedder
+from capsearch.models.captioner import Captioner, DecodingSettings
+from capsearch.models.embedder import DualEncoder
 
 
 def test_embeddings_are_normalised_and_worker_processes_agree(toy_models, images):
     source, ids = images
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     serial = embedder.embed_images(source, ids, batch_size=5, num_workers=0)
     parallel = embedder.embed_images(source, ids, batch_size=4, num_workers=2)
     assert serial.shape == (16, 64) and serial.dtype == np.float32
@@ -25,7 +25,7 @@ def test_embeddings_are_normalised_and_worker_processes_agree(toy_models, images
 
 
 def test_long_captions_are_truncated_and_counted(toy_models):
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     long = "a red circle " * 60
     out = embedder.embed_texts(["a red circle", long, "a blue square"], batch_size=2)
     assert out.truncated == 1 and out.vectors.shape == (3, 64)
@@ -35,11 +35,11 @@ def test_long_captions_are_truncated_and_counted(toy_models):
 def test_models_embed_and_caption_every_readable_odd_image(toy_models, folder):
     source = ImageSource(folder)
     good = sorted(good_cases())
-    vectors = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu").embed_images(
+    vectors = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu").embed_images(
         source, good, batch_size=4, num_workers=2
     )
     assert np.isfinite(vectors).all() and np.allclose(np.linalg.norm(vectors, axis=1), 1, atol=1e-5)
-    captioner = BlipCaptioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
+    captioner = Captioner(str(toy_models / "toy-blip"), precision="fp32", device="cpu")
     captions = captioner.caption_images(source, good, DecodingSettings(1, 10, 2), batch_size=4)
     assert len(captions) == len(good) and all(captions)
 
@@ -51,7 +51,7 @@ def test_a_file_vanishing_after_subset_fails_naming_it(toy_models, folder, tmp_p
     source = ImageSource(copy)
     ids = sorted(good_cases())
     (copy / "gray.jpg").unlink()
-    embedder = ClipEmbedder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
+    embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
     with pytest.raises(ImageReadError) as caught:
         embedder.embed_images(source, ids, batch_size=4, num_workers=workers)
     message = str(caught.value)
@@ -74,7 +74,7 @@ def _recall(similarity: np.ndarray, k: int) -> float:
 def test_bf16_agrees_with_fp32_and_retrieval_barely_moves(toy_models, scenes):
     source, ids, paths = scenes
     clip = str(toy_models / "toy-clip")
-    full, half = (ClipEmbedder(clip, precision=p, device="cpu") for p in ("fp32", "bf16"))
+    full, half = (DualEncoder(clip, precision=p, device="cpu") for p in ("fp32", "bf16"))
     assert half.dtype is torch.bfloat16
     images_full, images_half = full.embed_images(source, ids, 16), half.embed_images(source, ids, 16)
     assert cosines(images_full, images_half).min() > 0.99
@@ -88,7 +88,7 @@ def test_bf16_agrees_with_fp32_and_retrieval_barely_moves(toy_models, scenes):
     blip = str(toy_models / "toy-blip")
     recalls = []
     for precision in ("fp32", "bf16"):
-        captions = BlipCaptioner(blip, precision=precision, device="cpu").caption_images(source, ids, GREEDY, 16)
+        captions = Captioner(blip, precision=precision, device="cpu").caption_images(source, ids, GREEDY, 16)
         recalls.append(_recall(texts_full @ full.embed_texts(captions).vectors.T, 5))  # text -> generated caption
     assert recalls[0] > 25  # chance: 7.8
     assert abs(recalls[0] - recalls[1]) <= 6  # captions may change words, not what retrieval finds

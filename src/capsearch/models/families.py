@@ -1,0 +1,158 @@
+"""Which model a checkpoint is, read from its ``config.json`` alone: what capsearch runs, and how, or why not.
+
+The Auto classes of transformers pick the model class from the config's ``model_type``; this module decides,
+before any weights or images are read, whether that class can do the job of its param:
+
+* ``clip.model``: a dual encoder, a model with ``get_image_features`` and ``get_text_features`` (CLIP, SigLIP,
+  fixed-resolution SigLIP 2, ALIGN, ...). Its text settings are those it was trained with: SigLIP's text tower saw
+  lower-cased text padded to its full 64 tokens and no attention mask (the pad token is its end token and the
+  pooled output is the last position), CLIP's saw text padded to the longest with a mask.
+* ``caption.model``: an image-to-text generator of a family whose generation capsearch knows: BLIP, BLIP-2, GIT,
+  VisionEncoderDecoder (ViT-GPT2 and the like).
+
+A config naming remote code (``auto_map``), a model type transformers does not know, a classifier or a model
+of the other kind is refused with one line naming the param.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from capsearch.models import ModelLoadError
+
+CAPTIONER_FAMILIES = ("blip", "blip-2", "git", "vision-encoder-decoder")
+PROMPT_FAMILIES = ("blip", "blip-2", "git")  # vision-encoder-decoder captioners start from their decoder's BOS
+
+
+@dataclass(frozen=True)
+class TextSettings:
+    """How a dual encoder's text tower was trained to see text."""
+
+    padding: str = "longest"  # or "max_length": every text padded to the context length
+    attention_mask: bool = True  # SigLIP: none (pads are attended, as in training)
+    lowercase: bool = False
+
+
+# model_type -> its text settings, where they differ from CLIP's
+TEXT_SETTINGS = {"siglip": TextSettings(padding="max_length", attention_mask=False, lowercase=True)}
+
+
+@dataclass(frozen=True)
+class ModelFamily:
+    """A checkpoint's ``model_type``, the class its Auto class loads, and (dual encoders) its text settings."""
+
+    model_type: str
+    architecture: str
+    text: TextSettings | None = None
+
+
+def read_config(path: str | Path, param: str) -> dict[str, Any]:
+    """A checkpoint's ``config.json`` as a mapping; a missing or malformed one is an error naming ``param``."""
+    try:
+        config = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"{param}: cannot read the model's config.json ({path}): {exc}") from exc
+    if not isinstance(config, dict):
+        raise ModelLoadError(f"{param}: the model's config.json ({path}) is not a mapping")
+    return config
+
+
+def _model_type(config: dict[str, Any], param: str) -> str:
+    """The config's model type, after refusing remote code and types transformers does not know."""
+    from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
+
+    if config.get("auto_map"):
+        raise ModelLoadError(
+            f"{param}: the model needs its own code from the repo (auto_map in config.json); capsearch never runs "
+            "remote code (trust_remote_code). Choose a checkpoint of a family transformers ships"
+        )
+    model_type = config.get("model_type")
+    if model_type not in CONFIG_MAPPING_NAMES:
+        raise ModelLoadError(
+            f"{param}: model type {model_type!r} is unknown to transformers (it would need remote code, which "
+            "capsearch never runs, or a newer transformers)"
+        )
+    return str(model_type)
+
+
+def _architectures(config: dict[str, Any]) -> list[str]:
+    return [str(a) for a in config.get("architectures") or []]
+
+
+def _holds(config: dict[str, Any], architecture: str | None) -> bool:
+    """Whether the checkpoint holds ``architecture``'s weights (a config listing none is taken at its word)."""
+    listed = _architectures(config)
+    return architecture is not None and (not listed or architecture in listed)
+
+
+def _role(model_type: str, config: dict[str, Any]) -> str:
+    """What a model of another kind is, for the refusal: a classifier, a captioner, a dual encoder, or a model."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    architectures = _architectures(config)
+    if any(a.endswith(("ForImageClassification", "ForSequenceClassification")) for a in architectures):
+        return f"an image classifier ({architectures[0]}): it gives class scores, not image and text embeddings"
+    if _holds(config, MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type)):
+        return f"an image-to-text generator ({', '.join(architectures) or model_type}): set it as caption.model"
+    if _holds(config, _dual_encoder_class(model_type)):
+        return f"a dual encoder ({', '.join(architectures) or model_type}): set it as clip.model"
+    return f"a {model_type} model ({', '.join(architectures) or 'no architectures listed'})"
+
+
+def _dual_encoder_class(model_type: str) -> str | None:
+    """The AutoModel class of ``model_type`` if it exposes both image and text features."""
+    import transformers
+    from transformers.models.auto.modeling_auto import MODEL_MAPPING_NAMES
+
+    name = MODEL_MAPPING_NAMES.get(model_type)
+    cls = getattr(transformers, name, None) if isinstance(name, str) else None
+    if cls is None or not (hasattr(cls, "get_image_features") and hasattr(cls, "get_text_features")):
+        return None
+    return str(name)
+
+
+def embedder_family(config: dict[str, Any], param: str = "clip.model") -> ModelFamily:
+    """The family of a dual encoder's config; anything else is refused with one line naming ``param``."""
+    model_type = _model_type(config, param)
+    architecture = _dual_encoder_class(model_type)
+    if architecture is None or not _holds(config, architecture):
+        raise ModelLoadError(
+            f"{param}: the model is {_role(model_type, config)}; {param} needs a dual encoder with image and text "
+            "features (CLIP, SigLIP, ...)"
+        )
+    if model_type == "siglip2":
+        raise ModelLoadError(
+            f"{param}: SigLIP 2 NaFlex checkpoints (model type siglip2) resize each image to its own patch grid, "
+            "which capsearch's batched preprocessing does not reproduce; use a fixed-resolution SigLIP 2 "
+            "checkpoint (e.g. google/siglip2-base-patch16-224, model type siglip)"
+        )
+    return ModelFamily(model_type, architecture, TEXT_SETTINGS.get(model_type, TextSettings()))
+
+
+def captioner_family(config: dict[str, Any], param: str = "caption.model") -> ModelFamily:
+    """The family of an image-to-text generator's config; anything else is refused with one line naming ``param``."""
+    from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
+
+    model_type = _model_type(config, param)
+    architecture = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type)
+    if model_type not in CAPTIONER_FAMILIES or not _holds(config, architecture):
+        what = _role(model_type, config)
+        if model_type not in CAPTIONER_FAMILIES and _holds(config, architecture):
+            what = f"a {model_type} image-text model, whose generation capsearch does not drive"
+        raise ModelLoadError(
+            f"{param}: the model is {what}; {param} needs a captioner of a family capsearch runs "
+            f"({', '.join(CAPTIONER_FAMILIES)})"
+        )
+    return ModelFamily(model_type, str(architecture))
+
+
+def check_prompt(family: ModelFamily, prompt: str | None, param: str = "caption.prompt") -> None:
+    """A prompt is for families that continue one; VisionEncoderDecoder captioners take none."""
+    if prompt and family.model_type not in PROMPT_FAMILIES:
+        raise ModelLoadError(
+            f"{param}: {family.model_type} captioners take no prompt (they start from their decoder's first "
+            "token); set it to null"
+        )

@@ -1,0 +1,56 @@
+"""Comparing models the DVC way: `dvc exp run --queue -S clip.model=A,B`, then `dvc exp show` and `dvc plots diff`,
+on a generated COCO (Karpathy split) with two toy dual encoders of different families (CLIP and SigLIP)."""
+
+import json
+
+import pytest
+
+from capsearch.demo.workspace import create_demo_workspace, run_dvc
+
+
+def experiments(shown: object) -> list[dict]:
+    """Every experiment of `dvc exp show --json`: its name, clip.model and text→image R@1."""
+    found = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "params" in data and node.get("name"):
+                params = data["params"]["params.yaml"]["data"]
+                metrics = data.get("metrics", {}).get("metrics/retrieval.json", {}).get("data", {})
+                r1 = metrics.get("text_to_image", {}).get("R@1")
+                found.append({"name": node["name"], "clip": params["clip"]["model"], "r1": r1})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
+
+
+@pytest.mark.slow
+def test_queued_experiments_compare_clip_and_siglip(toy_models, toy_families, tmp_path):
+    workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=240, num_images=24, karpathy="coco")
+    clip, siglip = str(toy_models / "toy-clip"), str(toy_families / "toy-siglip")
+    run_dvc(workspace, "exp", "run", "--queue", "evaluate", "-S", f"clip.model={clip},{siglip}")
+    ran = run_dvc(workspace, "exp", "run", "--run-all", "-j", "1", check=False)
+    assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
+    found = experiments(json.loads(run_dvc(workspace, "exp", "show", "--json").stdout))
+    by_model = {row["clip"]: row for row in found if row["r1"] is not None}
+    assert set(by_model) == {clip, siglip}, found
+    assert by_model[clip]["r1"] != by_model[siglip]["r1"]  # two models, two results, each above chance (1/24)
+    assert min(row["r1"] for row in by_model.values()) > 100 / 24
+    names = [by_model[clip]["name"], by_model[siglip]["name"]]
+    output = run_dvc(workspace, "plots", "diff", *names, "--json").stdout  # the report images are not built
+    plots = json.loads(output[output.index("{") :])["data"]
+    curves = [entry for key, entries in plots.items() if "recall" in key for entry in entries]
+    assert curves and all(set(names) <= set(entry["revisions"]) for entry in curves), curves
+    values = curves[0]["content"]["data"]["values"]
+    per_rev = {
+        n: sorted((v["k"], v["field"], v["dvc_inferred_y_value"]) for v in values if v["rev"] == n) for n in names
+    }
+    assert all(per_rev.values()) and per_rev[names[0]] != per_rev[names[1]]
+    table = run_dvc(workspace, "exp", "show", "--md", "--only-changed").stdout
+    assert siglip in table and clip in table and "R@1" in table
