@@ -1,8 +1,8 @@
 # capsearch: `make repro` runs the pipeline, `make test` runs the tests, `make demo` runs it all offline.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch 2.13.0: a CPU build on the project's CI machines, a CUDA build from PyPI elsewhere on Linux.
-TORCH ?= torch==2.13.0
+# torch as requirements.lock pins it: a CPU build on the project's CI machines, a CUDA build from PyPI elsewhere.
+TORCH ?= $(shell grep '^torch==' requirements.lock)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
@@ -10,13 +10,14 @@ export DVC_NO_ANALYTICS := 1
 
 venv: $(VENV)/.installed
 
-$(VENV)/.installed: pyproject.toml Makefile
+# Exact versions from the lock files (pip resolves nothing); `pip check` proves they fit together and pyproject.toml.
+$(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
 	$(PY) -m pip install --quiet '$(TORCH)'
-	$(PY) -m pip install --quiet -e '.[dev]'
-	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
-	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
+	$(PY) -m pip install --quiet --no-deps -r requirements.lock -r requirements-dev.lock
+	$(PY) -m pip install --quiet --no-deps -e .
+	$(PY) -m pip check
 	touch $@
 
 repro: venv

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import platform
 from pathlib import Path
 from typing import Any
@@ -55,16 +56,23 @@ def build_base_models(out_dir: str | Path, blip: bool = True) -> tuple[Path, Pat
     return blip_dir, clip_dir
 
 
+VECTOR_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16", "amx_tile")  # what decides CPU matrix speed
+
+
 def describe_machine(device: torch.device) -> str:
-    """CPU model and core count, or the GPU's name, plus torch's version."""
+    """The GPU's name, or the CPU's model, its vector flags and its core count; plus torch's version."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     if device.type == "cuda":
-        return f"{torch.cuda.get_device_name()} (torch {torch.__version__})"
-    cpu = platform.processor() or "cpu"
+        return f"{torch.cuda.get_device_name()}, {cores} CPU cores (torch {torch.__version__})"
+    cpu, flags = platform.processor() or "cpu", set()
     try:
         for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
+            if line.startswith("model name") and cpu in ("cpu", platform.processor()):
                 cpu = line.split(":", 1)[1].strip()
+            if line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
                 break
     except OSError:
         pass
-    return f"{cpu}, {torch.get_num_threads()} threads (torch {torch.__version__})"
+    shown = " ".join(flag for flag in VECTOR_FLAGS if flag in flags) or "no AVX2"
+    return f"{cpu} ({shown}), {cores} cores, {torch.get_num_threads()} threads (torch {torch.__version__})"

@@ -1,22 +1,36 @@
-"""``python bench/stages.py``: each stage's real code path against the naive way, same run, same machine.
+"""``python bench/stages.py [--device cuda] [--quick]``: the stages' model work end to end, and where its time goes.
 
-BLIP and CLIP are random-weight models of the real base sizes, built from ``BlipConfig()`` and ``CLIPConfig()``
-(no download; the compute does not depend on the weights) and saved with ``save_pretrained``, so they load
-through the same ``Captioner``/``DualEncoder`` as the hub models. Images are generated 500x375 JPEGs with
-photo-like texture and file sizes. Every rate is end to end from the JPEG files, after the model is loaded:
+One call measures, on generated 500×375 JPEGs (photo-like texture and file sizes) with random-weight models of the
+real base sizes (BLIP-base, CLIP ViT-B/32, built from their default configs and saved with ``save_pretrained``, so
+they load through the same ``Captioner``/``DualEncoder`` as hub models; the compute does not depend on the
+weights):
 
-- ``capsearch``: ``caption_images`` / ``embed_images`` / ``embed_texts`` as the stages call them (worker
-  decoding, batched, ``auto`` precision, no result cache), then the same with a warm cache.
-- ``naive``: the original notebook's way: one image (or text) at a time, fp32, transformers' processor.
+- the loader alone (decode, resize, copy to the device) with CPU decoding and, on a GPU with torchvision, with GPU
+  decoding; and a bare PIL loop over the same files with the same number of processes (decode + resize, nothing
+  sent back), the rate a loader can at best reach;
+- the CLIP image tower alone on pixels already on the device;
+- embed_images end to end, both decode paths; embed_texts;
+- caption end to end, greedy 20 tokens and the default params (3 beams, up to 30 tokens);
+- all of Flickr8k's model work as the stages run it (``compute_parts`` for caption with the default params and
+  embed_images, then ``embed_texts`` of 40,460 captions; model loading included);
+- the decode deviation: the GPU path against the CPU path on the same photos (pixels, image-embedding cosine)
+  and, with ``--toy-models``, Recall@K of the toy CLIP on generated scenes both ways. Without a GPU the deviation
+  of the tensor resize alone is measured (PIL decodes, torch resizes as the GPU path does).
 
-Random weights never emit the end token, so captions always run to ``max_new_tokens``: the greedy rows use
-exactly 20 new tokens, and the default-params row (3 beams, up to 30 tokens) is a pessimistic bound.
+Random weights never emit the end token, so captions always run to ``max_new_tokens``: greedy rows generate
+exactly 20 tokens, and the default-params rows (up to 30) are an upper bound on real captions' work.
+
+Every row goes to the JSON (``--out``): ``work``, ``way``, ``decode``, ``images`` (texts for embed_texts),
+``seconds``, ``images_per_s`` and the machine. ``--quick`` uses a few images and tiny counts (checks the script
+on a CPU in a minute); ``--models toy`` uses the toy models instead of the base-size ones (the suite runs that).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import multiprocessing
+import os
 import tempfile
 import time
 from collections.abc import Callable
@@ -28,94 +42,54 @@ import torch
 from base_models import build_base_models, describe_machine  # bench/ is the script folder
 from PIL import Image
 
-from capsearch.cache import ResultCache
+from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
-from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers, run_over_images
+from capsearch.engine import ImageTask, compute_parts
+from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
-from capsearch.models.runtime import precision_name, resolve_device
+from capsearch.models.gpu_decode import jpeg_decoder, resolve_decode
+from capsearch.models.loader import ImageLoader
+from capsearch.models.pixels import PixelPipeline
+from capsearch.models.runtime import precision_name, resolve_device, resolve_runtime
+from capsearch.params import RuntimeParams
 
-PRESETS = {  # how many items each row times
-    "cpu": {"caption": 24, "naive_caption": 4, "embed": 256, "naive_embed": 32, "texts": 4096, "naive_texts": 128},
-    "cuda": {
-        "caption": 4096,
-        "naive_caption": 16,
-        "embed": 8091,
-        "naive_embed": 128,
-        "texts": 40460,
-        "naive_texts": 512,
-    },
-}
 GREEDY = DecodingSettings(num_beams=1, max_new_tokens=20, min_new_tokens=20)
 DEFAULT_PARAMS = DecodingSettings(num_beams=3, max_new_tokens=30, min_new_tokens=5)
+FLICKR8K_IMAGES, FLICKR8K_CAPTIONS = 8091, 40460
+PRESETS = {  # how many images (or texts) each row uses
+    "cuda": {"images": FLICKR8K_IMAGES, "caption": 4096, "params": 2048, "texts": FLICKR8K_CAPTIONS, "whole": 1},
+    "cpu": {"images": 256, "caption": 24, "params": 8, "texts": 4096, "whole": 0},
+    "quick": {"images": 48, "caption": 8, "params": 4, "texts": 256, "whole": 1},
+}
+DEVIATION_IMAGES = {"cuda": 1024, "cpu": 64, "quick": 16}
+BATCH_KEYS = {"caption": "caption", "embed_images": "embed", "embed_texts": "text"}
 
 
-def write_photos(folder: str | Path, count: int, seed: int = 0) -> list[str]:
-    """``count`` 500x375 JPEGs (quality 90) with smooth colour fields and grain, about Flickr's file size."""
+def _photo(args: tuple[Path, int]) -> None:
+    path, seed = args
+    if path.exists():
+        return
+    rng = np.random.default_rng(seed)
+    coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
+    field = np.asarray(Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC), dtype=np.float32)
+    grain = rng.normal(0, 12, field.shape).astype(np.float32)
+    Image.fromarray(np.clip(field + grain, 0, 255).astype(np.uint8)).save(path, quality=90)
+
+
+def write_photos(folder: str | Path, count: int, seed: int = 0, processes: int = 1) -> list[str]:
+    """``count`` 500×375 JPEGs (quality 90) with smooth colour fields and grain, about Flickr's file size."""
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    rng = np.random.default_rng(seed)
-    names = []
-    for i in range(count):
-        name = f"photo_{i:05d}.jpg"
-        names.append(name)
-        if (folder / name).exists():
-            continue
-        coarse = rng.integers(0, 256, (6, 8, 3), dtype=np.uint8)
-        field = np.asarray(Image.fromarray(coarse).resize((500, 375), Image.Resampling.BICUBIC), dtype=np.float32)
-        grain = rng.normal(0, 12, field.shape).astype(np.float32)
-        pixels = np.clip(field + grain, 0, 255).astype(np.uint8)
-        Image.fromarray(pixels).save(folder / name, quality=90)
+    names = [f"photo_{i:05d}.jpg" for i in range(count)]
+    jobs = [(folder / name, seed * 1_000_003 + i) for i, name in enumerate(names)]
+    if processes > 1:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            pool.map(_photo, jobs, chunksize=64)
+    else:
+        for job in jobs:
+            _photo(job)
     return names
-
-
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize()
-
-
-def _timed(fn: Callable[[], Any], device: torch.device) -> float:
-    _sync(device)
-    start = time.perf_counter()
-    fn()
-    _sync(device)
-    return time.perf_counter() - start
-
-
-def _naive_caption(folder: Path, blip_dir: Path, files: list[str], device: torch.device) -> float:
-    from transformers import BlipForConditionalGeneration, BlipProcessor
-
-    processor = BlipProcessor.from_pretrained(blip_dir)
-    model = BlipForConditionalGeneration.from_pretrained(blip_dir, dtype=torch.float32).to(device).eval()
-
-    def one(name: str) -> None:
-        inputs = processor(images=Image.open(folder / name).convert("RGB"), return_tensors="pt").to(device)
-        with torch.no_grad():
-            model.generate(**inputs, num_beams=1, max_new_tokens=20, min_new_tokens=20, do_sample=False)
-
-    one(files[0])  # warm-up
-    return _timed(lambda: [one(name) for name in files], device)
-
-
-def _naive_embed(folder: Path, clip_dir: Path, files: list[str], texts: list[str], device: torch.device) -> tuple:
-    from transformers import CLIPModel, CLIPProcessor
-
-    processor = CLIPProcessor.from_pretrained(clip_dir)
-    model = CLIPModel.from_pretrained(clip_dir, dtype=torch.float32).to(device).eval()
-
-    def image(name: str) -> None:
-        inputs = processor(images=Image.open(folder / name).convert("RGB"), return_tensors="pt").to(device)
-        with torch.no_grad():
-            model.get_image_features(**inputs)
-
-    def text(value: str) -> None:
-        inputs = processor(text=[value], return_tensors="pt", padding=True).to(device)
-        with torch.no_grad():
-            model.get_text_features(**inputs)
-
-    image(files[0])
-    text(texts[0])
-    return _timed(lambda: [image(n) for n in files], device), _timed(lambda: [text(t) for t in texts], device)
 
 
 def _texts(count: int, seed: int = 0) -> list[str]:
@@ -125,164 +99,378 @@ def _texts(count: int, seed: int = 0) -> list[str]:
     return [" ".join(rng.choice(words, size=int(rng.integers(6, 16)))) for _ in range(count)]
 
 
-class _Table:
-    """Rows of the benchmark, printed as they come."""
+def _sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
 
-    def __init__(self) -> None:
+
+def timed(fn: Callable[[], Any], device: torch.device) -> float:
+    """Seconds ``fn`` takes, the device's queue drained before and after."""
+    _sync(device)
+    start = time.perf_counter()
+    fn()
+    _sync(device)
+    return time.perf_counter() - start
+
+
+class Table:
+    """The benchmark's rows, printed as they come."""
+
+    def __init__(self, machine: str) -> None:
+        self.machine = machine
         self.rows: list[dict[str, Any]] = []
+        self.deviation: list[dict[str, Any]] = []
 
-    def add(self, work: str, way: str, count: int, seconds: float) -> None:
-        rate = count / seconds
-        self.rows.append({"work": work, "way": way, "items": count, "seconds": round(seconds, 3), "per_second": rate})
-        print(f"{work:<36} {way:<44} {count:>6} in {seconds:8.2f}s = {rate:10.2f}/s", flush=True)
+    def add(self, work: str, way: str, decode: str, count: int, seconds: float, unit: str = "images") -> None:
+        rate = count / seconds if seconds > 0 else float("inf")
+        row = {
+            "work": work,
+            "way": way,
+            "decode": decode,
+            "images": count,
+            "unit": unit,
+            "seconds": round(seconds, 3),
+            "images_per_s": round(rate, 2),
+            "machine": self.machine,
+        }
+        self.rows.append(row)
+        print(f"{work:<34} {way:<50} {decode:<4} {count:>6} {unit} in {seconds:8.2f}s = {rate:10.1f}/s", flush=True)
 
 
-def _bench_caption(
-    table: _Table, blip_dir: Path, source: ImageSource, ids: list[str], batch: int, workers: int, precision: str,
+# ---- the loader against a bare PIL loop ------------------------------------------------------------------------
+
+_BARE: tuple[Path, PixelPipeline] | None = None  # (folder, pipeline), inherited by the forked pool
+
+
+def _bare_decode(name: str) -> int:
+    assert _BARE is not None
+    folder, pipeline = _BARE
+    return int(pipeline(Image.open(folder / name).convert("RGB"))[0, 0, 0])
+
+
+def bare_pil(folder: Path, names: list[str], pipeline: PixelPipeline, processes: int) -> float:
+    """Seconds for ``processes`` processes to decode and resize every file with PIL, sending nothing back."""
+    global _BARE
+    _BARE = (folder, pipeline)
+    start = time.perf_counter()
+    if processes <= 1:
+        for name in names:
+            _bare_decode(name)
+    else:
+        with multiprocessing.get_context("fork").Pool(processes) as pool:
+            for _ in pool.imap_unordered(_bare_decode, names, chunksize=16):
+                pass
+    return time.perf_counter() - start
+
+
+def loader_only(
+    source: ImageSource,
+    ids: list[str],
+    pipeline: PixelPipeline,
+    batch: int,
+    workers: int,
     device: torch.device,
-) -> str:  # fmt: skip
-    captioner = Captioner(str(blip_dir), precision=precision, device=device.type)
-    dtype = precision_name(captioner.dtype)
-    captioner.caption_images(source, ids[:batch], GREEDY, batch, 0)  # warm-up
-    seconds = _timed(lambda: captioner.caption_images(source, ids, GREEDY, batch, workers), device)
-    table.add("caption (greedy, 20 tokens)", f"capsearch {dtype}, batch {batch}, {workers} workers", len(ids), seconds)
-    few = ids[: max(batch, 8)]
-    seconds = _timed(lambda: captioner.caption_images(source, few, DEFAULT_PARAMS, batch, workers), device)
-    table.add("caption (params: 3 beams, <=30 tok)", f"capsearch {dtype}, batch {batch}", len(few), seconds)
-    with tempfile.TemporaryDirectory() as cache_dir:
-        cache = ResultCache(cache_dir)
-        captioner.caption_images(source, ids, GREEDY, batch, workers, cache)
-        seconds = _timed(lambda: captioner.caption_images(source, ids, GREEDY, batch, workers, cache), device)
-        table.add("caption (greedy, 20 tokens)", "capsearch, all cached (hash + look-up)", len(ids), seconds)
-        cache.close()
-    return dtype
-
-
-def _bench_embed(
-    table: _Table, clip_dir: Path, source: ImageSource, files: list[str], texts: list[str], batches: tuple[int, int],
-    workers: int, precision: str, device: torch.device,
-) -> None:  # fmt: skip
-    embedder = DualEncoder(str(clip_dir), precision=precision, device=device.type)
-    dtype = precision_name(embedder.dtype)
-    image_batch, text_batch = batches
-    embedder.embed_images(source, files[:image_batch], image_batch, 0)
-    seconds = _timed(lambda: embedder.embed_images(source, files, image_batch, workers), device)
-    table.add("embed_images", f"capsearch {dtype}, batch {image_batch}, {workers} workers", len(files), seconds)
-    # the same run split in two: the loader alone (decode, resize, copy to the device), then the model alone
-    seconds = _timed(lambda: _loader_only(embedder, source, files, image_batch, workers), device)
-    table.add("embed_images: loader only", f"decode + resize + copy, {workers} workers", len(files), seconds)
-    shape = embedder.pixels(source.open_rgb(files[0])).shape  # (3, H, W) as the model sees it
-    pixels = torch.randint(0, 256, (image_batch, *shape), dtype=torch.uint8).to(device)
-    rounds = max(1, len(files) // image_batch)
-    with torch.inference_mode():
-        embedder.embed_pixels(pixels)
-        seconds = _timed(lambda: [embedder.embed_pixels(pixels) for _ in range(rounds)], device)
-    way = f"{dtype}, batch {image_batch}, pixels on the device"
-    table.add("embed_images: model only", way, rounds * image_batch, seconds)
-    embedder.embed_texts(texts[:text_batch], text_batch)
-    seconds = _timed(lambda: embedder.embed_texts(texts, text_batch), device)
-    table.add("embed_texts", f"capsearch {dtype}, batch {text_batch}", len(texts), seconds)
-
-
-def _loader_only(embedder: DualEncoder, source: ImageSource, files: list[str], batch: int, workers: int) -> None:
-    """embed_images' loader with no model: each batch is only copied to the device."""
-    run_over_images(
+    decode: str,
+) -> ImageLoader:
+    """Every image through the loader to the device (decoded, resized, copied), no model."""
+    loader = ImageLoader(
         source,
-        files,
-        embedder.pixels,
-        lambda pixels: [0] * len(pixels.to(embedder.device)),
-        lambda row: b"",
-        lambda blob: 0,
+        ids,
+        pipeline,
         batch_size=batch,
         num_workers=workers,
-        device=embedder.device,
+        device=device,
+        decode=decode,
+        jpeg_decoder=jpeg_decoder(device) if decode == "gpu" else None,
     )
+    for loaded in loader:
+        loaded.pixels.sum()  # touch the batch where it is
+    return loader
 
 
-def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
-    """Time every row and return the results (also the machine description)."""
-    device = resolve_device(args.device)
-    kind = "cuda" if device.type == "cuda" else "cpu"
-    preset = dict(PRESETS[kind])
-    preset.update({k: v for k, v in vars(args).items() if k in preset and v is not None})
-    workers = resolve_num_workers(args.num_workers, device)
-    blip_dir, clip_dir = build_base_models(args.models_dir)
-    photos = Path(args.images_dir)
-    files = write_photos(photos, max(preset["caption"], preset["embed"]))
-    texts = _texts(preset["texts"])
-    caption_batch = args.caption_batch or AUTO_BATCH_SIZES["caption"][kind]
-    embed_batch = args.embed_batch or AUTO_BATCH_SIZES["embed_images"][kind]
-    text_batch = args.text_batch or AUTO_BATCH_SIZES["embed_texts"][kind]
-    table = _Table()
+# ---- the rows --------------------------------------------------------------------------------------------------
 
-    source = ImageSource(photos)
-    caption_ids = files[: preset["caption"]]
-    dtype = _bench_caption(table, blip_dir, source, caption_ids, caption_batch, workers, args.precision, device)
-    naive = files[: preset["naive_caption"]]
-    seconds = _naive_caption(photos, blip_dir, naive, device)
-    table.add("caption (greedy, 20 tokens)", "naive: 1 at a time, fp32, processor", len(naive), seconds)
-    batches = (embed_batch, text_batch)
-    _bench_embed(table, clip_dir, source, files[: preset["embed"]], texts, batches, workers, args.precision, device)
-    image_seconds, text_seconds = _naive_embed(
-        photos, clip_dir, files[: preset["naive_embed"]], texts[: preset["naive_texts"]], device
+
+def bench_embed(
+    table: Table,
+    clip_dir: Path,
+    source: ImageSource,
+    ids: list[str],
+    texts: list[str],
+    decodes: list[str],
+    settings: dict[str, Any],
+) -> DualEncoder:
+    device, workers, batch, text_batch = (settings[k] for k in ("device", "workers", "embed_batch", "text_batch"))
+    embedder = DualEncoder(str(clip_dir), precision=settings["precision"], device=device.type)
+    dtype = precision_name(embedder.dtype)
+    folder = Path(source.location)
+    seconds = bare_pil(folder, ids, embedder.pixels, max(workers, 1))
+    table.add("decode + resize", f"bare PIL loop, {max(workers, 1)} processes", "cpu", len(ids), seconds)
+    for decode in decodes:
+        seconds = timed(lambda d=decode: loader_only(source, ids, embedder.pixels, batch, workers, device, d), device)
+        way = f"decode + resize + copy, batch {batch}, {workers} workers"
+        table.add("embed_images: loader only", way, decode, len(ids), seconds)
+    width, height = embedder.pixels.output_size()
+    pixels = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
+    rounds = max(1, len(ids) // batch)
+    embedder.embed_pixels(pixels)  # warm-up
+    seconds = timed(lambda: [embedder.embed_pixels(pixels) for _ in range(rounds)], device)
+    table.add("embed_images: model only", f"{dtype}, batch {batch}, on the device", "none", rounds * batch, seconds)
+    embedder.embed_images(source, ids[:batch], batch, 0)  # warm-up
+    for decode in decodes:
+        seconds = timed(lambda d=decode: embedder.embed_images(source, ids, batch, workers, decode=d), device)
+        table.add("embed_images", f"capsearch {dtype}, batch {batch}, {workers} workers", decode, len(ids), seconds)
+    embedder.embed_texts(texts[:text_batch], text_batch)
+    seconds = timed(lambda: embedder.embed_texts(texts, text_batch), device)
+    table.add("embed_texts", f"capsearch {dtype}, batch {text_batch}", "none", len(texts), seconds, unit="texts")
+    return embedder
+
+
+def bench_caption(
+    table: Table,
+    blip_dir: Path,
+    source: ImageSource,
+    ids: list[str],
+    preset: dict[str, int],
+    decode: str,
+    settings: dict[str, Any],
+) -> None:
+    device, workers, batch = settings["device"], settings["workers"], settings["caption_batch"]
+    captioner = Captioner(str(blip_dir), precision=settings["precision"], device=device.type)
+    dtype = precision_name(captioner.dtype)
+    captioner.caption_images(source, ids[: min(batch, 8)], GREEDY, batch, 0)  # warm-up
+    runs = (
+        ("greedy, 20 tokens", GREEDY, preset["caption"]),
+        ("default params: 3 beams, <=30 tokens", DEFAULT_PARAMS, preset["params"]),
     )
-    table.add("embed_images", "naive: 1 at a time, fp32, processor", preset["naive_embed"], image_seconds)
-    table.add("embed_texts", "naive: 1 at a time, fp32, processor", preset["naive_texts"], text_seconds)
-    rows = table.rows
+    for name, decoding, count in runs:
+        chosen = ids[:count]
+
+        def caption(chosen: list[str] = chosen, decoding: DecodingSettings = decoding) -> None:
+            captioner.caption_images(source, chosen, decoding, batch, workers, decode=decode)
+
+        way = f"capsearch {dtype}, batch {batch}, {workers} workers"
+        table.add(f"caption ({name})", way, decode, len(chosen), timed(caption, device))
+
+
+def bench_whole(
+    table: Table,
+    models: tuple[Path, Path],
+    folder: Path,
+    ids: list[str],
+    texts: list[str],
+    decode: str,
+    settings: dict[str, Any],
+) -> None:
+    """Flickr8k's model work as the stages run it: caption and embed_images through ``compute_parts`` (model loaded,
+    parts written, manifest), embed_texts of every reference caption."""
+    blip_dir, clip_dir = models
+    device = settings["device"]
+    knobs = RuntimeParams(
+        device=device.type,
+        num_workers=settings["workers"],
+        batch_size={task: settings[f"{key}_batch"] for task, key in BATCH_KEYS.items()},
+        cache=False,
+        decode=decode,
+    )
+    runtime = resolve_runtime(knobs)
+    parts = plan_parts([(image_id, str(folder)) for image_id in ids])
+    precision = settings["precision"]
+    total = 0.0
+    with tempfile.TemporaryDirectory() as out:
+        caption = ImageTask(Captioner, str(blip_dir), "main", precision, device.type, DEFAULT_PARAMS, decode)
+        embed = ImageTask(DualEncoder, str(clip_dir), "main", precision, device.type, decode=decode)
+        for name, task in (("caption (default params)", caption), ("embed_images", embed)):
+            store = PartStore(Path(out) / name.split()[0], task.output_kind, task.identity())
+            seconds = timed(lambda t=task, s=store: compute_parts(t, parts, s, runtime, knobs), device)
+            total += seconds
+            table.add(f"Flickr8k: {name}", "as the stage runs it (model load included)", decode, len(ids), seconds)
+
+    def embed_texts() -> None:
+        embedder = DualEncoder(str(clip_dir), precision=precision, device=device.type)
+        embedder.embed_texts(texts, settings["text_batch"])
+
+    seconds = timed(embed_texts, device)
+    total += seconds
+    way = "as the stage runs it (model load included)"
+    table.add("Flickr8k: embed_texts", way, "none", len(texts), seconds, unit="texts")
+    table.add("Flickr8k: all model work", f"{len(ids)} images + {len(texts)} captions", decode, len(ids), total)
+
+
+def bench_deviation(
+    table: Table,
+    embedder: DualEncoder,
+    source: ImageSource,
+    ids: list[str],
+    decode: str,
+    settings: dict[str, Any],
+    toy_models: Path | None,
+) -> None:
+    """The GPU path against the CPU path on the same photos; without a GPU, the tensor resize alone."""
+    device, batch = settings["device"], settings["embed_batch"]
+    decoder = jpeg_decoder(device) if decode == "gpu" else _pil_decoder
+    way = "nvJPEG + GPU resize" if decode == "gpu" else "tensor resize on the CPU (PIL decodes)"
+    cpu_rows = _pixels(source, ids, embedder.pixels, batch, device, "cpu", None)
+    other_rows = _pixels(source, ids, embedder.pixels, batch, device, "gpu", decoder)
+    difference = (cpu_rows.int() - other_rows.int()).abs()
+    with torch.inference_mode():
+        a = np.concatenate([embedder.embed_pixels(cpu_rows[i : i + batch]) for i in range(0, len(ids), batch)])
+        b = np.concatenate([embedder.embed_pixels(other_rows[i : i + batch]) for i in range(0, len(ids), batch)])
+    cosines = (a * b).sum(axis=1)
+    row = {
+        "compare": f"{way} vs the CPU path (PIL)",
+        "model": embedder.model_id,
+        "images": len(ids),
+        "max_pixel_difference": int(difference.max()),
+        "mean_pixel_difference": round(float(difference.float().mean()), 4),
+        "share_of_pixels_differing": round(float((difference > 0).float().mean()), 4),
+        "mean_cosine": round(float(cosines.mean()), 6),
+        "min_cosine": round(float(cosines.min()), 6),
+        "machine": table.machine,
+    }
+    table.deviation.append(row)
+    print(f"deviation: {row}", flush=True)
+    if toy_models is not None:
+        table.deviation.append(_toy_recall(toy_models, decoder, way, settings, table.machine))
+        print(f"deviation: {table.deviation[-1]}", flush=True)
+
+
+def _pil_decoder(files: list[torch.Tensor]) -> list[torch.Tensor | None]:
+    """PIL in place of nvJPEG (no GPU): what is left of the GPU path is its tensor resize."""
+    import io
+
+    out: list[torch.Tensor | None] = []
+    for data in files:
+        image = Image.open(io.BytesIO(bytes(data.numpy()))).convert("RGB")
+        out.append(torch.from_numpy(np.asarray(image).copy()).permute(2, 0, 1))
+    return out
+
+
+def _pixels(
+    source: ImageSource,
+    ids: list[str],
+    pipeline: PixelPipeline,
+    batch: int,
+    device: torch.device,
+    decode: str,
+    decoder: Any,
+) -> torch.Tensor:
+    loader = ImageLoader(
+        source, ids, pipeline, batch_size=batch, num_workers=0, device=device, decode=decode, jpeg_decoder=decoder
+    )
+    return torch.cat([loaded.pixels for loaded in loader])
+
+
+def _toy_recall(toy_models: Path, decoder: Any, way: str, settings: dict[str, Any], machine: str) -> dict[str, Any]:
+    """Text→image Recall@K of the toy CLIP on 200 generated scenes saved as JPEGs, CPU path vs the other path."""
+    from capsearch.demo.scenes import generate_scenes
+    from capsearch.evaluation.ranks import text_to_image_ranks
+    from capsearch.evaluation.recall import recall_at_k
+
+    device = settings["device"]
+    with tempfile.TemporaryDirectory() as folder:
+        scenes = generate_scenes(200, seed=4242)
+        ids = [f"scene_{i:03d}.jpg" for i in range(len(scenes))]
+        for image_id, (_, image, _) in zip(ids, scenes, strict=True):
+            image.resize((320, 240), Image.Resampling.BICUBIC).save(Path(folder) / image_id, quality=90)
+        source = ImageSource(folder)
+        embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device=device.type)
+        texts = [captions[0] for _, _, captions in scenes]
+        text_vectors = embedder.embed_texts(texts).vectors
+        recalls = {}
+        for name, decode, chosen in (("cpu", "cpu", None), ("other", "gpu", decoder)):
+            pixels = _pixels(source, ids, embedder.pixels, 64, device, decode, chosen)
+            with torch.inference_mode():
+                vectors = np.concatenate([embedder.embed_pixels(pixels[i : i + 64]) for i in range(0, len(ids), 64)])
+            ranks = text_to_image_ranks(text_vectors, vectors, np.arange(len(ids)))
+            recalls[name] = {f"R@{k}": round(100 * recall_at_k(ranks, k), 2) for k in (1, 5, 10)}
     return {
-        "machine": describe_machine(device),
-        "device": device.type,
-        "precision": dtype,
-        "rows": rows,
-        "speedups": speedups(rows),
-        "pipeline_estimate_s": pipeline_estimate(rows),
+        "compare": f"toy CLIP text→image recall, {way} vs the CPU path",
+        "images": len(ids),
+        "cpu_path": recalls["cpu"],
+        "other_path": recalls["other"],
+        "machine": machine,
     }
 
 
-def speedups(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """capsearch's rate over the naive rate, per work."""
-    out = {}
-    for work in ("caption (greedy, 20 tokens)", "embed_images", "embed_texts"):
-        ours = next(r["per_second"] for r in rows if r["work"] == work and r["way"].startswith("capsearch "))
-        naive = next(r["per_second"] for r in rows if r["work"] == work and r["way"].startswith("naive"))
-        out[work] = round(ours / naive, 1)
-    for row in rows:
-        row["per_second"] = round(row["per_second"], 2)
-    return out
-
-
-def pipeline_estimate(rows: list[dict[str, Any]]) -> dict[str, float]:
-    """Seconds of model work for 1,000 and 8,091 images (5 captions each) at the measured rates, default params."""
-    rate = {r["work"]: r["per_second"] for r in rows if r["way"].startswith("capsearch ")}
-    out = {}
-    for images in (1000, 8091):
-        texts = 2 * (5 * images + images)  # references and generated captions, plain and CLIPScore-prefixed
-        seconds = images / rate["caption (params: 3 beams, <=30 tok)"] + images / rate["embed_images"]
-        out[f"{images}_images"] = round(seconds + texts / rate["embed_texts"], 1)
-    return out
+def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
+    """Every row; the result also names the machine."""
+    device = resolve_device(args.device)
+    kind = "quick" if args.quick else ("cuda" if device.type == "cuda" else "cpu")
+    preset = dict(PRESETS[kind])
+    if args.images:
+        preset["images"] = args.images
+    hardware = "cuda" if device.type == "cuda" else "cpu"
+    workers = resolve_num_workers(args.num_workers, device)
+    settings = {
+        "device": device,
+        "workers": workers,
+        "precision": args.precision,
+        "caption_batch": args.caption_batch or AUTO_BATCH_SIZES["caption"][hardware],
+        "embed_batch": args.embed_batch or AUTO_BATCH_SIZES["embed_images"][hardware],
+        "text_batch": args.text_batch or AUTO_BATCH_SIZES["embed_texts"][hardware],
+    }
+    if args.models == "toy":
+        toy = Path(args.toy_models)
+        blip_dir, clip_dir = toy / "toy-blip", toy / "toy-clip"
+    else:
+        blip_dir, clip_dir = build_base_models(args.models_dir)
+    table = Table(describe_machine(device))
+    folder = Path(args.images_dir)
+    started = time.perf_counter()
+    ids = write_photos(folder, preset["images"], processes=max(1, len(os.sched_getaffinity(0))))
+    print(f"{len(ids)} photos in {folder} ({time.perf_counter() - started:.1f}s)", flush=True)
+    source = ImageSource(folder)
+    texts = _texts(preset["texts"])
+    gpu = resolve_decode("auto", device, None)
+    decodes = ["cpu", "gpu"] if gpu == "gpu" else ["cpu"]
+    embedder = bench_embed(table, clip_dir, source, ids, texts, decodes, settings)
+    toy = Path(args.toy_models) if args.toy_models else None
+    bench_deviation(table, embedder, source, ids[: DEVIATION_IMAGES[kind]], gpu, settings, toy)
+    del embedder
+    bench_caption(table, blip_dir, source, ids, preset, gpu, settings)
+    if preset["whole"]:
+        whole_texts = _texts(FLICKR8K_CAPTIONS if kind == "cuda" else 5 * len(ids), seed=1)
+        bench_whole(table, (blip_dir, clip_dir), folder, ids, whole_texts, gpu, settings)
+    return {
+        "machine": table.machine,
+        "device": device.type,
+        "precision": args.precision,
+        "workers": workers,
+        "decode_auto": gpu,
+        "rows": table.rows,
+        "deviation": table.deviation,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
-    """Parse options, run, print the table and write JSON."""
+    """Parse options, run, print the table and write the JSON."""
     parser = argparse.ArgumentParser(prog="python bench/stages.py", description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
     parser.add_argument("--precision", default="auto", choices=("auto", "fp32", "fp16", "bf16"))
-    parser.add_argument("--num-workers", default="auto")
+    parser.add_argument("--num-workers", default="auto", help="decode workers (default: runtime.num_workers' auto)")
+    parser.add_argument("--quick", action="store_true", help="a few images, tiny counts: checks the script")
+    parser.add_argument("--images", type=int, help="photos to generate and use (default: the preset's)")
+    parser.add_argument("--models", default="base", choices=("base", "toy"), help="base-size random, or the toys")
     parser.add_argument("--models-dir", default="build/bench/models")
+    parser.add_argument("--toy-models", help="the toy models' folder (for --models toy and the toy recall row)")
     parser.add_argument("--images-dir", default="build/bench/photos")
     parser.add_argument("--out", default="bench/results/stages.json")
     parser.add_argument("--caption-batch", type=int)
     parser.add_argument("--embed-batch", type=int)
     parser.add_argument("--text-batch", type=int)
-    for key in PRESETS["cpu"]:
-        parser.add_argument(f"--{key.replace('_', '-')}", dest=key, type=int, help="items to time (default: preset)")
     args = parser.parse_args(argv)
+    if args.models == "toy" and not args.toy_models:
+        parser.error("--models toy needs --toy-models DIR")
+    if args.num_workers != "auto":
+        args.num_workers = int(args.num_workers)
+    started = time.perf_counter()
     result = run_benchmark(args)
-    result_path = Path(args.out)
-    result_path.parent.mkdir(parents=True, exist_ok=True)
-    result_path.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"machine: {result['machine']}; speed-ups vs naive: {result['speedups']}")
-    print(f"model work at these rates, default params: {result['pipeline_estimate_s']} s; written to {result_path}")
+    result["seconds"] = round(time.perf_counter() - started, 1)
+    out = Path(args.out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
+    print(f"machine: {result['machine']}; {len(result['rows'])} rows in {result['seconds']}s, written to {out}")
 
 
 if __name__ == "__main__":

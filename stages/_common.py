@@ -4,9 +4,16 @@ from __future__ import annotations
 
 import sys
 import time
+from pathlib import Path
 from typing import Any, NoReturn
 
-from capsearch.params import ParamError, load_raw, read_key, read_section
+# Every stage runs the library beside it, this project's src/: the code dvc.yaml hashes as the stage's dependencies,
+# whichever capsearch is installed. In a copy of the project (the workspace `capsearch demo` makes) that is the
+# copy's code, not the installed clone's.
+PROJECT_SRC = Path(__file__).resolve().parents[1] / "src"
+sys.path.insert(0, str(PROJECT_SRC))
+
+from capsearch.params import ParamError, load_raw, read_key, read_section  # noqa: E402  (after the path is set)
 
 
 def read_params(stage: str, *sections: Any) -> Any:

@@ -20,7 +20,7 @@ def main() -> None:
         parts = plan_parts(read_image_table(RUN.subset_images))
         rt = resolve_runtime(knobs, use_cache=knobs.engine == "local")
         settings = DecodingSettings.of(p)
-        task = ImageTask(Captioner, p.model, p.revision, p.precision, rt.device, settings)
+        task = ImageTask(Captioner, p.model, p.revision, p.precision, rt.device, settings, rt.decode)
         store = PartStore(RUN.generated, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
     except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:

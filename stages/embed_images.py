@@ -19,7 +19,7 @@ def main() -> None:
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
         rt = resolve_runtime(knobs, use_cache=knobs.engine == "local")
-        task = ImageTask(DualEncoder, p.model, p.revision, p.precision, rt.device)
+        task = ImageTask(DualEncoder, p.model, p.revision, p.precision, rt.device, decode=rt.decode)
         store = PartStore(RUN.image_vectors, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
     except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:

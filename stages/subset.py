@@ -5,7 +5,7 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, write_excluded, write_image_table, write_references
 from capsearch.data.images import source_images
 from capsearch.data.subset import build_subset, check_workers, find_text_dir
-from capsearch.data.webdataset import ShardError
+from capsearch.data.webdataset import ShardError, describe_unread, unread_files
 from capsearch.params import RuntimeParams, SourceParams, SubsetParams
 
 RUN = RunLayout()
@@ -25,12 +25,14 @@ def main() -> None:
     write_references(RUN.references, result.references)
     write_excluded(RUN.excluded, result.excluded)
     shards = len({row[3] for row in result.images})
+    unread = describe_unread(unread_files(RUN.root / source.images)) if source.kind == "webdataset" else ""
     summary(
         "subset",
         f"{source.kind} split={p.split} num_images={p.num_images} seed={p.seed}: {len(result.images)} images, "
         f"{len(result.references)} captions, {len(result.excluded)} excluded (see {RUN.excluded}), "
         f"{result.stray_keys_folded} stray caption key folded, {result.in_no_split} captioned images in no split; "
-        f"read from {shards} file(s), checked in {workers} process(es) in {timer.seconds:.1f}s",
+        f"read from {shards} file(s), checked in {workers} process(es) in {timer.seconds:.1f}s"
+        + (f"; {unread}" if unread else ""),
     )
 
 

@@ -9,13 +9,47 @@ from typing import Any
 
 import pytest
 
-from capsearch.demo.model_cache import cached_toy_families, cached_toy_models
+from capsearch.demo.model_cache import (
+    TOY_FAMILIES,
+    TOY_MODELS,
+    cached_toy_families,
+    cached_toy_models,
+    ensure_toy_models,
+)
 
 # Results cached by the tests (and the dvc runs they start) stay out of the user's ~/.cache.
 os.environ.setdefault("CAPSEARCH_CACHE_DIR", tempfile.mkdtemp(prefix="capsearch-test-cache-"))
-
 PROJECT = Path(__file__).resolve().parents[1]
 SHARED_FLICKR8K = PROJECT.parent / "shared" / "flickr8k"
+# Each test worker (and every process it starts: dvc, stages, capsearch) gets its share of the cores: torch's
+# thread pools spinning on cores another worker uses make both several times slower.
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):
+    _cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    os.environ.setdefault("OMP_NUM_THREADS", str(max(1, _cores // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))))
+
+
+def _whole_suite(config: pytest.Config) -> bool:
+    """Whether this run is the whole suite (no test files, node ids, -k or -m picked): then the shared toy models and
+    workspaces are built up front, side by side; a run of a few tests builds only what its fixtures ask for."""
+    picked = any(Path(arg.split("::")[0]).is_file() or "::" in arg for arg in config.args)
+    return not picked and not config.getoption("keyword") and not config.getoption("markexpr")
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    """In the run's controller, for the whole suite: every missing toy model trained side by side, then the shared
+    workspaces (the demo run and the shard run) built side by side, before any worker starts (no worker then waits
+    on another's build with a core idle)."""
+    config = session.config
+    if hasattr(config, "workerinput") or not _whole_suite(config):
+        return
+    models, _ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES])
+    shared = config._tmp_path_factory.getbasetemp()  # the workers' base folders are inside it
+    from concurrent.futures import ThreadPoolExecutor
+
+    with ThreadPoolExecutor(2) as pool:  # each build is one `dvc repro` subprocess at a time: one core each
+        builds = [pool.submit(_shared_run, shared, name, models) for name in SHARED_RUNS]
+        for build in builds:
+            build.result()
 
 
 @pytest.fixture(scope="session")
@@ -90,28 +124,62 @@ def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-@pytest.fixture(scope="session")
-def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    """A demo workspace after one full `dvc repro`, committed; tests must not change it.
+def _demo_run(workspace: Path, models: Path) -> None:
+    from capsearch.demo.workspace import create_demo_workspace
 
-    Built once per test run: under pytest-xdist the first worker builds it in the run's shared temporary folder
-    while the others wait on a lock, then all read the same workspace.
-    """
+    create_demo_workspace(workspace, models, images=480, num_images=60)
+
+
+def _shard_run(workspace: Path, models: Path) -> None:
+    from capsearch.demo.workspace import create_demo_workspace
+
+    create_demo_workspace(workspace, models, 480, 60, shards=3)
+
+
+# name -> (how its workspace is made, what `dvc repro` runs): shared read-only by the tests, copied by those that change
+SHARED_RUNS = {"demo-run": (_demo_run, ()), "shard-run": (_shard_run, ("evaluate",))}
+
+
+def _shared_run(shared: Path, name: str, models: Path) -> Path:
+    """The workspace ``name`` of :data:`SHARED_RUNS` after its `dvc repro`, committed; built once per test run in
+    ``shared`` (the run's base temporary folder): whoever comes first builds it while the others wait on a lock."""
     import fcntl
 
-    from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
+    from capsearch.demo.workspace import commit_run, run_dvc
 
-    shared = tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-    workspace, done = shared / "demo-run" / "ws", shared / "demo-run" / "built"
-    with open(shared / "demo-run.lock", "w") as lock:
+    make, targets = SHARED_RUNS[name]
+    workspace, done = shared / name / "ws", shared / name / "built"
+    with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
-            create_demo_workspace(workspace, toy_models, images=480, num_images=60)
-            result = run_dvc(workspace, "repro", check=False)
+            make(workspace, models)
+            result = run_dvc(workspace, "repro", *targets, check=False)
             assert result.returncode == 0, result.stdout + result.stderr
-            commit_run(workspace, "demo run")
+            commit_run(workspace, name)
             done.touch()
     return workspace
+
+
+def _shared_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
+
+
+@pytest.fixture(scope="session")
+def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A demo workspace after one full `dvc repro`, committed; tests must not change it (see :func:`_shared_run`)."""
+    return _shared_run(_shared_folder(tmp_path_factory, worker_id), "demo-run", toy_models)
+
+
+@pytest.fixture(scope="session")
+def shard_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+    """A workspace whose source is 3 generated shards, after `dvc repro evaluate` (local engine), committed."""
+    return _shared_run(_shared_folder(tmp_path_factory, worker_id), "shard-run", toy_models)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """The slow tests (whole `dvc repro` runs) first, so that no long test starts last on one worker while the
+    other has nothing left to do."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is None)
 
 
 @pytest.fixture

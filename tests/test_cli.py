@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import subprocess
 import sys
 import zipfile
@@ -213,3 +214,26 @@ def test_toy_data_writes_webdataset_shards(tmp_path, capsys):
     source = ImageSource(tmp_path / "shards")
     assert len(source.ids()) == 10 and len(source.shards) == 3
     assert all(source.caption_of(image_id) for image_id in source.ids())
+
+
+def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(toy_models, tmp_path):
+    from capsearch.demo.scenes import generate_scenes
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    scenes = generate_scenes(3, seed=8)
+    for i, (_, image, _) in enumerate(scenes[:2]):
+        image.save(photos / f"scene {i}.png")
+    latin1 = os.path.join(os.fsencode(photos), b"caf\xe9.png")  # a name another system wrote in Latin-1
+    scenes[2][1].save(os.fsdecode(latin1), format="PNG")
+    models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
+    indexed = capsearch("index", str(photos), *models, cwd=tmp_path)
+    assert indexed.returncode == 0, indexed.stderr
+    assert "indexed 2 images" in indexed.stdout and "1 unreadable skipped" in indexed.stdout
+    assert "skipped caf\\xe9.png: file name is not valid UTF-8" in indexed.stderr
+    found = capsearch("search", "a red circle", "-k", "5", "--index", str(photos), "--json", cwd=tmp_path)
+    assert found.returncode == 0, found.stderr
+    assert sorted(hit["image_id"] for hit in json.loads(found.stdout)[0]["hits"]) == ["scene 0.png", "scene 1.png"]
+    captioned = capsearch("caption", str(photos), models[0], models[1], cwd=tmp_path)
+    assert captioned.returncode == 1 and len(captioned.stdout.splitlines()) == 2
+    assert "caf\\xe9.png: file name is not valid UTF-8" in captioned.stderr

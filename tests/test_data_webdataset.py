@@ -14,11 +14,13 @@ from capsearch.data.subset import build_subset
 from capsearch.data.webdataset import (
     ShardError,
     ShardReader,
+    describe_unread,
     index_shard,
     is_shard_spec,
     resolve_shards,
     sample_key,
     split_of,
+    unread_files,
 )
 from capsearch.demo.shards import write_webdataset_shards
 
@@ -142,3 +144,51 @@ def test_an_image_without_caption_is_excluded_with_the_reason(tmp_path):
     subset = build_subset(None, ImageSource(shard), "all", "all", 0)
     assert [row[0] for row in subset.images] == ["000000000.jpg"]
     assert subset.excluded == [("000000001.jpg", "no caption (KEY.txt) beside it in its shard")]
+
+
+def rewritten(good: Path, shard: Path, change) -> Path:
+    """``good`` copied member by member into ``shard``, ``change(info, data)`` giving each member's new bytes (None:
+    left out); returns ``shard``."""
+    with tarfile.open(good) as src, tarfile.open(shard, "w") as tar:
+        for info in src.getmembers():
+            data = change(info, src.extractfile(info).read())
+            if data is not None:
+                info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return shard
+
+
+def test_a_caption_that_is_not_utf8_excludes_its_image_with_the_reason(tmp_path):
+    good = write_webdataset_shards(tmp_path / "g", 3, 3, seed=1)[0]
+    latin1 = "un café au soleil".encode("latin-1")
+    shard = rewritten(good, tmp_path / "00000.tar", lambda info, data: latin1 if info.name == "000000001.txt" else data)
+    subset = build_subset(None, ImageSource(shard), "all", "all", 0)
+    assert [row[0] for row in subset.images] == ["000000000.jpg", "000000002.jpg"]
+    assert subset.excluded == [("000000001.jpg", "caption 000000001.txt is not UTF-8 text (byte 0xe9 at 6)")]
+    assert all("\ufffd" not in text for _, _, text in subset.references)
+
+
+def test_a_member_name_twice_in_one_shard_is_refused(tmp_path):
+    good = write_webdataset_shards(tmp_path / "g", 2, 2, seed=1)[0]
+    shard = tmp_path / "00000.tar"
+    with tarfile.open(good) as src, tarfile.open(shard, "w") as tar:
+        members = src.getmembers()
+        for info in [*members, members[0]]:
+            tar.addfile(info, io.BytesIO(src.extractfile(info).read()))
+    with pytest.raises(ShardError, match=r"00000\.tar: member '000000000\.jpg' appears twice"):
+        index_shard(shard)
+
+
+def test_files_of_a_shard_folder_that_are_not_read_are_named(shards, tmp_path):
+    folder = tmp_path / "mixed"
+    folder.mkdir()
+    (folder / "00000.tar").write_bytes(shards[0].read_bytes())
+    (folder / "00001.tar.gz").write_bytes(b"compressed")
+    (folder / "notes.md").write_text("about these shards")
+    assert resolve_shards(folder) == [folder / "00000.tar"]
+    assert unread_files(folder) == [folder / "00001.tar.gz", folder / "notes.md"]
+    assert describe_unread(unread_files(folder)) == (
+        "2 files in the shard folder not read: 00001.tar.gz, notes.md (compressed shards are not read: "
+        "decompress them to .tar)"
+    )
+    assert unread_files(shards[0]) == [] and describe_unread([]) == ""

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 
-from capsearch import artifacts
+from capsearch import artifacts, engine
 from capsearch.artifacts import (
     PartStore,
     PlannedPart,
@@ -24,6 +25,7 @@ from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
+from capsearch.versions import library_versions
 
 KNOBS = RuntimeParams(device="cpu", num_workers=0, batch_size={"caption": 8, "embed_images": 16}, cache=False)
 
@@ -68,6 +70,8 @@ def test_local_engine_writes_one_part_per_shard_and_skips_the_corrupt_image(toy_
     manifest = read_manifest(tmp_path / "images", "image_embeddings")
     assert [p["rows"] for p in manifest["parts"]] == [16, 15, 16]
     assert manifest["rows"] == 47 and manifest["dims"] == 64 and manifest["model"] == task.model
+    assert manifest["decode"] == "cpu"  # where the images were decoded: part of every part's key
+    assert manifest["libraries"] == library_versions() and manifest["libraries"]["torch"] == torch.__version__
     [(image_id, reason, shard)] = manifest["skipped"]
     assert image_id == "000010003.jpg" and shard.endswith("00001.tar") and "cannot identify image format" in reason
     assert run.reused == 0 and run.computed_images == 47 and len(run.skipped) == 1
@@ -80,7 +84,7 @@ def test_local_engine_writes_one_part_per_shard_and_skips_the_corrupt_image(toy_
     assert np.allclose(vectors[:16], direct, atol=1e-6)
 
 
-def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, shard_rows, tmp_path):
+def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, shard_rows, tmp_path, monkeypatch):
     task = tasks(toy_models)["caption"]
     out = tmp_path / "captions"
     first = run_task(task, shard_rows, out)
@@ -96,6 +100,12 @@ def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, s
     # other decoding settings: nothing is reused
     greedy = ImageTask(Captioner, task.model, "main", "fp32", "cpu", DecodingSettings(2, 20, 3))
     assert run_task(greedy, shard_rows, out).reused == 0
+    # other library versions (an upgrade): nothing computed under the old ones is reused
+    run_task(task, shard_rows, out)
+    upgraded = {**library_versions(), "transformers": "99.0.0"}
+    monkeypatch.setattr(engine, "library_versions", lambda: upgraded)
+    assert run_task(task, shard_rows, out).reused == 0
+    monkeypatch.undo()
     # fewer shards: the stale part files go
     fewer = run_task(task, [row for row in shard_rows if row[1].endswith("00000.tar")], out)
     assert sorted(p.name for p in out.iterdir()) == ["manifest.json", "part-00000.csv"]

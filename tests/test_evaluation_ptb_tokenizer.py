@@ -3,38 +3,27 @@
 from __future__ import annotations
 
 import json
-import shutil
-import subprocess
+import unicodedata
 from collections import defaultdict
 from pathlib import Path
 
 import pytest
+from ptb_corpus import HAS_JAVA, classes, corpus_lines, java_ptb
 from pycocoevalcap.tokenizer import ptbtokenizer
 
 from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.ptb_symbols import NORMALIZED, SYMBOL_RANGES, WORD_RANGES
 from capsearch.evaluation.ptb_tokenizer import coco_tokenize, coco_tokenize_batch, ptb_lines
 
 CASES = json.loads((Path(__file__).parent / "data" / "ptb_cases.json").read_text(encoding="utf-8"))
 
 
-JAR = Path(ptbtokenizer.__file__).parent / ptbtokenizer.STANFORD_CORENLP_3_4_1_JAR
-
-
-needs_java = pytest.mark.skipif(shutil.which("java") is None or not JAR.exists(), reason="java or the jar is missing")
+needs_java = pytest.mark.skipif(not HAS_JAVA, reason="java or the PTBTokenizer jar is missing")
 
 
 def without_punctuation(line: str) -> str:
     """What pycocoevalcap keeps of one tokenizer output line (its own PUNCTUATIONS list)."""
     return " ".join(w for w in line.rstrip().split(" ") if w not in ptbtokenizer.PUNCTUATIONS)
-
-
-def java_ptb(lines: list[str], tmp_path: Path) -> list[str]:
-    """The real PTBTokenizer's output lines for ``lines`` tokenized as one file, as pycocoevalcap runs it."""
-    source = tmp_path / "captions.txt"
-    source.write_text("\n".join(lines), encoding="utf-8")
-    command = ["java", "-cp", str(JAR), "edu.stanford.nlp.process.PTBTokenizer", "-preserveLines", "-lowerCase"]
-    result = subprocess.run([*command, str(source)], capture_output=True, check=True)
-    return result.stdout.decode("utf-8").split("\n")[: len(lines)]
 
 
 def flickr8k_captions(shared: Path) -> dict[str, list[str]]:
@@ -120,3 +109,44 @@ def test_bleu_and_cider_equal_pycocoevalcaps_own_java_pipeline(shared_flickr8k):
     for n in range(4):
         assert round(100 * scores[f"BLEU-{n + 1}"], 4) == round(100 * java_bleu[n], 4)
     assert round(100 * cider, 4) == round(100 * java_cider, 4)
+
+
+@needs_java
+def test_every_punctuation_symbol_and_numeral_character_entity_and_emoticon_tokenizes_as_the_jar_does(tmp_path):
+    lines = corpus_lines()
+    present = {unicodedata.category(c) for line in lines for c in line}
+    assert {"Pc", "Pd", "Ps", "Pe", "Pi", "Pf", "Po", "Sm", "Sc", "Sk", "So", "No"} <= present and len(lines) > 30_000
+    java = java_ptb(lines, tmp_path)
+    mine = [" ".join(token.lower() for token in line) for line in ptb_lines("\n".join(lines))]
+    differing = [(line, j, m) for line, j, m in zip(lines, java, mine, strict=True) if j != m]
+    assert not differing, differing[:10]
+
+
+@needs_java
+def test_the_symbol_table_is_what_the_jar_does_with_each_character(tmp_path):
+    lines = corpus_lines()
+    found = classes(lines, java_ptb(lines, tmp_path))
+    table = {chr(c): chr(c) for start, end in SYMBOL_RANGES for c in range(start, end + 1)} | NORMALIZED
+    assert found["tokens"] == {c: t.lower() for c, t in table.items()}
+    assert found["word"] == {chr(c) for start, end in WORD_RANGES for c in range(start, end + 1)}
+
+
+@needs_java
+def test_scores_of_captions_with_curly_apostrophes_pound_signs_and_entities_equal_pycocoevalcaps():
+    from pycocoevalcap.bleu.bleu import Bleu
+    from pycocoevalcap.cider.cider import Cider
+
+    candidates = {"1": "a dog’s bowl costs £5 at the café", "2": "“fish &amp; chips” for two :) #dinner"}
+    references = {
+        "1": ["a dog’s bowl costs £5 at the café", "the dog's bowl cost 5 pounds"],
+        "2": ["“fish &amp; chips” for two :) #dinner", "fish and chips for two people"],
+    }
+    tokenizer = ptbtokenizer.PTBTokenizer()
+    gts = tokenizer.tokenize({k: [{"caption": c} for c in references[k]] for k in candidates})
+    res = tokenizer.tokenize({k: [{"caption": candidates[k]}] for k in candidates})
+    java_bleu, _ = Bleu(4).compute_score(gts, res, verbose=0)
+    java_cider, _ = Cider().compute_score(gts, res)
+    scores, _ = bleu(candidates, references)
+    cider, _ = cider_d(candidates, references)
+    assert round(100 * scores["BLEU-4"], 4) == round(100 * java_bleu[3], 4) == 100.0
+    assert cider == pytest.approx(java_cider, abs=1e-9) and cider > 0

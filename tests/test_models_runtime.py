@@ -239,6 +239,15 @@ def test_an_offline_rerun_loads_from_the_cache_without_asking_the_hub(hub, onlin
     assert "HF_HUB_OFFLINE=1" in again[f"{BIN_ONLY}@main"]["error"]
 
 
+def test_offline_with_an_unpinned_revision_names_the_cached_commit_to_pin(hub, images, tmp_path):
+    early = hub.commits["early"]
+    assert load(hub, tmp_path, images, [f"{CLIP}@{early}"])[f"{CLIP}@{early}"]["commit"] == early
+    error = load(hub, tmp_path, images, [f"{CLIP}@main"], offline=True)[f"{CLIP}@main"]["error"]
+    assert "\n" not in error and error.startswith(f"clip.model: could not load '{CLIP}' (revision 'main')")
+    assert f"its cache has no revision 'main' of it, but it holds commit {early}" in error
+    assert error.endswith(f"Pin clip.revision: {early} to load that one offline.")
+
+
 def test_the_embed_images_stage_names_the_revision_param(hub, tmp_path):
     (tmp_path / "data/subset").mkdir(parents=True)
     (tmp_path / "data/subset/images.csv").write_text("image_id,width,height,shard\n")

@@ -71,3 +71,13 @@ def test_values_are_normalised():
     assert read_key({"subset": {"split": "dev"}}, "subset.split") == "dev"
     with pytest.raises(ParamError, match=r"subset\.split: unknown split 'val'"):
         read_key({"subset": {"split": "val"}}, "subset.split")
+
+
+def test_an_unknown_section_is_refused_with_the_known_ones(tmp_path):
+    params = tmp_path / "params.yaml"
+    raw = default_params()
+    raw["captoin"] = raw["caption"]
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ParamError) as error:
+        load_raw(params)
+    assert str(error.value) == f"{params}: unknown section 'captoin'; the sections are {', '.join(SECTIONS)}"

@@ -182,53 +182,47 @@ def test_changing_clip_model_does_not_rerun_caption(run_copy, toy_models):
     assert "text_to_image.R@1" in diff.stdout, diff.stdout
 
 
-def test_changing_caption_model_reruns_caption_embed_texts_evaluate(run_copy, toy_models):
-    before = read_generated(run_copy / "data/captions")
-    ran = repro_after(run_copy, lambda p: p["caption"].update(model=str(toy_models / "toy-blip-early")))
-    assert ran == {"caption", "embed_texts", "tune_fusion", "evaluate", "index", "report"}
-    after = read_generated(run_copy / "data/captions")
-    assert after[0] == before[0] and after[1] != before[1]
-
-
-def test_changing_subset_num_images_reruns_everything_after_fetch(run_copy):
-    ran = repro_after(run_copy, lambda p: p["subset"].update(num_images=40))
-    assert ran == STAGES - {"fetch", "tune_fusion"}  # alpha comes from the dev split, untouched
-    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 40
-    params_diff = run_dvc(run_copy, "params", "diff")
-    assert "subset.num_images" in params_diff.stdout
-
-
-def test_dvc_experiments_compare_against_the_committed_run(run_copy):
+def test_an_experiment_with_another_caption_model_reruns_what_depends_on_captions(run_copy, toy_models):
+    """`dvc exp run -S caption.model=...` against the committed run: caption and what reads captions re-run, not
+    embed_images; the experiment is listed by `dvc exp show` and keeps its params and outputs in the workspace."""
     assert run_dvc(run_copy, "status").stdout.strip().endswith("up to date.")  # the committed demo run
-    result = run_dvc(run_copy, "exp", "run", "-S", "caption.num_beams=1", check=False)
+    before = read_generated(run_copy / "data/captions")
+    early = str(toy_models / "toy-blip-early")
+    result = run_dvc(run_copy, "exp", "run", "-S", f"caption.model={early}", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate", "index", "report"}
+    after = read_generated(run_copy / "data/captions")
+    assert after[0] == before[0] and after[1] != before[1]  # the same images, the other model's captions
     shown = json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown
     params = yaml.safe_load((run_copy / "params.yaml").read_text())
-    assert params["caption"]["num_beams"] == 1  # a plain `dvc exp run -S` keeps the experiment's params
+    assert params["caption"]["model"] == early  # a plain `dvc exp run -S` keeps the experiment's params
 
 
-def test_growing_the_subset_computes_only_the_new_images(run_copy, tmp_path):
+def test_changing_subset_num_images_reruns_everything_after_fetch_computing_only_new_images(run_copy, tmp_path):
     params_file = run_copy / "params.yaml"
 
-    def repro_with(num_images: int) -> dict[str, str]:
+    def repro_with(num_images: int) -> tuple[set[str], dict[str, str]]:
         params = yaml.safe_load(params_file.read_text())
         params["subset"]["num_images"] = num_images
         params["runtime"]["cache_dir"] = str(tmp_path / "fresh-cache")  # untracked: re-runs nothing by itself
         params_file.write_text(yaml.safe_dump(params, sort_keys=False))
         result = run_dvc(run_copy, "repro", check=False)
         assert result.returncode == 0, result.stdout + result.stderr
-        return {line.split("]")[0][1:]: line for line in result.stdout.splitlines() if line.startswith("[")}
+        lines = {line.split("]")[0][1:]: line for line in result.stdout.splitlines() if line.startswith("[")}
+        return ran_stages(result.stdout), lines
 
-    first = repro_with(20)
-    fresh, grown_text = "20 images computed, 0 from the result cache", "10 images computed, 20 from the result cache"
+    ran, first = repro_with(40)
+    assert ran == STAGES - {"fetch", "tune_fusion"}  # alpha comes from the dev split, untouched
+    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 40
+    assert "subset.num_images" in run_dvc(run_copy, "params", "diff").stdout
+    fresh, grown_text = "40 images computed, 0 from the result cache", "10 images computed, 40 from the result cache"
     assert fresh in first["caption"] and fresh in first["embed_images"]
-    grown = repro_with(30)
+    _, grown = repro_with(50)  # a grown subset: only the new images are computed
     assert grown_text in grown["caption"], grown["caption"]
     assert grown_text in grown["embed_images"], grown["embed_images"]
-    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 30
+    assert json.loads((run_copy / "metrics/retrieval.json").read_text())["gallery_images"] == 50
 
 
 def test_index_stage_measures_the_index_against_exact_search(run_copy):

@@ -53,13 +53,6 @@ def test_report_code_is_no_dependency_of_captioning_and_model_code_none_of_evalu
     assert not any(path.startswith("src/capsearch/models/") for path in declared_code("evaluate"))
 
 
-@pytest.fixture
-def own_code_copy(run_copy, monkeypatch):
-    """A private copy of the demo run whose stages run the copy's own src/ (as in a source checkout)."""
-    monkeypatch.setenv("PYTHONPATH", str(run_copy / "src"))
-    return run_copy
-
-
 def changed_stages(workspace: Path) -> set[str]:
     status = json.loads(run_dvc(workspace, "status", "--json").stdout or "{}")
     return {name.split(":")[-1] for name in status}
@@ -71,8 +64,8 @@ def append(path: Path, text: str) -> None:
 
 
 @pytest.mark.slow
-def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(own_code_copy):
-    run_copy = own_code_copy
+def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(run_copy, monkeypatch):
+    monkeypatch.delenv("PYTHONPATH", raising=False)  # the stages run the workspace's own src/ by themselves
     library = run_copy / "src" / "capsearch"
     assert changed_stages(run_copy) == set()
     original = (library / "models/pixels.py").read_text(encoding="utf-8")
@@ -108,3 +101,18 @@ def current_umask() -> int:
     mask = os.umask(0o022)
     os.umask(mask)
     return mask
+
+
+def test_every_stage_but_fetch_depends_on_the_lock_that_pins_the_libraries_it_runs():
+    stages = yaml.safe_load((PROJECT / "dvc.yaml").read_text(encoding="utf-8"))["stages"]
+    for name, stage in stages.items():
+        assert ("requirements.lock" in stage["deps"]) == (name != "fetch"), name  # an upgrade re-runs them
+    from capsearch.versions import library_versions
+
+    pinned = dict(
+        line.split("#")[0].strip().split("==")
+        for line in (PROJECT / "requirements.lock").read_text().splitlines()
+        if "==" in line
+    )
+    for library, installed in library_versions().items():
+        assert pinned[library] == installed.split("+")[0], library  # the lock is what runs

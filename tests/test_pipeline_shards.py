@@ -16,19 +16,9 @@ import pytest
 import yaml
 
 from capsearch.artifacts import read_generated, read_image_embeddings
-from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc, tool_env
+from capsearch.demo.workspace import run_dvc, tool_env
 
 pytestmark = pytest.mark.xdist_group("ray")  # the Ray test below shares the module's workspace
-
-
-@pytest.fixture(scope="module")
-def shard_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A workspace whose source is 3 generated shards, after `dvc repro evaluate` (local engine), committed."""
-    workspace = create_demo_workspace(tmp_path_factory.mktemp("shards") / "ws", toy_models, 480, 60, shards=3)
-    result = run_dvc(workspace, "repro", "evaluate", check=False)
-    assert result.returncode == 0, result.stdout + result.stderr
-    commit_run(workspace, "shard run")
-    return workspace
 
 
 def lines(result: subprocess.CompletedProcess[str], stage: str) -> str:

@@ -8,7 +8,7 @@ from capsearch.data.images import ImageSource
 from capsearch.demo.vectors import clip_like_images, text_like_queries
 from capsearch.index import ModelRef, SearchIndex
 from capsearch.params import IndexParams
-from capsearch.search import search
+from capsearch.search import search, weak_below
 
 
 @pytest.fixture(scope="module")
@@ -69,3 +69,24 @@ def test_fusion_candidates_come_from_both_indexes(index):
     assert all(len(h) == 5 for h in hits)
     with pytest.raises(ValueError, match="unknown method 'clip'"):
         search(index, queries, 5, "clip")
+
+
+def test_a_hit_is_weak_when_its_image_is_no_closer_than_a_random_pair():
+    rng = np.random.default_rng(3)
+    images = np.zeros((200, 64), dtype=np.float32)
+    images[:, :48] = rng.normal(size=(200, 48))  # nothing in the last 16 dimensions
+    images /= np.linalg.norm(images, axis=1, keepdims=True)
+    captions = images + 0.05 * rng.normal(size=images.shape).astype(np.float32)  # each caption near its own image
+    captions /= np.linalg.norm(captions, axis=1, keepdims=True)
+    ids = [f"{i}.jpg" for i in range(200)]
+    index = SearchIndex(ids, images, ids, captions, ImageSource("."), ModelRef("toy"))
+    line = weak_below(index)
+    own, other = float(np.median((images * captions).sum(1))), float(np.median((images * captions[::-1]).sum(1)))
+    assert line == pytest.approx((own + other) / 2, abs=0.05) and other < line < own
+    (strong,) = search(index, captions[:1], 3)  # a query like an image's own caption
+    assert strong[0].image_id == "0.jpg" and not strong[0].weak
+    unrelated = np.zeros((1, 64), dtype=np.float32)
+    unrelated[0, 60] = 1.0  # a direction no image has
+    for method in ("image", "caption", "fusion"):
+        (hits,) = search(index, unrelated, 3, method)
+        assert all(hit.weak for hit in hits), method

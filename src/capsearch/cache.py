@@ -19,6 +19,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from capsearch.versions import library_versions
+
 CACHE_FILE = "results.sqlite"
 COMMIT = re.compile(r"[0-9a-f]{40}")  # a full git commit id, as the Hub's snapshots are named
 CACHE_FORMAT = 2  # bump when the stored encoding changes meaning (code edits change the code fingerprint)
@@ -67,8 +69,11 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
 
 
 def namespace(**settings: Any) -> str:
-    """A key for everything besides the image that decides a result (model, dtype, decoding, preprocessing)."""
-    blob = json.dumps({"format": CACHE_FORMAT, **settings}, sort_keys=True, default=str)
+    """A key for everything besides the image that decides a result (model, dtype, decoding, preprocessing) and the
+    versions of the libraries that compute it."""
+    blob = json.dumps(
+        {"format": CACHE_FORMAT, "libraries": library_versions(), **settings}, sort_keys=True, default=str
+    )
     return hashlib.sha256(blob.encode()).hexdigest()[:32]
 
 

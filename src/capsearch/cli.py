@@ -25,7 +25,6 @@ class UsageError(Exception):
 
 
 def _quiet_libraries() -> None:
-    os.environ["CAPSEARCH_PROGRESS"] = "0"
     import transformers
 
     transformers.logging.set_verbosity_error()
@@ -105,23 +104,21 @@ def _read_queries(args: argparse.Namespace) -> list[str]:
 
 
 def _server_url(args: argparse.Namespace) -> str | None:
-    """The URL of a capsearch server to ask: --server or $CAPSEARCH_SERVER, else one found running for this index."""
+    """The URL of a capsearch server to ask: --server or $CAPSEARCH_SERVER, else the live one announced for this
+    index (checked: its process runs and answers as itself); why an announced one is not used goes to stderr."""
     if args.no_server or args.out:
         return None
     configured = args.server or os.environ.get("CAPSEARCH_SERVER")
     if configured:
         return configured.rstrip("/")
     from capsearch.index import server_file
+    from capsearch.serve import running_server
 
     announced = server_file(args.project, args.index)
-    if not announced.exists():
-        return None
-    try:
-        url = json.loads(announced.read_text(encoding="utf-8"))["url"]
-        _http_json(f"{url}/api/health", timeout=0.5)
-    except (OSError, ValueError, KeyError):
-        return None  # a server that has gone away: search here
-    return str(url)
+    url, why = running_server(announced)
+    if url is None and announced.exists():
+        print(f"capsearch search: {why}; searching in this process instead", file=sys.stderr)
+    return url
 
 
 def _http_json(url: str, timeout: float = 30.0) -> Any:
@@ -209,9 +206,12 @@ def _search(args: argparse.Namespace) -> int:
     else:
         for query, (hits, images) in zip(queries, answers, strict=True):
             print(f'"{query}"  ({args.method}, {images} images)')
+            if hits and all(hit["weak"] for hit in hits):
+                print("no image matches this query well: every hit below is a weak match")
             print(f"{'rank':>4}  {'score':>6}  {'image':<60}  caption")
             for hit in hits:
-                print(f"{hit['rank']:>4}  {hit['score']:>6.3f}  {hit['path']:<60}  {hit['caption']}")
+                weak = "  (weak match)" if hit["weak"] else ""
+                print(f"{hit['rank']:>4}  {hit['score']:>6.3f}  {hit['path']:<60}  {hit['caption']}{weak}")
             print()
     per_query = 1000 * seconds / len(queries)
     print(f"{len(queries)} queries in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query); {where}", file=sys.stderr)
@@ -221,11 +221,24 @@ def _search(args: argparse.Namespace) -> int:
 
 
 def _serve(args: argparse.Namespace) -> int:
+    from capsearch.index import server_file
+    from capsearch.serve import bind, exposure_warning, running_server
+
+    announce = server_file(args.project, args.index)
+    running, _ = running_server(announce)
+    if running is not None:
+        raise UsageError(f"a capsearch server for this index already runs at {running}; stop it first")
+    try:  # the port first: a busy one is reported before the model loads
+        sock = bind(args.host, args.port)
+    except OSError as exc:
+        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
+    warning = exposure_warning(args.host)
+    if warning:
+        print(f"capsearch serve: {warning}", file=sys.stderr, flush=True)
     _quiet_libraries()
     from capsearch.artifacts import RunLayout, read_references
-    from capsearch.index import server_file
     from capsearch.models.embedder import DualEncoder
-    from capsearch.serve import Service, bind, serve
+    from capsearch.serve import Service, serve
 
     index, note = _load_searchable(args)
     runtime = _runtime(args, use_cache=False)
@@ -237,40 +250,47 @@ def _serve(args: argparse.Namespace) -> int:
         str(Path(args.index or args.project).resolve()),
         read_references(references).by_image() if args.index is None and references.exists() else {},
     )
-    try:
-        sock = bind(args.host, args.port)
-    except OSError as exc:
-        raise UsageError(f"cannot listen on {args.host}:{args.port}: {exc.strerror or exc}") from exc
     print(f"capsearch serve: {note}", flush=True)
-    serve(service, sock, server_file(args.project, args.index))
+    serve(service, sock, announce)
     return 0
 
 
 def _caption(args: argparse.Namespace) -> int:
-    from capsearch.data.images import find_images, readable_images
+    from capsearch.data.images import find_images
 
-    files = [p.resolve() for p in find_images(args.paths)]
+    badly_named: list[tuple[str, str]] = []
+    files = [p.resolve() for p in find_images(args.paths, badly_named)]
     _quiet_libraries()
     from capsearch.data.images import ImageSource
 
     source = ImageSource(Path.cwd())
-    good, bad = readable_images(source, [str(p) for p in files])
+    runtime = _runtime(args)
+    captioner, settings = _captioner(args, runtime.device)
+    ids = [str(p) for p in files]
+    captions = captioner.caption_images(
+        source,
+        ids,
+        settings,
+        runtime.batch_sizes["caption"],
+        runtime.num_workers,
+        runtime.cache,
+        runtime.decode,
+        skip_unreadable=True,
+    )
+    bad = captioner.last_run.skipped
+    for name, reason in badly_named:
+        print(f"capsearch caption: {name}: {reason}", file=sys.stderr)
     for _, reason in bad:
         print(f"capsearch caption: {reason}", file=sys.stderr)
-    captions: list[str] = []
-    if good:
-        runtime = _runtime(args)
-        captioner, settings = _captioner(args, runtime.device)
-        captions = captioner.caption_images(
-            source, good, settings, runtime.batch_sizes["caption"], runtime.num_workers, runtime.cache
-        )
+    unreadable = {image_id for image_id, _ in bad}
+    good = [image_id for image_id in ids if image_id not in unreadable]
     shown = {p: os.path.relpath(p) for p in good}
     if args.json:
         print(json.dumps([{"path": shown[p], "caption": c} for p, c in zip(good, captions, strict=True)], indent=2))
     else:
         for path, caption in zip(good, captions, strict=True):
             print(f"{shown[path]}\t{caption}")
-    return 1 if bad else 0
+    return 1 if bad or badly_named else 0
 
 
 def _index(args: argparse.Namespace) -> int:
@@ -301,19 +321,18 @@ def _index(args: argparse.Namespace) -> int:
 
 
 def _demo(args: argparse.Namespace) -> int:
-    from capsearch.demo.model_cache import cached_toy_models, toy_models_exist
-    from capsearch.demo.toy_models import build_toy_models
+    from capsearch.demo.model_cache import TOY_MODELS, cached_toy_models, set_folder
     from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 
     started = time.perf_counter()
     workspace = Path(args.dir).resolve()
-    if not args.models:
+    if args.models:
+        models = Path(args.models).resolve()
+    else:
         print("toy models: trained once per version of their code, kept in ~/.cache/capsearch/toy-models", flush=True)
-    models = Path(args.models).resolve() if args.models else cached_toy_models()
-    if not toy_models_exist(models):
-        print(f"training toy CLIP and BLIP into {models} (about 2 minutes on 2 cores)...", flush=True)
-        report = build_toy_models(models)
-        print(f"toy models: {report}", flush=True)
+        if not TOY_MODELS.exist(set_folder(TOY_MODELS)):
+            print("training the toy CLIP and BLIP side by side (about 2 minutes on 2 cores)...", flush=True)
+        models = cached_toy_models()
     create_demo_workspace(workspace, models, images=args.images, num_images=args.num_images, shards=args.shards)
     result = run_dvc(workspace, "repro", check=False)
     print(result.stdout + result.stderr, flush=True)
@@ -336,7 +355,7 @@ def _demo(args: argparse.Namespace) -> int:
 def _toy_models(args: argparse.Namespace) -> int:
     from capsearch.demo.toy_models import build_toy_models
 
-    print(build_toy_models(args.dir))
+    print(json.dumps(build_toy_models(args.dir), indent=2))
     return 0
 
 
@@ -353,9 +372,9 @@ def _toy_data(args: argparse.Namespace) -> int:
     return 0
 
 
-def _model_options(parser: argparse.ArgumentParser, blip: bool, clip: bool, precision: bool = True) -> None:
+def _model_options(parser: argparse.ArgumentParser, captioner: bool, clip: bool, precision: bool = True) -> None:
     parser.add_argument("--project", default=".", help="project folder with params.yaml and the pipeline's data/")
-    if blip:
+    if captioner:
         parser.add_argument(
             "--caption-model",
             "--blip-model",
@@ -401,7 +420,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--server", help="ask the capsearch server at this URL (default: $CAPSEARCH_SERVER, else one found running)"
     )
     search.add_argument("--no-server", action="store_true", help="search in this process even if a server runs")
-    _model_options(search, blip=False, clip=False, precision=False)
+    _model_options(search, captioner=False, clip=False, precision=False)
     search.set_defaults(func=_search)
 
     serve = commands.add_parser(
@@ -413,7 +432,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
     serve.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     serve.add_argument("--port", type=int, default=8765, help="port (default 8765; 0 picks a free one)")
-    _model_options(serve, blip=False, clip=False, precision=False)
+    _model_options(serve, captioner=False, clip=False, precision=False)
     serve.set_defaults(func=_serve)
 
     caption = commands.add_parser(
@@ -425,7 +444,7 @@ def build_parser() -> argparse.ArgumentParser:
     caption.add_argument("paths", nargs="+", help="image files, folders or glob patterns")
     caption.add_argument("--json", action="store_true", help="print JSON instead of lines")
     caption.add_argument("--batch-size", type=int, help="default: runtime.batch_size of params.yaml")
-    _model_options(caption, blip=True, clip=False)
+    _model_options(caption, captioner=True, clip=False)
     caption.set_defaults(func=_caption)
 
     index = commands.add_parser(
@@ -440,7 +459,7 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument(
         "--no-cache", action="store_true", help="recompute everything (default: reuse the result cache, see README)"
     )
-    _model_options(index, blip=True, clip=True)
+    _model_options(index, captioner=True, clip=True)
     index.set_defaults(func=_index)
 
     demo = commands.add_parser("demo", help="run the whole pipeline offline on generated data with toy models")

@@ -26,13 +26,15 @@ import torch
 
 from capsearch.artifacts import PartStore, PlannedPart
 from capsearch.cache import model_fingerprint
-from capsearch.data.images import ImageSource, readable_images
+from capsearch.data.images import ImageSource
 from capsearch.imports import code_fingerprint
 from capsearch.models.base import PretrainedWrapper, inspect_model, load_pixel_pipeline
 from capsearch.models.families import check_prompt
+from capsearch.models.gpu_decode import resolve_decode
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import Runtime, precision_name, resolve_model
+from capsearch.models.runtime import Runtime, precision_name, resolve_device, resolve_model
 from capsearch.params import ENGINES, RuntimeParams
+from capsearch.versions import library_versions
 
 # task (a wrapper's ``task_kind``) -> its model's params key and the sharded layout its results go to. The wrapper
 # classes come from the caller (the stage imports the one it runs), so each stage depends on its own model code only.
@@ -57,6 +59,7 @@ class ImageTask:
     precision: str
     device: str = "auto"
     decoding: Any = None  # the captioner's DecodingSettings
+    decode: str = "cpu"  # runtime.decode as asked: auto, cpu or gpu (see capsearch.models.gpu_decode)
 
     def __post_init__(self) -> None:
         if self.kind not in TASKS:
@@ -79,8 +82,15 @@ class ImageTask:
         """The sharded layout its results go to (see :mod:`capsearch.artifacts`)."""
         return TASKS[self.kind][1]
 
+    def decode_path(self) -> str:
+        """``cpu`` or ``gpu``: where the images are decoded (the model's image processor read only on a GPU)."""
+        device = resolve_device(self.device)
+        pipeline = self.pixel_pipeline() if self.decode != "cpu" and device.type == "cuda" else None
+        return resolve_decode(self.decode, device, pipeline)
+
     def identity(self) -> dict[str, Any]:
-        """What decides the results besides the images: weights (commit or content hash), code, precision, decoding."""
+        """What decides the results besides the images: weights (commit or content hash), code, library versions,
+        precision, where images are decoded, decoding settings."""
         source, family = inspect_model(self.wrapper_class.family_of, self.model, self.revision, self.param)
         if self.kind == "caption":
             check_prompt(family, self.decoding.prompt, "caption.prompt")
@@ -91,7 +101,9 @@ class ImageTask:
             "family": family.model_type,
             "weights": model_fingerprint(self.model, source.load_revision),
             "code": code_fingerprint(self.wrapper_class.__module__),
+            "libraries": library_versions(),
             "precision": self.precision,
+            "decode": self.decode_path(),
             "decoding": asdict(self.decoding) if self.decoding else None,
         }
 
@@ -111,12 +123,13 @@ class ImageTask:
         return list(wrapper.embed_pixels(pixels))
 
     def run(self, wrapper: Any, source: ImageSource, ids: Sequence[str], runtime: Runtime) -> list[Any]:
-        """Results for ``ids`` through the wrapper's own loop (decoding workers, OOM back-off, result cache)."""
-        workers, cache = runtime.num_workers, runtime.cache
+        """Results for the readable ones of ``ids`` through the wrapper's own loop (decoding workers, OOM back-off,
+        result cache); ``wrapper.last_run.skipped`` names the unreadable ones."""
+        workers, cache, size = runtime.num_workers, runtime.cache, runtime.batch_sizes[self.kind]
+        loop = {"decode": self.decode, "skip_unreadable": True}
         if self.kind == "caption":
-            size = runtime.batch_sizes["caption"]
-            return wrapper.caption_images(source, ids, self.decoding, size, workers, cache)
-        return list(wrapper.embed_images(source, ids, runtime.batch_sizes["embed_images"], workers, cache))
+            return wrapper.caption_images(source, ids, self.decoding, size, workers, cache, **loop)
+        return list(wrapper.embed_images(source, ids, size, workers, cache, **loop))
 
 
 @dataclass
@@ -161,22 +174,25 @@ def _local_parts(
     if not todo:
         return
     wrapper = task.load(runtime.device)
-    computed = cached = 0
+    computed = cached = gpu = fallback = 0
     for part in todo:
         source = ImageSource(part.shard)
-        good, bad = readable_images(source, part.image_ids)
         try:
-            values = task.run(wrapper, source, good, runtime)
+            values = task.run(wrapper, source, part.image_ids, runtime)
         except (RuntimeError, ValueError) as exc:
             raise EngineError(f"shard {part.shard}: {exc}") from exc
         stats = wrapper.last_run
+        unreadable = {image_id for image_id, _ in stats.skipped}
+        good = [image_id for image_id in part.image_ids if image_id not in unreadable]
         computed, cached = computed + stats.computed, cached + stats.cached
+        gpu, fallback = gpu + stats.gpu_decoded, fallback + stats.cpu_fallbacks
+        decoded = f", {gpu} decoded on the GPU and {fallback} on the CPU" if stats.decode == "gpu" else ""
         notes["detail"] = (
             f"{precision_name(wrapper.dtype)} on {wrapper.device.type}, batch {stats.batch_size}, "
-            f"{runtime.num_workers} decode workers; {computed} images computed, {cached} from the result cache "
-            f"({runtime.cache_note()})"
+            f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed, "
+            f"{cached} from the result cache ({runtime.cache_note()})"
         )
-        yield PartResult(part, good, values, bad)
+        yield PartResult(part, good, values, stats.skipped)
 
 
 def compute_parts(

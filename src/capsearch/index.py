@@ -4,7 +4,7 @@ An index is row-aligned: image ids, their CLIP embeddings, their generated capti
 embeddings, plus what made them (the CLIP and BLIP models, with the commit or revision) and the fusion weight
 alpha (tuned on a dev split in the pipeline; none for a folder). A folder index keeps all of it in one folder:
 
-    index.json     {"root", "images", "clip", "blip", "alpha"}
+    index.json     {"root", "images", "clip", "captioner", "alpha"} (written last; older indexes say "blip")
     ids.txt        one image id per line (the row order)
     images.npy     image embeddings
     generated.csv  image_id,caption (the generated captions)
@@ -18,6 +18,9 @@ from ``dvc.lock`` (what produced them) and alpha from ``data/fusion/alpha.json``
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -66,12 +69,13 @@ class SearchIndex:
     generated_vectors: np.ndarray
     source: ImageSource
     clip: ModelRef
-    blip: ModelRef | None = None
+    captioner: ModelRef | None = None
     alpha: float | None = None  # the fusion weight tuned on a dev split, if any
     # nearest-neighbour indexes by search method ("image", "caption"; see attach_ann below): search
     # re-ranks their top ``candidates`` rows exactly; without them it scores every image
     ann: dict[str, Any] = field(default_factory=dict)
     candidates: int = 200
+    weak_line: float | None = None  # the image score under which a hit is weak (capsearch.search.weak_below)
 
     def __post_init__(self) -> None:
         rows = len(self.ids)
@@ -162,7 +166,7 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
         load_vectors(run.generated_vectors, mmap=True),
         source=_run_images(run.root),
         clip=_model_ref(run.root, "embed_images", "clip"),
-        blip=_model_ref(run.root, "caption", "caption"),
+        captioner=_model_ref(run.root, "caption", "caption"),
         alpha=alpha,
     )
 
@@ -188,27 +192,65 @@ def write_folder_index(
     index: SearchIndex, out_dir: str | Path, skipped: list[tuple[str, str]], ann: IndexParams | None = None
 ) -> None:
     """Save ``index`` as a folder index in ``out_dir``, with nearest-neighbour indexes built with ``ann`` (the
-    typed defaults if None); ``skipped`` (id, reason) goes to ``skipped.csv``."""
+    typed defaults if None); ``skipped`` (id, reason) goes to ``skipped.csv``.
+
+    The index is one unit: every file is written to a new folder beside ``out_dir``, which then takes its place
+    (the old folder is moved aside first and deleted last). A failure leaves the old index as it was.
+    """
     from capsearch.ann import build_index, save_index
 
     out = Path(out_dir)
-    paths = folder_files(out)
-    ann = ann or IndexParams()
-    save_vectors(paths.image_vectors, index.image_vectors)
-    save_vectors(paths.generated_vectors, index.generated_vectors)
-    write_generated(paths.generated, index.ids, index.generated)
-    write_excluded(out / "skipped.csv", skipped)
-    write_ids(paths.ids, index.ids)
-    for vectors, path in zip((index.image_vectors, index.generated_vectors), _folder_ann_files(out), strict=True):
-        save_index(build_index(vectors, ann), path)
-    meta = {
-        "root": str(index.source.location),
-        "images": len(index.ids),
-        "clip": asdict(index.clip),
-        "blip": asdict(index.blip) if index.blip else None,
-        "alpha": index.alpha,
-    }
-    write_json(out / "index.json", meta)  # last: an index.json means the index is complete
+    out.parent.mkdir(parents=True, exist_ok=True)
+    _remove_leftovers(out)
+    building = Path(tempfile.mkdtemp(prefix=f"{out.name}.building-", dir=out.parent))
+    try:
+        paths = folder_files(building)
+        ann = ann or IndexParams()
+        save_vectors(paths.image_vectors, index.image_vectors)
+        save_vectors(paths.generated_vectors, index.generated_vectors)
+        write_generated(paths.generated, index.ids, index.generated)
+        write_excluded(building / "skipped.csv", skipped)
+        write_ids(paths.ids, index.ids)
+        for vectors, path in zip(
+            (index.image_vectors, index.generated_vectors), _folder_ann_files(building), strict=True
+        ):
+            save_index(build_index(vectors, ann), path)
+        meta = {
+            "root": str(index.source.location),
+            "images": len(index.ids),
+            "clip": asdict(index.clip),
+            "captioner": asdict(index.captioner) if index.captioner else None,
+            "alpha": index.alpha,
+        }
+        write_json(building / "index.json", meta)
+        os.chmod(building, 0o777 & ~_umask())
+        if out.exists():
+            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            building.rename(out)
+            shutil.rmtree(old)
+        else:
+            building.rename(out)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
+
+
+def _remove_leftovers(out: Path) -> None:
+    """Folders an interrupted :func:`write_folder_index` left beside ``out`` (never the index itself)."""
+    for stray in out.parent.glob(f"{out.name}.building-*"):
+        shutil.rmtree(stray, ignore_errors=True)
+    for stray in out.parent.glob(f"{out.name}.old-*"):
+        if out.exists():
+            shutil.rmtree(stray, ignore_errors=True)
+        else:  # killed between the two renames: the old index is the one to keep
+            stray.rename(out)
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
 
 
 def load_folder_index(path: str | Path) -> SearchIndex:
@@ -223,7 +265,7 @@ def load_folder_index(path: str | Path) -> SearchIndex:
         *_read_rows(folder_files(index_dir)),
         source=ImageSource(meta["root"]),
         clip=ModelRef(**meta["clip"]),
-        blip=ModelRef(**meta["blip"]) if meta.get("blip") else None,
+        captioner=ModelRef(**captioner) if (captioner := meta.get("captioner", meta.get("blip"))) else None,
         alpha=meta.get("alpha"),
     )
 

@@ -24,6 +24,7 @@ BATCH_TASKS = ("caption", "embed_images", "embed_texts")
 SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset")
 FETCHED_IMAGES = "data/raw"  # where fetch puts the downloads
 ENGINES = ("local", "ray")
+DECODE_PATHS = ("auto", "cpu", "gpu")
 DEFAULT_BLIP = "Salesforce/blip-image-captioning-base"
 DEFAULT_CLIP = "openai/clip-vit-base-patch32"
 DEFAULT_CLIP_REVISION = "c237dc49a33fc61debc9276459120b7eac67e7ef"  # refs/pr/66: the safetensors conversion
@@ -388,9 +389,13 @@ class RuntimeParams(Section):
     engine: str = field(default="local", metadata={OPTIONAL: True})
     ray_address: str | None = field(default=None, metadata={OPTIONAL: True})
     ray_actors: int | str = field(default="auto", metadata={OPTIONAL: True})
+    decode: str = field(default="auto", metadata={OPTIONAL: True})  # where JPEGs are decoded: auto | cpu | gpu
 
     def check(self) -> None:
         _choice(self.engine, self.name("engine"), ENGINES, "engine")
+        _choice(self.decode, self.name("decode"), DECODE_PATHS, "decode path")
+        if self.engine == "ray" and self.decode == "gpu":
+            raise ParamError("runtime.decode: 'gpu' is for the local engine; the ray engine decodes in CPU tasks")
         if self.ray_address is not None:
             _text(self.ray_address, self.name("ray_address"))
         _auto_or_count(self.ray_actors, self.name("ray_actors"), 1, "a positive integer")
@@ -441,6 +446,12 @@ def load_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise ParamError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections")
+    unknown = sorted(str(name) for name in data if name not in SECTIONS)
+    if unknown:
+        raise ParamError(
+            f"{path}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
+            f"the sections are {', '.join(SECTIONS)}"
+        )
     return data
 
 

@@ -3,13 +3,14 @@ the folder index built from it (``capsearch index``)."""
 
 from __future__ import annotations
 
+import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 
-from capsearch.data.images import ImageSource, find_images, readable_images
+from capsearch.data.images import ImageSource, find_images
 from capsearch.index import ModelRef, SearchIndex, write_folder_index
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
@@ -19,11 +20,13 @@ from capsearch.params import IndexParams
 
 @dataclass
 class CaptionedImages:
-    """Row i of each field belongs to image i."""
+    """Row i of each field belongs to image ``ids[i]``; ``skipped``: the images that could not be decoded."""
 
+    ids: list[str]
     generated: list[str]
     image_vectors: np.ndarray
     generated_vectors: np.ndarray
+    skipped: list[tuple[str, str]]
 
 
 def caption_and_embed(
@@ -34,16 +37,22 @@ def caption_and_embed(
     settings: DecodingSettings,
     runtime: Runtime,
 ) -> CaptionedImages:
-    """Generated captions, image embeddings and generated-caption embeddings of ``image_ids``, in that order.
+    """Generated captions, image embeddings and generated-caption embeddings of the readable ones of ``image_ids``,
+    in that order; ``skipped`` lists the unreadable ones (id, reason).
 
     The same code paths as the caption, embed_images and embed_texts stages, with ``runtime``'s batch sizes,
-    decoding workers and result cache.
+    decoding workers, decode path and result cache.
     """
-    sizes, workers, cache = runtime.batch_sizes, runtime.num_workers, runtime.cache
-    generated = captioner.caption_images(source, image_ids, settings, sizes["caption"], workers, cache)
-    image_vectors = embedder.embed_images(source, image_ids, sizes["embed_images"], workers, cache)
+    sizes, workers, cache, decode = runtime.batch_sizes, runtime.num_workers, runtime.cache, runtime.decode
+    generated = captioner.caption_images(
+        source, image_ids, settings, sizes["caption"], workers, cache, decode, skip_unreadable=True
+    )
+    skipped = captioner.last_run.skipped
+    unreadable = {image_id for image_id, _ in skipped}
+    ids = [image_id for image_id in image_ids if image_id not in unreadable]
+    image_vectors = embedder.embed_images(source, ids, sizes["embed_images"], workers, cache, decode)
     generated_vectors = embedder.embed_texts(generated, sizes["embed_texts"]).vectors
-    return CaptionedImages(generated, image_vectors, generated_vectors)
+    return CaptionedImages(ids, generated, image_vectors, generated_vectors, skipped)
 
 
 def index_folder(
@@ -62,14 +71,15 @@ def index_folder(
     (re-indexing a folder after adding photos only processes the new ones).
     """
     folder = Path(folder).resolve()
-    files = find_images([folder])
+    badly_named: list[tuple[str, str]] = []
+    files = find_images([folder], badly_named)
     source = ImageSource(folder)
-    ids, skipped = readable_images(source, [str(p.relative_to(folder)) for p in files])
-    if not ids:
-        raise FileNotFoundError(f"{folder}: none of the {len(files)} images could be decoded")
-    run = caption_and_embed(source, ids, captioner, embedder, settings, runtime)
+    run = caption_and_embed(source, [str(p.relative_to(folder)) for p in files], captioner, embedder, settings, runtime)
+    run.skipped = [*((os.path.relpath(name, folder), why) for name, why in badly_named), *run.skipped]
+    if not run.ids:
+        raise FileNotFoundError(f"{folder}: none of the {len(files) + len(badly_named)} images could be used")
     clip = ModelRef(embedder.model_id, embedder.source.load_revision, embedder.precision)
-    blip = ModelRef(captioner.model_id, captioner.source.load_revision, captioner.precision)
-    index = SearchIndex(ids, run.image_vectors, run.generated, run.generated_vectors, source, clip, blip)
-    write_folder_index(index, out_dir, skipped, ann)
-    return index, skipped
+    made_by = ModelRef(captioner.model_id, captioner.source.load_revision, captioner.precision)
+    index = SearchIndex(run.ids, run.image_vectors, run.generated, run.generated_vectors, source, clip, made_by)
+    write_folder_index(index, out_dir, run.skipped, ann)
+    return index, run.skipped

@@ -1,4 +1,7 @@
-"""Progress bars (tqdm) for long work; ``CAPSEARCH_PROGRESS=0`` turns them off (the CLI's quick commands do)."""
+"""Progress bars (tqdm) for long work: shown on a terminal, nothing on a pipe or in a log file.
+
+``CAPSEARCH_PROGRESS=0`` turns them off everywhere, ``CAPSEARCH_PROGRESS=1`` shows them on a pipe too.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +11,14 @@ from typing import Any
 from tqdm.auto import tqdm
 
 
-def enabled() -> bool:
-    """Whether progress bars are shown."""
-    return os.environ.get("CAPSEARCH_PROGRESS", "1") != "0"
+def enabled() -> bool | None:
+    """Whether progress bars are shown: False (off), True (on), None (on where stderr is a terminal)."""
+    setting = os.environ.get("CAPSEARCH_PROGRESS", "")
+    return {"0": False, "1": True}.get(setting)
 
 
 def progress(*args: Any, **kwargs: Any) -> tqdm:
-    """``tqdm(...)``, hidden when progress bars are turned off."""
-    kwargs.setdefault("disable", not enabled())
+    """``tqdm(...)`` on stderr, hidden when progress bars are off (see :func:`enabled`)."""
+    shown = enabled()
+    kwargs.setdefault("disable", None if shown is None else not shown)
     return tqdm(*args, **kwargs)

@@ -17,13 +17,40 @@ DEFAULT_ALPHA = 0.5  # the fusion weight when the index has no tuned one
 
 @dataclass
 class Hit:
-    """One search result."""
+    """One search result. ``weak``: the image itself is not clearly closer to the query than a random image is to a
+    random caption (see :func:`weak_below`), whatever the method ranked it by."""
 
     rank: int
     score: float
     image_id: str
     path: str
     caption: str
+    weak: bool = False
+
+
+CALIBRATION_ROWS = 2000  # images sampled to place the weak-match line
+
+
+def weak_below(index: SearchIndex) -> float:
+    """The image score under which a hit is a weak match: half-way between the median score of an image for its own
+    generated caption and for another image's (a sample of :data:`CALIBRATION_ROWS`, seeded; once per index).
+
+    Cosine similarities of a dual encoder have no fixed scale across models, so the line is placed on the index's
+    own model and images rather than at a constant.
+    """
+    if index.weak_line is not None:
+        return index.weak_line
+    count = len(index.ids)
+    if count < 2:
+        level = float("-inf")
+    else:
+        rows = np.sort(np.random.default_rng(0).permutation(count)[:CALIBRATION_ROWS])
+        images, captions = np.asarray(index.image_vectors[rows]), np.asarray(index.generated_vectors[rows])
+        own = (images * captions).sum(axis=1)
+        other = (images * np.roll(captions, 1, axis=0)).sum(axis=1)
+        level = float((np.median(own) + np.median(other)) / 2)
+    index.weak_line = level
+    return level
 
 
 def gallery_scores(
@@ -79,10 +106,18 @@ def search(
     else:
         rows = candidate_rows(index, query_vectors, method, max(k, index.candidates))
         order, scores = top_k_among(query_vectors, rows, lambda r: gallery_rows(index, r, method, alpha), k)
+    line = weak_below(index)
     return [
         [
-            Hit(rank + 1, float(score), index.ids[row], index.location(row), index.generated[row])
+            Hit(
+                rank + 1,
+                float(score),
+                index.ids[row],
+                index.location(row),
+                index.generated[row],
+                weak=bool(float(np.dot(query, index.image_vectors[row])) < line),
+            )
             for rank, (row, score) in enumerate(zip(rows, row_scores, strict=True))
         ]
-        for rows, row_scores in zip(order, scores, strict=True)
+        for query, rows, row_scores in zip(query_vectors, order, scores, strict=True)
     ]

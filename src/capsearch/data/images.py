@@ -150,6 +150,23 @@ class ImageSource:
         """
         return self._decode(image_id, draft_for)[0]
 
+    def plain_jpeg(self, image_id: str) -> bytes | None:
+        """The file's bytes when it is a JPEG a GPU decoder can take as it is (8-bit RGB or grayscale, upright: no
+        EXIF rotation, within the pixel limit), from its header alone; None for anything else (PNG, CMYK, rotated,
+        unreadable), which then goes through :meth:`open_rgb`."""
+        data = self.read_bytes(image_id)
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("error", Image.DecompressionBombWarning)
+                image = Image.open(io.BytesIO(data))
+                if image.format != "JPEG" or image.mode not in ("RGB", "L"):
+                    return None
+                if image.getexif().get(ORIENTATION_TAG, 1) != 1:
+                    return None
+        except DECODE_ERRORS:
+            return None
+        return data
+
     def check(self, image_id: str) -> tuple[int, int]:
         """Decode an image (at 1/8 scale where JPEG allows) to prove it is readable; return its upright size."""
         return self._decode(image_id, lambda width, height: (max(1, width // 8), max(1, height // 8)))[1]
@@ -187,36 +204,27 @@ def source_images(kind: str, images: str | Path) -> ImageSource:
     return ImageSource(path)
 
 
-class ImageDataset:
-    """A map-style dataset of preprocessed images: ``transform(PIL RGB image)`` per id.
-
-    ``draft_for`` (see ``ImageSource.open_rgb``) lets large JPEGs decode at a reduced scale.
-    """
-
-    def __init__(
-        self,
-        source: ImageSource,
-        image_ids: Sequence[str],
-        transform: Callable[[Image.Image], Any],
-        draft_for: Callable[[int, int], tuple[int, int]] | None = None,
-    ) -> None:
-        self.source = source
-        self.image_ids = list(image_ids)
-        self.transform = transform
-        self.draft_for = draft_for
-
-    def __len__(self) -> int:
-        return len(self.image_ids)
-
-    def __getitem__(self, index: int) -> Any:
-        return self.transform(self.source.open_rgb(self.image_ids[index], self.draft_for))
+def shown_name(path: str | Path) -> str:
+    """A file name as text: itself, or with the bytes that are not UTF-8 escaped (``caf\\xe9.jpg``)."""
+    return os.fsencode(str(path)).decode("utf-8", "backslashreplace")
 
 
-def find_images(paths: Sequence[str | Path]) -> list[Path]:
+def is_utf8_name(path: str | Path) -> bool:
+    """Whether a file name decodes as UTF-8 (else Python holds it with surrogate escapes, which no CSV, JSON or URL
+    carries faithfully)."""
+    try:
+        str(path).encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def find_images(paths: Sequence[str | Path], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
     """Image files named by ``paths``: files as given, folders searched recursively (hidden folders such as a
     ``.capsearch`` index skipped), glob patterns expanded.
 
-    Raises FileNotFoundError naming a path that matches nothing (or a folder holding no images).
+    A file whose name is not UTF-8 is left out and, with ``skipped``, listed there by its escaped name with the
+    reason. Raises FileNotFoundError naming a path that matches nothing (or a folder holding no images).
     """
     found: list[Path] = []
     for raw in paths:
@@ -238,16 +246,7 @@ def find_images(paths: Sequence[str | Path]) -> list[Path]:
             found += matches
         else:
             raise FileNotFoundError(f"{raw}: no such file or folder")
-    return found
-
-
-def readable_images(source: ImageSource, ids: Sequence[str]) -> tuple[list[str], list[tuple[str, str]]]:
-    """Split ``ids`` into decodable ones and (id, reason) for the rest."""
-    good, bad = [], []
-    for image_id in ids:
-        try:
-            source.check(image_id)
-            good.append(image_id)
-        except ImageReadError as exc:
-            bad.append((image_id, str(exc)))
-    return good, bad
+    bad = [p for p in found if not is_utf8_name(p)]
+    if skipped is not None:
+        skipped += [(shown_name(p), "file name is not valid UTF-8: rename the file to use it") for p in bad]
+    return [p for p in found if is_utf8_name(p)]

@@ -19,7 +19,7 @@ from capsearch.data.flickr8k import (
 )
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.data.karpathy import KARPATHY_FILES, parse_karpathy_json
-from capsearch.data.webdataset import sample_key, split_of
+from capsearch.data.webdataset import CaptionError, sample_key, split_of
 from capsearch.progress import progress
 
 
@@ -203,7 +203,11 @@ def _build_shard_subset(
     for image_id in images.ids():
         if split != "all" and split_of(sample_key(image_id)) != split:
             continue
-        caption = images.caption_of(image_id)
+        try:
+            caption = images.caption_of(image_id)
+        except CaptionError as exc:
+            excluded.append((image_id, str(exc)))
+            continue
         if caption:
             captions[image_id] = caption
         else:

@@ -32,6 +32,10 @@ class ShardError(ValueError):
     """A shard (or shard list) that cannot be used; the message names the file."""
 
 
+class CaptionError(ValueError):
+    """A caption member that cannot be read as text; the message names it (the image is excluded, not the run)."""
+
+
 @dataclass(frozen=True)
 class Member:
     """Where one file's bytes are inside a shard."""
@@ -84,6 +88,25 @@ def resolve_shards(spec: str | Path) -> list[Path]:
     raise ShardError(f"{text}: no such shard, shard folder, shard list or pattern")
 
 
+def unread_files(spec: str | Path) -> list[Path]:
+    """The files of a shard folder that are not read as shards (a ``.tar.gz``, a stray file), so a summary can name
+    them; none for a list file, a glob or a single shard."""
+    path = Path(str(spec)).expanduser()
+    if not path.is_dir():
+        return []
+    return sorted(p for p in path.iterdir() if p.is_file() and p.suffix != SHARD_SUFFIX and not p.name.startswith("."))
+
+
+def describe_unread(files: list[Path]) -> str:
+    """One clause naming the files a shard folder holds that are not read (compressed shards said so)."""
+    if not files:
+        return ""
+    names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
+    compressed = any(p.name.endswith((".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz")) for p in files)
+    hint = " (compressed shards are not read: decompress them to .tar)" if compressed else ""
+    return f"{len(files)} file{'s' if len(files) != 1 else ''} in the shard folder not read: {names}{hint}"
+
+
 def index_shard(path: str | Path) -> dict[str, Member]:
     """Every regular file of a tar by member name, with where its data is; a truncated tar is a ShardError."""
     path = Path(path)
@@ -96,6 +119,10 @@ def index_shard(path: str | Path) -> dict[str, Member]:
                     continue
                 if info.offset_data + info.size > size:
                     raise ShardError(f"{path}: truncated inside member {info.name!r}; re-download or re-write it")
+                if info.name in members:  # tar keeps both; which one a reader gets would be a guess
+                    raise ShardError(
+                        f"{path}: member {info.name!r} appears twice; re-write the shard with unique names"
+                    )
                 members[info.name] = Member(info.offset_data, info.size)
             end = tar.offset
     except (tarfile.TarError, OSError) as exc:
@@ -155,11 +182,18 @@ class ShardReader:
         return [name for name in self.members if name.lower().endswith(IMAGE_SUFFIXES)]
 
     def caption_of(self, image: str) -> str | None:
-        """The ``KEY.txt`` caption beside an image member, stripped; None if there is none."""
+        """The ``KEY.txt`` caption beside an image member, stripped; None if there is none. A caption that is not
+        UTF-8 text is a :class:`CaptionError` naming it (never decoded with replacement characters)."""
         name = sample_key(image) + CAPTION_SUFFIX
         if name not in self.members:
             return None
-        return self.read(name).decode("utf-8", errors="replace").strip()
+        data = self.read(name)
+        try:
+            return data.decode("utf-8").strip()
+        except UnicodeDecodeError as exc:
+            raise CaptionError(
+                f"caption {name} is not UTF-8 text (byte {data[exc.start]:#04x} at {exc.start})"
+            ) from None
 
     def samples(self) -> Iterator[tuple[str, str | None]]:
         """(image member, caption or None) for every image of the shard."""

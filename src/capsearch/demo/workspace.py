@@ -35,7 +35,7 @@ from capsearch.params import (
     default_params,
 )
 
-PIPELINE_FILES = ("dvc.yaml", "stages", "src/capsearch")
+PIPELINE_FILES = ("dvc.yaml", "requirements.lock", "stages", "src/capsearch")
 
 
 def project_root() -> Path:

@@ -11,18 +11,29 @@ Flickr8k captions and on a stored table of tricky captions (``tests/data/ptb_cas
 from __future__ import annotations
 
 import re
+import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+
+from capsearch.evaluation.ptb_symbols import NORMALIZED, SYMBOL_RANGES, WORD_RANGES
 
 # pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS, compared after lower-casing (so "-LRB-" never matches "-lrb-")
 PUNCTUATIONS = frozenset(
     ["''", "'", "``", "`", "-LRB-", "-RRB-", "-LCB-", "-RCB-", ".", "?", "!", ",", ":", "-", "--", "...", ";"]
 )
 
-_L = r"[^\W\d_]"  # a letter (Unicode)
-_LD = r"[^\W_]"  # a letter or digit
-_APOS = "['\u0092\u2019]"
-_APOSETC = "['\u0092\u2019\u0091\u2018\u201b]"
+# A letter. Python's \w also holds the numerals that are no decimal digits (No, Nl: ½, ², Ⅻ), which the lexer's
+# [:letter:] does not.
+_NUMERALS = "".join(c for c in map(chr, range(0x80, 0x10000)) if unicodedata.category(c) in ("No", "Nl"))
+_L = rf"[^\W\d_{_NUMERALS}]"
+_WORD_EXTRA = "".join(f"{chr(a)}-{chr(b)}" for a, b in WORD_RANGES)  # marks the WORD rule takes as letters
+_SYMBOL_OF = {chr(c): chr(c) for a, b in SYMBOL_RANGES for c in range(a, b + 1)} | NORMALIZED
+_LD = rf"(?:{_L}|\d)"  # a letter or digit
+_APOS = "(?:['\u0092\u2019]|&apos;)"
+_APOSETC = "(?:['\u0092\u2019\u0091\u2018\u201b]|&apos;)"
+_SPLET = r"&[aeiouAEIOU](?i:acute|grave|uml);"  # an accented vowel as an entity, inside a word
+_WORD_CHAR = rf"(?:{_L}|[{_WORD_EXTRA}]|{_SPLET}|\u00ad)"
+_WORD = rf"{_WORD_CHAR}(?:{_WORD_CHAR}|\d)*"  # the WORD rule: soft hyphens are removed from the token
 _SPACE = r"[ \t\u00a0\u2000-\u200a\u3000]"
 _SPACENL = r"[ \t\u00a0\u2000-\u200a\u3000\r\n\u2028\u2029\u000b\u000c\u0085]"
 _ACRO = r"[A-Za-z](?:\.[A-Za-z])+"
@@ -52,13 +63,14 @@ def _latex_quote(text: str, probably_left: bool) -> str:
         return "``" if probably_left else "''"
     if text in ("'", "&apos;"):
         return "`" if probably_left else "'"
+    text = text.replace("&apos;", "'")
     out = []
     for char in text:
-        if char in "\u2018\u0091\u201b\u201a\u2039`":
+        if char in "\u2018\u0091\u201b\u2039`":  # the low quotes (U+201A, U+201E) and U+201F stay as they are
             out.append("`")
         elif char in "\u2019\u0092'\u203a":
             out.append("'")
-        elif char in "\u201c\u0093\u201e\u201f\u00ab":
+        elif char in "\u201c\u0093\u00ab":
             out.append("``")
         elif char in "\u201d\u0094\u00bb":
             out.append("''")
@@ -107,6 +119,23 @@ def _phone(text: str) -> list[str]:
     return [text.replace(" ", "\u00a0").replace("(", "-LRB-").replace(")", "-RRB-")]
 
 
+def _without_soft_hyphens(text: str) -> list[str]:
+    """A word or number with its soft hyphens (U+00AD) removed; a run of soft hyphens alone is "-"."""
+    return [text.replace("\u00ad", "") or "-"]
+
+
+def _amp(text: str) -> list[str]:
+    return [re.sub("(?i:&amp;)", "&", text)]
+
+
+def _smiley(text: str) -> list[str]:
+    return [text.replace("(", "-LRB-").replace(")", "-RRB-")]
+
+
+_FRACTIONS = {"\u00bc": "1/4", "\u00bd": "1/2", "\u00be": "3/4", "\u2153": "1/3", "\u2154": "2/3"}
+_ENTITY_BRACKETS = {"&lt;": "<", "&gt;": ">"}
+
+
 def _left_quote(text: str) -> list[str]:
     return [_latex_quote(text, True)]
 
@@ -115,7 +144,9 @@ def _right_quote(text: str) -> list[str]:
     return [_latex_quote(text, False)]
 
 
-_SGML = r"<\/?[A-Za-z!][^>]*>"
+_SGML = r"<\/?[A-Za-z!][^>\r\n]*>"
+_SMILEY = r"[<>]?[:;=][\-o*']?[()DPdpO\\{@|\[\]]"
+_EMAIL = r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)*[^ \t\n\f\r\"<>|().\u00a0]+"
 _REDAUX = rf"{_APOS}(?i:[msd]|re|ve|ll)"
 _QUOTES = (_APOS, "''", f"[{_QUOTE_CHARS}]{{1,2}}")
 _THING_PART = rf"(?:[dDoOlL]{_APOSETC}{_LD})?{_LD}+"
@@ -124,11 +155,13 @@ _THING_PART = rf"(?:[dDoOlL]{_APOSETC}{_LD})?{_LD}+"
 _RULES: list[_Rule] = [
     *_rules(r"(?i:cannot)", emit=lambda text: [text[:3]], keep=lambda text: 3),
     *_rules(r"(?i:gonna|gotta|lemme|gimme|wanna)", emit=lambda text: [text[:-2]], keep=lambda text: len(text) - 2),
-    *_rules(_SGML),
-    *_rules("[\u0096\u0097\u2013\u2014\u2015]", emit=lambda text: ["--"]),
-    *_rules(rf"{_L}+", context=_REDAUX),
-    *_rules(r"[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*", context=rf"(?i:n){_APOSETC}(?i:t)"),
-    *_rules(rf"{_L}+"),
+    *_rules(_SGML, emit=lambda text: [text.replace(" ", "\u00a0")]),
+    *_rules("[\u0096\u0097\u2013\u2014\u2015]", "&(?i:MD|mdash|ndash);", emit=lambda text: ["--"]),
+    *_rules("&(?i:amp);", emit=lambda text: ["&"]),
+    *_rules(r"&(?i:HT|TL|UR|LR|QC|QL|QR|odq|cdq|#[0-9]+);"),
+    *_rules(_WORD, emit=_without_soft_hyphens, context=_REDAUX),
+    *_rules(r"[A-Za-z\u00ad]*[A-MO-Za-mo-z]\u00ad*", emit=_without_soft_hyphens, context=rf"(?i:n){_APOSETC}(?i:t)"),
+    *_rules(_WORD, emit=_without_soft_hyphens),
     *_rules(
         rf"{_APOS}n{_APOS}?",
         rf"[lLdDjJ]{_APOS}",
@@ -144,15 +177,22 @@ _RULES: list[_Rule] = [
         r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
         r"(?i:com|net|org|edu)))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?"
     ),
-    *_rules(r"[a-zA-Z0-9][^ \t\n\f\r\"<>|()\u00a0]*@(?:[^ \t\n\f\r\"<>|().\u00a0]+\.)+[a-zA-Z]{2,4}"),
-    *_rules(_REDAUX, context=r"[^A-Za-z]|\Z"),
+    *_rules(_EMAIL),
+    *_rules(_REDAUX, emit=_right_quote, context=r"[^A-Za-z]|\Z"),
     *_rules(rf"(?i:n){_APOSETC}(?i:t)", emit=_right_quote),
     *_rules(r"\d{1,2}[\-\/]\d{1,2}[\-\/]\d{2,4}"),
-    *_rules(r"[\-+]?\d+", r"[\-+]?\d*(?:[.:,\u00ad\u066b\u066c]\d+)+"),
+    *_rules(r"[\-+]?\d+", r"[\-+]?\d*(?:[.:,\u00ad\u066b\u066c]\d+)+", emit=_without_soft_hyphens),
+    *_rules("[\u207a\u207b\u208a\u208b]?(?:[\u2070\u00b9\u00b2\u00b3\u2074-\u2079]+|[\u2080-\u2089]+)"),
+    *_rules(f"[{''.join(_FRACTIONS)}]", emit=lambda text: [_FRACTIONS[text]]),
     *_rules(r"(?:\d{1,4}[- \u00a0])?\d{1,4}(?:\\?\/|\u2044)\d{1,4}", emit=_nbsp),
-    *_rules(r"-(?:RRB|LRB|RCB|LCB|RSB|LSB)-", r"(?i:C\.D\.s|pro-|anti-|S&P-500|S&Ls|Cap'n|c'est|C\+\+)"),
+    *_rules(
+        r"-(?:RRB|LRB|RCB|LCB|RSB|LSB)-",
+        rf"(?i:C\.D\.s|pro-|anti-|S(?:&|&amp;)P-500|S(?:&|&amp;)Ls|Cap{_APOS}n|c{_APOS}est|C\+\+)",
+        emit=_amp,
+    ),
+    *_rules(rf"{_L}{_LD}*(?:[.!?]{_L}{_LD}*)+"),
     *_rules(rf"{_THING_PART}(?:[-_\u058a\u2010\u2011]{_THING_PART})*"),
-    *_rules(r"[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+"),
+    *_rules(r"[A-Z]+(?:(?:[+&]|&amp;)[A-Z]+)+", emit=_amp),
     *_rules(r"[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}(?:\\?\/[A-Za-z0-9]+(?:-[A-Za-z]+){0,2}){1,2}"),
     *_rules(rf"[A-Za-z0-9][A-Za-z0-9.,\u00ad]*(?:-(?:[A-Za-z0-9\u00ad]+|{_ACRO}\.))+"),
     *_rules(r"[A-Z]*\$", "#"),
@@ -168,16 +208,21 @@ _RULES: list[_Rule] = [
     *_rules(r"(?:\([0-9]{3}\)[ \u00a0]?|[0-9]{3}[\- \u00a0.])[0-9]{3}[\- \u00a0.][0-9]{4}", emit=_phone),
     *_rules(r"\"", "&quot;", emit=_left_quote, context=r"[A-Za-z0-9$]"),
     *_rules(r"\"", "&quot;", emit=_right_quote),
-    *_rules(r"\+", "[%&\u2030\u2031]", r"[~^|\\]", r"[<>]"),
+    *_rules(r"\+", "[%&\u2030\u2031]", r"[~^|\\]", r"[<>]", "<<", ">>", "/"),
+    *_rules("&lt;", "&gt;", emit=lambda text: [_ENTITY_BRACKETS[text]]),
+    *_rules(_SMILEY, emit=_smiley, context=r"[^A-Za-z0-9]|\Z"),
+    *_rules(r"[<>^=\-]_[<>^=\-]"),
+    *_rules(r"#" + _L + "+"),
     *_rules(r"[()\[\]{}]", emit=lambda text: [_BRACKETS[text]]),
     *_rules(r"-+", emit=lambda text: ["-" if len(text) == 1 else "--"]),
     *_rules("\\.{3,5}", "(?:\\.[ \u00a0]){2,4}\\.", "[\u0085\u2026]", emit=lambda text: ["..."]),
-    *_rules(r"@[A-Za-z0-9_]+"),
+    *_rules(r"@[A-Za-z_][A-Za-z0-9_]*"),
     *_rules(r"@+", r"#+", r"_+", r"\*+", r"[,;:]", r"\.", r"[?!]+", r"="),
     *_rules(*_QUOTES, emit=_left_quote, context=rf"{_L}{{2}}"),
     *_rules(*_QUOTES, emit=_right_quote),
+    *_rules(f"[{re.escape(''.join(_SYMBOL_OF))}]", emit=lambda text: [_SYMBOL_OF[text]]),
 ]
-_SPACES = re.compile(r"[^\S\n]+|[\u00a0\u2000-\u200a\u3000]+")
+_SPACES = re.compile(r"(?:[^\S\n]|[\u00a0\u2000-\u200a\u3000]|&nbsp;)+")
 # Fast path: an ASCII word followed by a space, a newline or the end is a token of its own under every rule
 # (none of the rules that could match more reaches past a space after letters), except these, which split.
 _PLAIN_WORD = re.compile(r"[A-Za-z]+(?= |\n|\Z)")

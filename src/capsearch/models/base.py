@@ -13,6 +13,7 @@ from capsearch.imports import code_fingerprint
 from capsearch.models import ModelLoadError
 from capsearch.models.batching import RunStats
 from capsearch.models.families import ModelFamily, read_config
+from capsearch.models.gpu_decode import resolve_decode
 from capsearch.models.pixels import PixelPipeline, processor_difference
 from capsearch.models.runtime import (
     ModelSource,
@@ -105,14 +106,20 @@ class PretrainedWrapper:
             self._fingerprint = model_fingerprint(self.model_id, self.source.load_revision)
         return self._fingerprint
 
-    def cache_space(self, task: str, **settings: Any) -> str:
-        """The result-cache namespace of ``task`` by this model: weights, code, precision, preprocessing, settings."""
+    def decode_path(self, asked: str) -> str:
+        """``cpu`` or ``gpu``: where this model's images are decoded for ``runtime.decode`` = ``asked``."""
+        return resolve_decode(asked, self.device, self.pixels)
+
+    def cache_space(self, task: str, decode: str, **settings: Any) -> str:
+        """The result-cache namespace of ``task`` by this model: weights, code, library versions, precision,
+        preprocessing, where images were decoded (``cpu`` or ``gpu``), settings."""
         return namespace(
             task=task,
             model=self.fingerprint(),
             code=code_fingerprint(type(self).__module__),
             dtype=precision_name(self.dtype),
             pixels=self.pixels,
+            decode=decode,
             **settings,
         )
 

@@ -3,16 +3,16 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Callable, Iterable, Iterator, Sequence
-from dataclasses import dataclass
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 import torch
 
 from capsearch.cache import ResultCache, content_hash
-from capsearch.data.images import ImageDataset, ImageReadError, ImageSource
+from capsearch.data.images import ImageSource
+from capsearch.models.loader import ImageLoader, JpegDecoder
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import batch_loader
 from capsearch.progress import progress
 
 R = TypeVar("R")
@@ -94,7 +94,8 @@ class OomBackoff:
 
 @dataclass
 class RunStats:
-    """What one run over images did: computed vs taken from the cache, and the batch size it ended with."""
+    """What one run over images did: computed vs taken from the cache, where images were decoded, the batch size it
+    ended with, and the images skipped as unreadable (id, reason)."""
 
     images: int = 0
     computed: int = 0
@@ -102,27 +103,18 @@ class RunStats:
     batch_size: int = 0
     backoffs: int = 0
     num_workers: int = 0
+    decode: str = "cpu"
+    gpu_decoded: int = 0
+    cpu_fallbacks: int = 0
+    skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def describe(self) -> str:
         """For stage summaries."""
         backoff = f" after {self.backoffs} out-of-memory back-offs" if self.backoffs else ""
-        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}"
-
-
-def _reraise_plainly(batches: Iterable[torch.Tensor]) -> Iterator[torch.Tensor]:
-    """Batches from a DataLoader; an ImageReadError from a worker keeps its one-line message (not a traceback)."""
-    iterator = iter(batches)
-    while True:
-        try:
-            batch = next(iterator)
-        except StopIteration:
-            return
-        except ImageReadError as exc:
-            message = str(exc)
-            if "Traceback" in message:  # re-raised by DataLoader: "Caught ... Original Traceback ... Error: <msg>"
-                message = message.strip().splitlines()[-1].split("ImageReadError: ", 1)[-1]
-            raise ImageReadError(message) from None
-        yield batch
+        decoded = ""
+        if self.decode == "gpu":
+            decoded = f", {self.gpu_decoded} decoded on the GPU, {self.cpu_fallbacks} on the CPU (not plain JPEGs)"
+        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}{decoded}"
 
 
 def run_over_images(
@@ -139,15 +131,20 @@ def run_over_images(
     cache: ResultCache | None = None,
     cache_space: str = "",
     desc: str = "images",
+    decode_path: str = "cpu",
+    jpeg_decoder: JpegDecoder | None = None,
+    skip_unreadable: bool = False,
 ) -> tuple[list[R], RunStats]:
     """``batch_fn`` over the uint8 pixels of every image not already cached; results in ``image_ids`` order.
 
-    Images are decoded and resized in ``num_workers`` processes; each finished batch is stored in ``cache`` at
-    once, so an interrupted run resumes where it stopped.
+    Images are decoded ``num_workers`` processes wide by :class:`ImageLoader` (``decode_path``: ``cpu``, or ``gpu``
+    for nvJPEG); each finished batch is stored in ``cache`` at once, so an interrupted run resumes where it stopped.
+    An unreadable image is an :class:`ImageReadError`, or with ``skip_unreadable`` left out of the results and
+    listed in the stats' ``skipped``.
     """
     if batch_size <= 0:
         raise ValueError(f"batch size must be positive, got {batch_size}")
-    stats = RunStats(images=len(image_ids), batch_size=batch_size, num_workers=num_workers)
+    stats = RunStats(images=len(image_ids), batch_size=batch_size, num_workers=num_workers, decode=decode_path)
     hashes: list[str] = []
     found: dict[str, bytes] = {}
     if cache is not None:
@@ -155,20 +152,39 @@ def run_over_images(
         found = cache.get_many(cache_space, hashes)
     todo = [i for i in range(len(image_ids)) if cache is None or hashes[i] not in found]
     computed: dict[int, R] = {}
+    skipped: set[int] = set()
     if todo:
-        dataset = ImageDataset(source, [image_ids[i] for i in todo], pipeline, pipeline.draft_size)
-        loader = batch_loader(dataset, batch_size, num_workers, device)
+        if decode_path == "gpu" and jpeg_decoder is None:
+            from capsearch.models.gpu_decode import jpeg_decoder as gpu_jpeg_decoder
+
+            jpeg_decoder = gpu_jpeg_decoder(device)
+        loader = ImageLoader(
+            source,
+            [image_ids[i] for i in todo],
+            pipeline,
+            batch_size=batch_size,
+            num_workers=num_workers,
+            device=device,
+            decode=decode_path,
+            jpeg_decoder=jpeg_decoder,
+            skip_unreadable=skip_unreadable,
+        )
         backoff = OomBackoff(batch_size, device)
-        position = 0
-        for batch in _reraise_plainly(progress(loader, desc=desc, unit="batch")):
-            results = backoff(batch_fn, batch)
-            indices = todo[position : position + len(results)]
-            position += len(results)
-            computed.update(zip(indices, results, strict=True))
-            if cache is not None:
-                cache.put_many(cache_space, [(hashes[i], encode(r)) for i, r in zip(indices, results, strict=True)])
+        with progress(total=len(todo), desc=desc, unit="image") as bar:
+            for batch in loader:
+                results = backoff(batch_fn, batch.pixels) if batch.positions else []
+                indices = [todo[p] for p in batch.positions]
+                computed.update(zip(indices, results, strict=True))
+                if cache is not None:
+                    cache.put_many(cache_space, [(hashes[i], encode(r)) for i, r in zip(indices, results, strict=True)])
+                bar.update(len(computed) + len(loader.stats.skipped) - bar.n)
+        skipped = {todo[p] for p, _ in loader.stats.skipped}
         stats.batch_size, stats.backoffs = backoff.limit, backoff.backoffs
-    stats.computed = len(todo)
+        stats.gpu_decoded, stats.cpu_fallbacks = loader.stats.gpu_decoded, loader.stats.cpu_fallbacks
+        stats.skipped = [(image_ids[todo[p]], reason) for p, reason in loader.stats.skipped]
+    stats.computed = len(todo) - len(stats.skipped)
     stats.cached = len(image_ids) - len(todo)
-    ordered = [computed[i] if i in computed else decode(found[hashes[i]]) for i in range(len(image_ids))]
+    ordered = [
+        computed[i] if i in computed else decode(found[hashes[i]]) for i in range(len(image_ids)) if i not in skipped
+    ]
     return ordered, stats

@@ -112,13 +112,19 @@ class Captioner(PretrainedWrapper):
         batch_size: int = 16,
         num_workers: int = 0,
         cache: ResultCache | None = None,
+        decode: str = "cpu",
+        skip_unreadable: bool = False,
     ) -> list[str]:
-        """One caption per image id, in order, images decoded in worker processes.
+        """One caption per image id, in order, images decoded in worker processes (``decode``: see
+        :mod:`capsearch.models.gpu_decode`).
 
-        Images whose caption is in ``cache`` are not recomputed; ``last_run`` says how many were.
+        Images whose caption is in ``cache`` are not recomputed; ``last_run`` says how many were. With
+        ``skip_unreadable`` an image that cannot be decoded is left out (``last_run.skipped`` names it) instead of
+        failing the run.
         """
         if settings.prompt:
             self.prompt_inputs(settings.prompt)  # a model that takes no prompt fails before any image is read
+        path = self.decode_path(decode)
         captions, self.last_run = run_over_images(
             source,
             image_ids,
@@ -130,7 +136,9 @@ class Captioner(PretrainedWrapper):
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space("caption", decoding=asdict(settings)) if cache is not None else "",
+            cache_space=self.cache_space("caption", path, decoding=asdict(settings)) if cache is not None else "",
             desc="caption",
+            decode_path=path,
+            skip_unreadable=skip_unreadable,
         )
         return captions

@@ -78,11 +78,17 @@ class DualEncoder(PretrainedWrapper):
         batch_size: int = 64,
         num_workers: int = 0,
         cache: ResultCache | None = None,
+        decode: str = "cpu",
+        skip_unreadable: bool = False,
     ) -> np.ndarray:
-        """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes.
+        """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes (``decode``:
+        see :mod:`capsearch.models.gpu_decode`).
 
-        Images whose embedding is in ``cache`` are not recomputed; ``last_run`` says how many were.
+        Images whose embedding is in ``cache`` are not recomputed; ``last_run`` says how many were. With
+        ``skip_unreadable`` an image that cannot be decoded is left out (``last_run.skipped`` names it) instead of
+        failing the run.
         """
+        path = self.decode_path(decode)
         rows, self.last_run = run_over_images(
             source,
             image_ids,
@@ -94,8 +100,10 @@ class DualEncoder(PretrainedWrapper):
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space("image-embedding") if cache is not None else "",
+            cache_space=self.cache_space("image-embedding", path) if cache is not None else "",
             desc="embed images",
+            decode_path=path,
+            skip_unreadable=skip_unreadable,
         )
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)

@@ -15,6 +15,8 @@ import torch
 from PIL import Image
 
 MAX_ASPECT = 4  # longer/shorter side kept before a shortest-edge resize; the centre crop never sees the rest
+# PIL resampling filters (Image.Resampling) that torch's interpolate reproduces, antialiased as PIL does
+TENSOR_MODES = {0: "nearest-exact", 2: "bilinear", 3: "bicubic"}
 
 
 @dataclass(frozen=True)
@@ -75,18 +77,53 @@ class PixelPipeline:
 
     def __call__(self, image: Image.Image) -> torch.Tensor:
         """uint8 tensor (3, H, W) of an RGB image, resized and cropped."""
-        if self.shortest_edge is not None:
-            width, height = image.size
-            short, long = min(width, height), max(width, height)
-            if long > MAX_ASPECT * short:  # keep a wide margin around the centre crop, not a huge strip
-                keep = MAX_ASPECT * short
-                left, top = ((width - keep) // 2, 0) if width > height else (0, (height - keep) // 2)
-                image = image.crop((left, top, left + min(width, keep), top + min(height, keep)))
+        box = self.aspect_crop(*image.size)
+        if box != (0, 0, *image.size):
+            image = image.crop(box)
         image = image.resize(self.resized_size(*image.size), resample=self.resample)
         array = np.asarray(image, dtype=np.uint8)
         if self.crop_height is not None and self.crop_width is not None:
             array = _centre_crop(array, self.crop_height, self.crop_width)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
+
+    def aspect_crop(self, width: int, height: int) -> tuple[int, int, int, int]:
+        """(left, top, right, bottom) kept before a shortest-edge resize: all of it, or a 1:4 strip at the centre."""
+        if self.shortest_edge is not None:
+            short, long = min(width, height), max(width, height)
+            if long > MAX_ASPECT * short:  # keep a wide margin around the centre crop, not a huge strip
+                keep = MAX_ASPECT * short
+                left, top = ((width - keep) // 2, 0) if width > height else (0, (height - keep) // 2)
+                return left, top, left + min(width, keep), top + min(height, keep)
+        return 0, 0, width, height
+
+    def resize_tensors(self, images: list[torch.Tensor]) -> list[torch.Tensor]:
+        """:meth:`__call__` on uint8 (3, H, W) tensors where they are (a GPU): the same size rule, crop and centre
+        crop, resized by ``torch.nn.functional.interpolate`` with antialiasing, PIL's filter for the model's.
+
+        Not bit-identical to PIL (rounding inside the two resize passes differs): ``bench/stages.py`` measures the
+        difference. Images of one size are resized together.
+        """
+        mode = TENSOR_MODES.get(self.resample)
+        if mode is None:
+            raise ValueError(f"resampling filter {self.resample} has no tensor equivalent; decode on the CPU")
+        out: list[torch.Tensor | None] = [None] * len(images)
+        groups: dict[tuple[int, int], list[int]] = {}
+        for i, image in enumerate(images):
+            groups.setdefault((int(image.shape[2]), int(image.shape[1])), []).append(i)
+        for (width, height), members in groups.items():
+            left, top, right, bottom = self.aspect_crop(width, height)
+            batch = torch.stack([images[i][:, top:bottom, left:right] for i in members]).float()
+            new_width, new_height = self.resized_size(right - left, bottom - top)
+            antialias = mode != "nearest-exact"
+            resized = torch.nn.functional.interpolate(
+                batch, size=(new_height, new_width), mode=mode, antialias=antialias, align_corners=None
+            )
+            pixels = resized.round_().clamp_(0, 255).to(torch.uint8)
+            if self.crop_height is not None and self.crop_width is not None:
+                pixels = _centre_crop_tensor(pixels, self.crop_height, self.crop_width)
+            for i, row in zip(members, pixels.unbind(0), strict=True):
+                out[i] = row
+        return out  # type: ignore[return-value]
 
     def normalise(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float pixels of a uint8 batch (N, 3, H, W), computed where the batch lives, cast to ``dtype``."""
@@ -105,6 +142,18 @@ def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.nda
         array, height, width = padded, padded.shape[0], padded.shape[1]
     top, left = (height - crop_height) // 2, (width - crop_width) // 2
     return array[top : top + crop_height, left : left + crop_width]
+
+
+def _centre_crop_tensor(batch: torch.Tensor, crop_height: int, crop_width: int) -> torch.Tensor:
+    """:func:`_centre_crop` of a uint8 batch (N, 3, H, W)."""
+    height, width = batch.shape[2:]
+    if height < crop_height or width < crop_width:
+        padded = batch.new_zeros((*batch.shape[:2], max(height, crop_height), max(width, crop_width)))
+        top, left = -(-(padded.shape[2] - height) // 2), -(-(padded.shape[3] - width) // 2)
+        padded[:, :, top : top + height, left : left + width] = batch
+        batch, height, width = padded, padded.shape[2], padded.shape[3]
+    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    return batch[:, :, top : top + crop_height, left : left + crop_width]
 
 
 def probe_image(width: int = 123, height: int = 87) -> Image.Image:

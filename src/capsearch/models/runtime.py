@@ -118,15 +118,42 @@ def _hub_error(param: str, model_id: str, revision: str, exc: Exception) -> Mode
     elif isinstance(exc, RepositoryNotFoundError):
         why = "no such repo on the Hugging Face Hub (or it is private)"
     elif isinstance(exc, LocalEntryNotFoundError):
-        why = (
-            "not a local folder and not available from the Hugging Face Hub or its cache (the Hub cannot be "
-            "reached, or HF_HUB_OFFLINE=1, and these files were never downloaded)"
-        )
-        fix += ", or run once with network access to fill the cache (then a pinned commit also loads offline)"
+        cached = cached_commits(model_id)
+        if cached:
+            why = (
+                f"the Hugging Face Hub cannot be reached (or HF_HUB_OFFLINE=1) and its cache has no revision "
+                f"{revision!r} of it, but it holds commit{'s' if len(cached) > 1 else ''} {', '.join(cached)}"
+            )
+            fix = f"Pin {_revision_param(param)}: {cached[0]} to load that one offline"
+        else:
+            why = (
+                "not a local folder and not available from the Hugging Face Hub or its cache (the Hub cannot be "
+                "reached, or HF_HUB_OFFLINE=1, and these files were never downloaded)"
+            )
+            fix += ", or run once with network access to fill the cache (then a pinned commit also loads offline)"
     else:
         lines = str(exc).strip().splitlines()
         why = f"the Hub answered: {lines[0] if lines else type(exc).__name__}"
     return ModelLoadError(f"{param}: could not load {model_id!r} (revision {revision!r}): {why}. {fix}.")
+
+
+def cached_commits(model_id: str) -> list[str]:
+    """The commits of a hub repo whose config and safetensors weights are in the local Hugging Face cache, newest
+    first."""
+    from huggingface_hub import constants
+    from huggingface_hub.file_download import repo_folder_name
+
+    snapshots = Path(constants.HF_HUB_CACHE) / repo_folder_name(repo_id=model_id, repo_type="model") / "snapshots"
+    if not snapshots.is_dir():
+        return []
+    found = [
+        folder
+        for folder in snapshots.iterdir()
+        if COMMIT.fullmatch(folder.name)
+        and (folder / "config.json").exists()
+        and any((folder / name).exists() for name in SAFETENSORS_FILES)
+    ]
+    return [folder.name for folder in sorted(found, key=lambda f: f.stat().st_mtime, reverse=True)]
 
 
 def _safetensors_hint(model_id: str) -> str:
@@ -216,24 +243,6 @@ def load_pretrained(
         ) from exc
 
 
-def batch_loader(dataset: Any, batch_size: int, num_workers: int, device: torch.device) -> Any:
-    """A DataLoader that decodes and preprocesses in ``num_workers`` processes, in dataset order."""
-    from torch.utils.data import DataLoader
-
-    if batch_size <= 0:
-        raise ValueError(f"runtime.batch_size: expected a positive integer, got {batch_size}")
-    if num_workers < 0:
-        raise ValueError(f"runtime.num_workers: expected 0 or more, got {num_workers}")
-    return DataLoader(
-        dataset,
-        batch_size=batch_size,
-        shuffle=False,
-        num_workers=num_workers,
-        pin_memory=device.type == "cuda",
-        persistent_workers=False,
-    )
-
-
 @dataclass
 class Runtime:
     """The ``runtime`` params resolved for this machine: device, batch size per task, decoding workers, cache."""
@@ -242,6 +251,7 @@ class Runtime:
     batch_sizes: dict[str, int]  # caption, embed_images, embed_texts
     num_workers: int
     cache: ResultCache | None
+    decode: str = "cpu"  # runtime.decode as asked (auto, cpu, gpu); the ray engine decodes in CPU tasks: cpu
 
     def cache_note(self) -> str:
         """Where results are cached, for a summary line."""
@@ -264,4 +274,5 @@ def resolve_runtime(params: RuntimeParams, use_cache: bool = True) -> Runtime:
         except OSError as exc:
             message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
             raise ValueError(message) from exc
-    return Runtime(device.type, batch_sizes, resolve_num_workers(params.num_workers, device), cache)
+    decode = params.decode if params.engine == "local" else "cpu"
+    return Runtime(device.type, batch_sizes, resolve_num_workers(params.num_workers, device), cache, decode)

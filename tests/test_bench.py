@@ -1,0 +1,33 @@
+"""bench/stages.py: the prepared GPU benchmark runs end to end in its quick mode (on the toy models), so the one
+call a GPU session makes does not fail on a stale line."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+PROJECT = Path(__file__).resolve().parents[1]
+ROW_KEYS = {"work", "way", "decode", "images", "seconds", "images_per_s", "machine"}
+
+
+def test_the_stage_benchmark_runs_in_quick_mode_and_writes_every_row(toy_models, tmp_path):
+    out = tmp_path / "stages.json"
+    result = subprocess.run(
+        [sys.executable, "bench/stages.py", "--quick", "--device", "cpu", "--models", "toy", "--toy-models",
+         str(toy_models), "--images-dir", str(tmp_path / "photos"), "--out", str(out)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    rows = report["rows"]
+    assert all(set(row) >= ROW_KEYS and row["images"] > 0 and row["seconds"] > 0 for row in rows)
+    works = {row["work"] for row in rows}
+    assert {"decode + resize", "embed_images: loader only", "embed_images: model only", "embed_images",
+            "embed_texts", "caption (greedy, 20 tokens)", "caption (default params: 3 beams, <=30 tokens)",
+            "Flickr8k: all model work"} <= works  # fmt: skip
+    assert {row["decode"] for row in rows} <= {"cpu", "gpu", "none"} and report["decode_auto"] == "cpu"
+    pixels, recall = report["deviation"]
+    assert 0 < pixels["max_pixel_difference"] <= 8 and pixels["min_cosine"] > 0.99
+    assert abs(recall["cpu_path"]["R@5"] - recall["other_path"]["R@5"]) <= 5
