@@ -193,11 +193,22 @@ def run_copy(demo_run: Path, tmp_path: Path) -> Path:
 
 
 @pytest.fixture(scope="session")
-def ray_cluster() -> str:
-    """One local Ray for the whole test run (2 CPUs, no dashboard, a 512 MiB object store), never a running
-    cluster; its address lets stage subprocesses join it. Tests using it carry ``xdist_group("ray")`` so one
+def ray_cluster() -> Any:
+    """A simulated two-node Ray cluster for the whole test run (``ray.cluster_utils.Cluster``: a head and a worker
+    node of one CPU each, no dashboard, 256 MiB object stores), which this process and the stage subprocesses join at
+    its ``address``. Tests may add a node and remove it again. Tests using it carry ``xdist_group("ray")`` so one
     worker runs them all."""
     ray = pytest.importorskip("ray")
-    ray.init(address="local", num_cpus=2, include_dashboard=False, object_store_memory=512 * 1024**2)
-    yield ray.get_runtime_context().gcs_address
+    from ray.cluster_utils import Cluster
+
+    store = 256 * 1024**2
+    cluster = Cluster(
+        initialize_head=True,
+        head_node_args={"num_cpus": 1, "include_dashboard": False, "object_store_memory": store},
+    )
+    cluster.add_node(num_cpus=1, object_store_memory=store)
+    cluster.wait_for_nodes()
+    ray.init(address=cluster.address, log_to_driver=False)
+    yield cluster
     ray.shutdown()
+    cluster.shutdown()

@@ -237,3 +237,21 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(toy_models, 
     captioned = capsearch("caption", str(photos), models[0], models[1], cwd=tmp_path)
     assert captioned.returncode == 1 and len(captioned.stdout.splitlines()) == 2
     assert "caf\\xe9.png: file name is not valid UTF-8" in captioned.stderr
+
+
+@pytest.mark.parametrize("layout", [[], ["--shards", "3"]])
+def test_toy_data_memory_stays_flat_in_the_number_of_images(tmp_path, layout):
+    def peak_kib(images: int) -> int:
+        code = (
+            "import resource, sys\nfrom capsearch.cli import main\n"
+            f"main(['toy-data', sys.argv[1], '--images', '{images}', *sys.argv[2:]])\n"
+            "print(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss)"
+        )
+        out = tmp_path / f"data-{images}"
+        result = subprocess.run([sys.executable, "-c", code, str(out), *layout], capture_output=True, text=True)
+        assert result.returncode == 0, result.stderr
+        return int(result.stdout.splitlines()[-1])
+
+    small, large = peak_kib(200), peak_kib(1000)
+    # 800 more images held in memory would be 800 x 528 x 345 x 3 bytes, about 430 MiB more
+    assert large - small < 60 * 1024, (small, large)

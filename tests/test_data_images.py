@@ -44,3 +44,39 @@ def test_exif_rotation_is_applied_to_pixels_and_sizes(folder):
     assert upright[:50, :, 0].mean() > 200 and upright[70:, :, 2].mean() > 200  # left half is now on top
     drafted = np.asarray(source.open_rgb("exif_rotated.jpg", lambda w, h: (w // 4, h // 4)))
     assert drafted.shape[0] > drafted.shape[1]  # draft sizes follow the upright orientation too
+
+
+def test_the_content_digest_notices_a_rewrite_that_keeps_size_and_time(generated, tmp_path):
+    import os
+    import shutil
+    import zipfile
+
+    _, paths = generated
+    zipped = tmp_path / "Flickr8k_Dataset.zip"
+    shutil.copy(paths["images"], zipped)
+    ids = ImageSource(zipped).ids()[:5]
+    folder = tmp_path / "folder"
+    folder.mkdir()
+    with zipfile.ZipFile(zipped) as archive:
+        members = {info.filename: archive.read(info) for info in archive.infolist()}
+    for image_id in ids:
+        (folder / image_id).write_bytes(members["Flicker8k_Dataset/" + image_id])
+    folder_digest = ImageSource(folder).content_digest(ids)
+    assert ImageSource(folder).content_digest(ids) == folder_digest != ImageSource(folder).content_digest(ids[:4])
+    # one image's bytes changed in place: the same size, the same modification time
+    target = folder / ids[2]
+    stat = target.stat()
+    data = bytearray(target.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    target.write_bytes(bytes(data))
+    os.utime(target, ns=(stat.st_atime_ns, stat.st_mtime_ns))
+    assert target.stat().st_size == stat.st_size and ImageSource(folder).content_digest(ids) != folder_digest
+    # the same change inside a zip: told apart by the member's CRC-32, no image data read
+    members["Flicker8k_Dataset/" + ids[2]] = bytes(data)
+    rewritten = tmp_path / "again" / "Flickr8k_Dataset.zip"
+    rewritten.parent.mkdir()
+    with zipfile.ZipFile(rewritten, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(zipfile.ZipInfo(name, date_time=(2013, 1, 1, 0, 0, 0)), content)
+    assert ImageSource(rewritten).content_digest(ids) != ImageSource(zipped).content_digest(ids)
+    assert ImageSource(rewritten).content_digest(ids[:2]) == ImageSource(zipped).content_digest(ids[:2])

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import os
+import tarfile
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +22,7 @@ from capsearch.artifacts import (
 )
 from capsearch.data.images import ImageSource
 from capsearch.demo.shards import write_webdataset_shards
-from capsearch.engine import EngineError, ImageTask, compute_parts
+from capsearch.engine import EngineError, ImageTask, compute_parts, with_content
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
@@ -114,7 +116,7 @@ def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, s
 
 def test_an_interrupted_store_resumes_from_its_partial_manifest(toy_models, shard_rows, tmp_path):
     task = tasks(toy_models)["caption"]
-    parts = plan_parts(shard_rows)
+    parts = with_content(plan_parts(shard_rows))
     store = PartStore(tmp_path / "c", task.output_kind, task.identity())
     store.write(parts[0], ["x.jpg"], ["a caption"], [])  # what a killed run left: one part, manifest incomplete
     assert json.loads((tmp_path / "c" / "manifest.json").read_text())["complete"] is False
@@ -140,3 +142,29 @@ def test_a_part_whose_shard_vanished_fails_naming_it(toy_models, shard_rows, tmp
     rows = [(image_id, str(tmp_path / "gone.tar")) for image_id, _ in shard_rows[:3]]
     with pytest.raises((EngineError, OSError, ValueError), match=r"gone\.tar"):
         run_task(tasks(toy_models)["embed_images"], rows, tmp_path / "out")
+
+
+def test_a_shard_rewritten_with_the_same_size_and_time_recomputes_exactly_its_part(toy_models, tmp_path):
+    shards = write_webdataset_shards(tmp_path / "wds", 24, 8, seed=21)
+    source = ImageSource(shards[0].parent)
+    rows = [(image_id, str(source.shard_of(image_id))) for image_id in source.ids()]
+    task = tasks(toy_models)["embed_images"]
+    run_task(task, rows, tmp_path / "out")
+    ids, before = read_image_embeddings(tmp_path / "out")
+    changed = "000010002.jpg"  # in the second shard: its bytes replaced by another image's of the same size
+    with tarfile.open(shards[1]) as tar:
+        members = {info.name: tar.extractfile(info).read() for info in tar.getmembers()}
+    data = shards[1].read_bytes()
+    old, new = members[changed], members["000010005.jpg"]
+    replacement = (new + bytes(len(old)))[: len(old)] if len(new) <= len(old) else new[: len(old) - 2] + b"\xff\xd9"
+    stat = shards[1].stat()
+    shards[1].write_bytes(data.replace(old, replacement, 1))
+    os.utime(shards[1], ns=(stat.st_atime_ns, stat.st_mtime_ns))  # as `touch -r` or a time-preserving copy leaves it
+    assert shards[1].stat().st_size == stat.st_size and shards[1].stat().st_mtime_ns == stat.st_mtime_ns
+    again = run_task(task, rows, tmp_path / "out")
+    assert (again.reused, again.parts - again.reused, again.computed_images) == (2, 1, 8)
+    _, after = read_image_embeddings(tmp_path / "out")
+    row = ids.index(changed)
+    assert not np.allclose(after[row], before[row], atol=1e-3)  # the new bytes' embedding, not the old one's
+    unchanged = [i for i in range(len(ids)) if i != row]
+    np.testing.assert_allclose(after[unchanged], before[unchanged], atol=1e-6)

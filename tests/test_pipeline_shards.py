@@ -62,7 +62,7 @@ def test_sigkill_mid_ray_caption_then_repro_computes_only_missing_shards(shard_r
     shutil.copytree(shard_run, workspace, symlinks=True)
     clean_ids, clean_captions = read_generated(shard_run / "data/captions")  # by the local engine
     shutil.rmtree(workspace / "data/captions")
-    set_runtime(workspace, engine="ray", ray_address=ray_cluster, ray_actors=1, batch_size={"caption": 2})
+    set_runtime(workspace, engine="ray", ray_address=ray_cluster.address, ray_actors=1, batch_size={"caption": 2})
     manifest = workspace / "data/captions/manifest.json"
 
     def parts_done() -> int:
@@ -97,6 +97,9 @@ def test_sigkill_mid_ray_caption_then_repro_computes_only_missing_shards(shard_r
     summary = lines(rerun, "caption")
     assert f"3 parts ({done} reused from an earlier run, {3 - done} computed" in summary, summary
     assert "engine ray" in summary
+    ours = ("[", "Running", "Use")  # the stage's own lines and DVC's
+    noise = [line for line in rerun.stderr.splitlines() if line.strip() and not line.startswith(ours)]
+    assert not noise, "\n".join(noise)  # only the stage's own lines: no Ray log lines, no warnings
     assert read_generated(workspace / "data/captions") == (clean_ids, clean_captions)
     assert sorted(p.name for p in (workspace / "data/captions").iterdir()) == [
         "manifest.json",

@@ -4,7 +4,12 @@ skipped and counted, failures in one line naming the shard (and the image)."""
 from __future__ import annotations
 
 import io
+import json
+import subprocess
+import sys
 import tarfile
+import threading
+import time
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -21,6 +26,9 @@ from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
+from capsearch.ray_engine import ActorPlan, plan_actors
+
+ray = pytest.importorskip("ray")
 
 pytestmark = pytest.mark.xdist_group("ray")
 SIZES = {"caption": 8, "embed_images": 16}
@@ -43,8 +51,8 @@ def run(task: ImageTask, rows, out: Path, knobs: RuntimeParams):
     return compute_parts(task, plan_parts(rows), store, resolve_runtime(knobs), knobs)
 
 
-def on_ray(address: str, actors: int = 1) -> RuntimeParams:
-    return replace(LOCAL, engine="ray", ray_address=address, ray_actors=actors)
+def on_ray(cluster, actors: int = 1, **knobs) -> RuntimeParams:
+    return replace(LOCAL, engine="ray", ray_address=cluster.address, ray_actors=actors, **knobs)
 
 
 def test_ray_gives_the_local_engines_ids_captions_and_embeddings(toy_models, shards, ray_cluster, tmp_path):
@@ -54,7 +62,7 @@ def test_ray_gives_the_local_engines_ids_captions_and_embeddings(toy_models, sha
     for engine, knobs in (("local", LOCAL), ("ray", on_ray(ray_cluster, actors=2))):
         run(caption, rows, tmp_path / engine / "captions", knobs)
         ray_run = run(embed, rows, tmp_path / engine / "images", knobs)
-    assert ray_run.engine == "ray" and "2 cpu model actor(s)" in ray_run.detail
+    assert ray_run.engine == "ray" and "2 cpu model actor(s) (0.5 CPU each)" in ray_run.detail  # one per node
     local_ids, local_captions = read_generated(tmp_path / "local" / "captions")
     ray_ids, ray_captions = read_generated(tmp_path / "ray" / "captions")
     assert ray_ids == local_ids and len(ray_ids) == 59
@@ -115,4 +123,137 @@ def test_a_truncated_shard_fails_with_one_line_naming_it(toy_models, shards, ray
         run(task, [(image_id, str(broken)) for image_id, _ in rows], tmp_path / "out", on_ray(ray_cluster))
     message = str(failure.value)
     assert "\n" not in message
-    assert message.startswith(f"shard {broken}: {broken}: truncated inside member")
+    assert message.startswith(f"{broken}: truncated inside member")  # the shard named once
+
+
+def node(cpus: float, alive: bool = True, gpus: float = 0, name: str = "n") -> dict:
+    resources = {"CPU": cpus, **({"GPU": gpus} if gpus else {})}
+    return {"Alive": alive, "Resources": resources, "NodeManagerAddress": name}
+
+
+def test_actors_are_sized_per_node_leaving_room_for_decoding_or_refused_in_one_line():
+    two_small = [node(1, name="head"), node(1, name="worker")]
+    knobs = replace(LOCAL, engine="ray", ray_actors=2)
+    assert plan_actors(knobs, two_small) == ActorPlan(2, 0.0, 0.5, "cpu")  # one per node, 0.5 CPU left for decoding
+    assert plan_actors(replace(knobs, ray_actors=4), two_small).cpus == 0.25
+    assert plan_actors(knobs, [*two_small, node(8, alive=False)]).cpus == 0.5  # a lost node counts for nothing
+    on_gpus = replace(knobs, ray_actors="auto", device="auto")
+    assert plan_actors(on_gpus, [node(2, gpus=2)]) == ActorPlan(2, 1.0, 0.0, "cuda")
+    with pytest.raises(ValueError) as refused:
+        plan_actors(replace(knobs, ray_actors=12), two_small)
+    assert str(refused.value) == (
+        "runtime.ray_actors: 12 CPU model actors do not fit beside decoding (0.5 CPU kept free on each node; head: 1 "
+        "CPU; worker: 1 CPU); use fewer actors or more CPUs"
+    )
+    with pytest.raises(ValueError, match=r"^runtime\.ray_actors: 3 GPU model actors need 3 GPUs, the cluster has 2"):
+        plan_actors(replace(on_gpus, ray_actors=3), [node(4, gpus=2)])
+    with pytest.raises(ValueError, match=r"^runtime\.ray_actors: no node has 0\.5 CPU for decoding"):
+        plan_actors(knobs, [node(0.25)])
+
+
+def test_a_worker_node_lost_mid_run_is_survived_with_the_local_engines_results(toy_models, ray_cluster, tmp_path):
+    shards = write_webdataset_shards(tmp_path / "shards", 48, 6, seed=12)
+    rows = rows_of(shards[0].parent)
+    task = ImageTask(DualEncoder, str(toy_models / "toy-clip"), "main", "fp32", "cpu")
+    run(task, rows, tmp_path / "local", LOCAL)
+    extra = ray_cluster.add_node(num_cpus=1, object_store_memory=128 * 1024**2)
+    ray_cluster.wait_for_nodes()
+    manifest = tmp_path / "ray" / "manifest.json"
+
+    def remove_after_first_part() -> None:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and not (manifest.exists() and '"parts": [\n    {' in manifest.read_text()):
+            time.sleep(0.05)
+        ray_cluster.remove_node(extra)
+
+    killer = threading.Thread(target=remove_after_first_part)
+    killer.start()
+    started = time.monotonic()
+    try:
+        ray_run = run(task, rows, tmp_path / "ray", on_ray(ray_cluster, actors=3, ray_stall_seconds=60))
+    finally:
+        killer.join()
+    assert time.monotonic() - started < 120
+    assert not any(n["Alive"] for n in ray.nodes() if n["NodeManagerAddress"] == extra.node_ip_address and n[
+        "NodeID"] == extra.node_id)  # fmt: skip
+    assert ray_run.parts == 8 and ray_run.computed_images == 48
+    (local_ids, local_vectors), (ray_ids, ray_vectors) = (
+        read_image_embeddings(tmp_path / way) for way in ("local", "ray")
+    )
+    assert ray_ids == local_ids
+    np.testing.assert_allclose(ray_vectors, local_vectors, atol=1e-5)
+
+
+DRIVER = """
+import os, sys
+from dataclasses import dataclass
+import torch
+from capsearch.artifacts import PartStore, plan_parts
+from capsearch.data.images import ImageSource
+from capsearch.engine import EngineError, ImageTask, compute_parts
+from capsearch.models.embedder import DualEncoder
+from capsearch.models.runtime import resolve_runtime
+from capsearch.params import RuntimeParams
+
+shards, model, out, address, behaviour, stall = sys.argv[1:7]
+
+@dataclass(frozen=True)
+class Troubled(ImageTask):  # defined here: Ray ships it by value
+    def apply(self, wrapper, pixels):
+        red = (pixels[:, 0] == 255) & (pixels[:, 1] == 0) & (pixels[:, 2] == 0)
+        if bool(red.flatten(1).all(dim=1).any()):
+            if behaviour == "crash":
+                os.kill(os.getpid(), 9)  # as a segfault or the kernel's out-of-memory killer would
+            import time
+            time.sleep(3600)  # a model that hangs on it
+        return super().apply(wrapper, pixels)
+
+source = ImageSource(shards)
+rows = [(image_id, str(source.shard_of(image_id))) for image_id in source.ids()]
+task = Troubled(DualEncoder, model, "main", "fp32", "cpu")
+knobs = RuntimeParams(device="cpu", num_workers=0, batch_size={"embed_images": 4}, cache=False, engine="ray",
+                      ray_address=address, ray_actors=1, ray_stall_seconds=int(stall))
+try:
+    compute_parts(task, plan_parts(rows), PartStore(out, task.output_kind, task.identity()), resolve_runtime(knobs),
+                  knobs)
+except EngineError as exc:
+    print(f"ERROR-LINE {exc}", flush=True)
+    os._exit(3)
+print("FINISHED", flush=True)
+"""
+
+
+def troubled_shards(shards: list[Path], folder: Path) -> Path:
+    """The second test shard with its image 000010013.jpg replaced by a solid red picture."""
+    folder.mkdir()
+    for shard in shards[1:2]:
+        with tarfile.open(shard) as src, tarfile.open(folder / shard.name, "w") as tar:
+            for info in src.getmembers():
+                data = src.extractfile(info).read()
+                if info.name == "000010013.jpg":
+                    data = solid_red()
+                    info.size = len(data)
+                tar.addfile(info, io.BytesIO(data))
+    return folder
+
+
+@pytest.mark.parametrize("behaviour", ["crash", "hang"])
+def test_an_image_that_kills_or_hangs_the_model_ends_the_run_in_bounded_time_naming_it(
+    toy_models, shards, ray_cluster, tmp_path, behaviour
+):
+    folder = troubled_shards(shards, tmp_path / "shards")
+    stall = "120" if behaviour == "crash" else "8"  # restarts of a crashed model take a few seconds each
+    args = [str(folder), str(toy_models / "toy-clip"), str(tmp_path / "out"), ray_cluster.address, behaviour, stall]
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", DRIVER, *args], capture_output=True, text=True, timeout=240)
+    took = time.monotonic() - started
+    assert result.returncode == 3, result.stdout[-2000:] + result.stderr[-2000:]
+    [line] = [line for line in result.stdout.splitlines() if line.startswith("ERROR-LINE")]
+    if behaviour == "crash":
+        assert line.startswith(f"ERROR-LINE shard {folder / '00001.tar'}: image 000010013.jpg: the model's worker "
+                               "process died on it 2 times and again alone")  # fmt: skip
+    else:
+        assert "no result came back for 8 s (runtime.ray_stall_seconds)" in line and "re-run to resume" in line
+    assert took < 200, took
+    manifest = tmp_path / "out" / "manifest.json"
+    assert not manifest.exists() or not json.loads(manifest.read_text())["complete"]  # nothing claims to be done

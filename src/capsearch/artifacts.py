@@ -168,11 +168,13 @@ PART_KINDS = {"captions": "caption", "image_embeddings": "embed_images"}  # what
 
 @dataclass(frozen=True)
 class PlannedPart:
-    """One output part: the images read from one input shard (or one chunk of a zip), in output order."""
+    """One output part: the images read from one input shard (or one chunk of a zip), in output order, and what
+    identifies those images' bytes (``content``: see :func:`capsearch.engine.with_content`; empty until then)."""
 
     name: str
     shard: str
     image_ids: tuple[str, ...]
+    content: str = ""
 
 
 def plan_parts(rows: Sequence[tuple[str, str]]) -> list[PlannedPart]:
@@ -235,10 +237,11 @@ def read_image_embeddings(directory: PathLike) -> tuple[list[str], np.ndarray]:
 class PartStore:
     """A sharded output folder written part by part; what a new run may reuse of an earlier (interrupted) one.
 
-    ``identity`` says what computes the parts (model, revision, code, settings); a part's key adds its images and
-    its input shard's size and modification time. :meth:`reusable` answers the parts whose key matches and whose
-    files still hash as recorded; :meth:`write` stores one part atomically and records it in the manifest at
-    once; :meth:`finish` writes the complete manifest and deletes every file no part of it names.
+    ``identity`` says what computes the parts (model, revision, code, library versions, settings); a part's key adds
+    its images and the digest of their bytes (never a file's size or time: a rewrite that keeps both is noticed).
+    :meth:`reusable` answers the parts whose key matches and whose files still hash as recorded; :meth:`write`
+    stores one part atomically and records it in the manifest at once; :meth:`finish` writes the complete manifest
+    and deletes every file no part of it names.
     """
 
     def __init__(self, directory: PathLike, kind: str, identity: dict[str, Any]) -> None:
@@ -257,14 +260,14 @@ class PartStore:
                 self._earlier = {}  # unreadable: nothing is reused
 
     def key(self, part: PlannedPart) -> str:
-        """What decides a part's content: the store's identity, the part's images and its input shard's state."""
-        shard = Path(part.shard)
-        state = shard.stat() if shard.exists() else None
+        """What decides a part's content: the store's identity, the part's images and their bytes' digest."""
+        if not part.content:
+            raise ValueError(f"{part.name}: no content digest of its images; plan it with engine.with_content")
         blob = {
             **self.identity,
             "name": part.name,
             "shard": part.shard,
-            "shard_state": [state.st_size, state.st_mtime_ns] if state else None,
+            "content": part.content,
             "images": list(part.image_ids),
         }
         return hashlib.sha256(json.dumps(blob, sort_keys=True, default=str).encode()).hexdigest()

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Iterator, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -180,7 +180,7 @@ def _local_parts(
         try:
             values = task.run(wrapper, source, part.image_ids, runtime)
         except (RuntimeError, ValueError) as exc:
-            raise EngineError(f"shard {part.shard}: {exc}") from exc
+            raise EngineError(_naming(part.shard, exc)) from exc
         stats = wrapper.last_run
         unreadable = {image_id for image_id, _ in stats.skipped}
         good = [image_id for image_id in part.image_ids if image_id not in unreadable]
@@ -195,6 +195,31 @@ def _local_parts(
         yield PartResult(part, good, values, stats.skipped)
 
 
+def with_content(parts: Sequence[PlannedPart]) -> list[PlannedPart]:
+    """``parts`` with the digest of their images' bytes (:meth:`ImageSource.content_digest`), which part keys use:
+    a shard is read once whatever number of parts it has; a zip's digest comes from its directory alone."""
+    sources: dict[str, ImageSource] = {}
+    done = []
+    for part in parts:
+        if part.shard not in sources:
+            try:
+                sources[part.shard] = ImageSource(part.shard)
+            except (OSError, ValueError) as exc:
+                raise EngineError(_naming(part.shard, exc)) from exc
+        try:
+            content = sources[part.shard].content_digest(part.image_ids)
+        except (OSError, ValueError) as exc:
+            raise EngineError(_naming(part.shard, exc)) from exc
+        done.append(replace(part, content=content))
+    return done
+
+
+def _naming(shard: str, exc: Exception) -> str:
+    """One line naming the shard, without repeating it when the message already starts with it."""
+    message = str(exc)
+    return message if message.startswith(shard) else f"shard {shard}: {message}"
+
+
 def compute_parts(
     task: ImageTask,
     parts: Sequence[PlannedPart],
@@ -207,6 +232,7 @@ def compute_parts(
     if knobs.engine not in ENGINES:
         raise ValueError(f"runtime.engine: unknown engine {knobs.engine!r}; choose one of {', '.join(ENGINES)}")
     start = time.perf_counter()
+    parts = with_content(parts)
     todo = [part for part in parts if not store.reusable(part)]
     run = EngineRun(knobs.engine, parts=len(parts), reused=len(parts) - len(todo))
     notes = {"detail": "nothing to compute"}

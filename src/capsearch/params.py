@@ -390,10 +390,13 @@ class RuntimeParams(Section):
     ray_address: str | None = field(default=None, metadata={OPTIONAL: True})
     ray_actors: int | str = field(default="auto", metadata={OPTIONAL: True})
     decode: str = field(default="auto", metadata={OPTIONAL: True})  # where JPEGs are decoded: auto | cpu | gpu
+    # the Ray engine's watchdog: a run that brings back no result for this long ends with one line saying why
+    ray_stall_seconds: int = field(default=600, metadata={OPTIONAL: True})
 
     def check(self) -> None:
         _choice(self.engine, self.name("engine"), ENGINES, "engine")
         _choice(self.decode, self.name("decode"), DECODE_PATHS, "decode path")
+        _integer(self.ray_stall_seconds, self.name("ray_stall_seconds"), 1)
         if self.engine == "ray" and self.decode == "gpu":
             raise ParamError("runtime.decode: 'gpu' is for the local engine; the ray engine decodes in CPU tasks")
         if self.ray_address is not None:

@@ -12,13 +12,30 @@ One Ray Data pipeline over every part still to compute:
 The driver (the stage script) gathers rows by part and hands each part back as soon as all its rows are in, so
 the stage writes it at once and a killed run loses only the parts in flight. A failure in an actor is retried
 image by image to name the one to blame, and ends the run with one :class:`capsearch.engine.EngineError` line.
+
+At cluster scale (:func:`plan_actors`, :func:`_watched`, :func:`_blame_process_death`):
+
+* actors are sized per node from the live nodes' resources, so that every node that can hold a decode task keeps
+  room for one (Ray Data spreads actors over the nodes); a plan that cannot run is refused up front, in one line
+  naming ``runtime.ray_actors`` and the nodes' resources;
+* a model actor whose process dies (a segfault, an out-of-memory kill) is restarted at most
+  :data:`PROCESS_DEATHS` times; then the unfinished images are run again in a fresh actor, bisecting the batch
+  that kills it down to one image, and the run ends naming that image (it never loops);
+* a watchdog ends a run that brings back nothing for ``runtime.ray_stall_seconds`` with one line saying what is
+  waiting for what (a lost node, resources no node has free); every finished part is kept for the re-run.
 """
 
 from __future__ import annotations
 
+import logging
+import os
+import queue
 import re
+import threading
+import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -35,6 +52,7 @@ from capsearch.models.runtime import Runtime
 from capsearch.params import RuntimeParams
 
 DECODE_CPUS = 0.5  # per decode task; CPU model actors always leave at least this much free, or decoding would starve
+PROCESS_DEATHS = 1  # restarts of a model actor whose process dies before the run stops and names the image
 OPEN_SHARDS = 8  # shard readers a worker process keeps (tar headers indexed once each), least recently used out
 _SOURCES: OrderedDict[str, ImageSource] = OrderedDict()
 
@@ -46,7 +64,8 @@ def _source(shard: str) -> ImageSource:
     try:
         _SOURCES[shard] = ImageSource(shard)
     except (ShardError, OSError) as exc:  # a truncated or missing shard fails the run, naming it
-        raise EngineError(f"shard {shard}: {exc}") from None
+        message = str(exc)
+        raise EngineError(message if message.startswith(shard) else f"shard {shard}: {message}") from None
     if len(_SOURCES) > OPEN_SHARDS:
         _SOURCES.popitem(last=False)
     return _SOURCES[shard]
@@ -127,33 +146,97 @@ def _one_line(exc: BaseException) -> str:
 
 def connect(address: str | None) -> bool:
     """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs here), or start a local Ray when
-    None; True when this call started Ray (the caller shuts it down)."""
+    None; True when this call started Ray (the caller shuts it down).
+
+    Ray's workers import the capsearch the driver runs (this file's ``src/``, the code DVC hashes), not whatever
+    else is installed on the node; Ray's own log lines stay out of the stage's output (its errors reach the stage
+    as exceptions, which end it with one line).
+    """
     if ray.is_initialized():
         return False
+    library = str(Path(__file__).resolve().parents[1])
+    inherited = os.environ.get("PYTHONPATH")
+    runtime_env = {"env_vars": {"PYTHONPATH": library + (os.pathsep + inherited if inherited else "")}}
+    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "runtime_env": runtime_env}
     if address is None:  # "local": never attach to a cluster that happens to run here
-        ray.init(address="local", include_dashboard=False)
+        ray.init(address="local", include_dashboard=False, **quiet)
     else:
-        ray.init(address=address)
+        ray.init(address=address, **quiet)
+    quiet_ray_logs()
     return True
 
 
-def actor_plan(knobs: RuntimeParams) -> tuple[int, float, float, str]:
-    """(actors, GPUs per actor, CPUs per actor, device) from the runtime knobs and the cluster's resources.
+def quiet_ray_logs() -> None:
+    """Ray's and Ray Data's own log lines off this process's output: the stage prints its one summary (or error)
+    line, and Ray's errors reach it as exceptions anyway. Ray Data's full logs stay in the session's log folder."""
+    os.environ["RAY_DATA_LOG_LEVEL"] = "ERROR"  # for Ray Data's own logging set-up, should it run again
+    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
+        logger = logging.getLogger(name)
+        logger.setLevel(logging.CRITICAL)
+        for handler in logger.handlers:
+            if not isinstance(handler, logging.FileHandler):  # the console's: Ray Data's log file keeps all
+                handler.setLevel(logging.CRITICAL)
+    ray.data.DataContext.get_current().enable_progress_bars = False
 
-    GPU actors take one GPU each and no CPU. CPU actors take one CPU each, less where that would leave no room
-    for a decode task (say 2 actors on 2 CPUs: 0.75 each), so the pipeline can never wait on itself.
-    """
-    resources = ray.cluster_resources()
-    gpus, cpus = int(resources.get("GPU", 0)), float(resources.get("CPU", 1))
+
+@dataclass(frozen=True)
+class ActorPlan:
+    """How many model actors, what each asks for, where they run."""
+
+    actors: int
+    gpus: float
+    cpus: float
+    device: str
+
+
+def _node_name(node: dict[str, Any]) -> str:
+    return str(node.get("NodeManagerAddress") or node.get("NodeID", "?")[:8])
+
+
+def _resources(nodes: list[dict[str, Any]]) -> str:
+    """The nodes' CPUs and GPUs, for messages."""
+    parts = []
+    for node in nodes:
+        resources = node.get("Resources", {})
+        gpus = f", {resources.get('GPU', 0):g} GPU" if resources.get("GPU") else ""
+        parts.append(f"{_node_name(node)}: {resources.get('CPU', 0):g} CPU{gpus}")
+    return "; ".join(parts) or "no live node"
+
+
+def plan_actors(knobs: RuntimeParams, nodes: list[dict[str, Any]]) -> ActorPlan:
+    """Model actors for the live ``nodes`` (``ray.nodes()``): one GPU each on a GPU cluster (no CPU: decoding keeps
+    every core), else CPU actors sized per node so that each node that hosts some keeps :data:`DECODE_CPUS` free
+    for decoding, with Ray Data spreading the actors evenly over the nodes that can hold one. A plan that cannot run
+    is a ValueError naming ``runtime.ray_actors`` and the nodes' resources."""
+    alive = [node for node in nodes if node.get("Alive")]
+    cpus = [float(node.get("Resources", {}).get("CPU", 0)) for node in alive]
+    gpus = int(sum(node.get("Resources", {}).get("GPU", 0) for node in alive))
     if knobs.device == "cuda" and not gpus:
-        raise ValueError("runtime.device: 'cuda' requested but the Ray cluster has no GPU")
+        raise ValueError(f"runtime.device: 'cuda' requested but the Ray cluster has no GPU ({_resources(alive)})")
+    if not any(cpu >= DECODE_CPUS for cpu in cpus):
+        raise ValueError(f"runtime.ray_actors: no node has {DECODE_CPUS:g} CPU for decoding ({_resources(alive)})")
     use_gpu = gpus > 0 and knobs.device != "cpu"
     actors = (gpus if use_gpu else 1) if knobs.ray_actors == "auto" else int(knobs.ray_actors)
     if use_gpu:
-        return actors, 1.0, 0.0, "cuda"
-    if cpus - DECODE_CPUS < 0.1 * actors:
-        raise ValueError(f"runtime.ray_actors: {actors} CPU model actors do not fit the cluster's {cpus:g} CPUs")
-    return actors, 0.0, min(1.0, (cpus - DECODE_CPUS) / actors), "cpu"
+        if actors > gpus:
+            raise ValueError(
+                f"runtime.ray_actors: {actors} GPU model actors need {actors} GPUs, the cluster has {gpus} "
+                f"({_resources(alive)})"
+            )
+        return ActorPlan(actors, 1.0, 0.0, "cuda")
+    hosts = [cpu for cpu in cpus if cpu - DECODE_CPUS >= 0.1]  # nodes with room for an actor and a decode task
+    share = min((cpu - DECODE_CPUS) / -(-actors // len(hosts)) for cpu in hosts) if hosts else 0.0
+    if share < 0.1:
+        raise ValueError(
+            f"runtime.ray_actors: {actors} CPU model actors do not fit beside decoding ({DECODE_CPUS:g} CPU kept free "
+            f"on each node; {_resources(alive)}); use fewer actors or more CPUs"
+        )
+    return ActorPlan(actors, 0.0, round(min(1.0, share), 3), "cpu")
+
+
+def actor_plan(knobs: RuntimeParams) -> ActorPlan:
+    """:func:`plan_actors` for the cluster Ray is connected to."""
+    return plan_actors(knobs, ray.nodes())
 
 
 def ray_parts(
@@ -161,9 +244,11 @@ def ray_parts(
 ) -> Iterator[PartResult]:
     """Compute ``todo`` on Ray; each part is yielded as soon as all its rows are back."""
     started = connect(knobs.ray_address)
+    stalled = False
     try:
-        actors, gpus, cpus, device = actor_plan(knobs)
+        plan = actor_plan(knobs)
         batch_size = runtime.batch_sizes[task.kind]
+        pipeline = task.pixel_pipeline()
         # absolute paths: Ray's workers do not run in the driver's folder (on a cluster, every node must see the
         # shards at the same path: a shared file system)
         items = [
@@ -176,40 +261,168 @@ def ray_parts(
             ray.data.from_items(items, override_num_blocks=blocks)
             # decode tasks ask for other resources than the actors, so Ray Data does not fuse decoding into the
             # model actors (it fuses map steps with equal remote args): decoding stays in CPU tasks beside them
-            .map_batches(
-                decode_batch,
-                fn_kwargs={"pipeline": task.pixel_pipeline()},
-                batch_size=batch_size,
-                num_cpus=DECODE_CPUS,
-            )
-            .map_batches(
-                _ModelActor,
-                fn_constructor_kwargs={"task": task, "device": device},
-                compute=ray.data.ActorPoolStrategy(size=actors),
-                num_gpus=gpus,
-                num_cpus=cpus,
-                batch_size=batch_size,
-            )
+            .map_batches(decode_batch, fn_kwargs={"pipeline": pipeline}, batch_size=batch_size, num_cpus=DECODE_CPUS)
         )
-        notes["detail"] = f"Ray, {actors} {device} model actor(s), batch {batch_size}, decoding in CPU tasks"
-        rows: dict[int, dict[int, tuple[str, str, Any]]] = {}
+        with warnings.catch_warnings():  # Ray 2.60 has no other way to bound restarts (pyproject keeps ray < 2.64)
+            warnings.simplefilter("ignore", DeprecationWarning)
+            dataset = dataset.map_batches(
+                _ModelActor,
+                fn_constructor_kwargs={"task": task, "device": plan.device},
+                compute=ray.data.ActorPoolStrategy(size=plan.actors),
+                num_gpus=plan.gpus,
+                num_cpus=plan.cpus,
+                batch_size=batch_size,
+                # a process that dies on every try is restarted this often, not forever (Ray Data's default)
+                max_restarts=PROCESS_DEATHS,
+                max_task_retries=PROCESS_DEATHS,
+            )
+        cpus = f"{plan.cpus:g} CPU each" if plan.device == "cpu" else "1 GPU each"
+        notes["detail"] = (
+            f"Ray, {plan.actors} {plan.device} model actor(s) ({cpus}), batch {batch_size}, decoding in CPU tasks"
+        )
+        rows: dict[int, dict[int, tuple[str, str, Any]]] = {}  # by part: the rows back so far
+        finished: set[int] = set()
+        progress = {"back": 0, "total": len(items)}
+        batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
         try:
-            for batch in dataset.iter_batches(batch_size=None, batch_format="numpy"):
+            for batch in _watched(batches, knobs.ray_stall_seconds, lambda: _stall_report(progress, plan, knobs)):
                 for p, r, image_id, reason, value in zip(
                     batch["part"], batch["row"], batch["image_id"], batch["reason"], batch["value"], strict=True
                 ):
                     rows.setdefault(int(p), {})[int(r)] = (str(image_id), str(reason), value)
+                progress["back"] += len(batch["part"])
                 for p in [p for p, got in rows.items() if len(got) == len(todo[p].image_ids)]:
+                    finished.add(p)
                     yield _part_result(todo[p], rows.pop(p))
+        except _Stalled as stall:
+            stalled = True
+            raise EngineError(str(stall)) from None
         except Exception as exc:
             if isinstance(exc, EngineError):
                 raise
+            if _is_process_death(exc):
+                left = [
+                    item
+                    for item in items
+                    if item["part"] not in finished and item["row"] not in rows.get(item["part"], {})
+                ]
+                _blame_process_death(task, left, plan, pipeline, batch_size)
             raise EngineError(_one_line(exc)) from None
         if rows:
             raise EngineError(f"Ray returned parts {sorted(rows)} incomplete")
     finally:
-        if started:
+        if started and not stalled:  # after a stall Ray may still be busy in the watching thread: the exit ends it
             ray.shutdown()
+
+
+class _Stalled(Exception):
+    """No result came back for the watchdog's time; the message says what waits for what."""
+
+
+def _watched(batches: Iterator[Any], seconds: int, report: Any) -> Iterator[Any]:
+    """``batches``, pulled in a thread: when none arrives for ``seconds``, :class:`_Stalled` with ``report()``."""
+    handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
+
+    def pump() -> None:
+        try:
+            for batch in batches:
+                handoff.put(("batch", batch))
+        except BaseException as exc:  # handed to the caller, raised there
+            handoff.put(("error", exc))
+        else:
+            handoff.put(("done", None))
+
+    threading.Thread(target=pump, name="capsearch-ray-results", daemon=True).start()
+    while True:
+        try:
+            kind, value = handoff.get(timeout=seconds)
+        except queue.Empty:
+            raise _Stalled(report()) from None
+        if kind == "done":
+            return
+        if kind == "error":
+            raise value
+        yield value
+
+
+def _stall_report(progress: dict[str, int], plan: ActorPlan, knobs: RuntimeParams) -> str:
+    """One line: how far the run got, which nodes were lost, what is free against what the run's steps ask for."""
+    nodes = ray.nodes()
+    lost = [_node_name(node) for node in nodes if not node.get("Alive")]
+    free = ray.available_resources()
+    wants = f"decode tasks ask {DECODE_CPUS:g} CPU, model actors {plan.cpus:g} CPU and {plan.gpus:g} GPU"
+    lost_text = f"lost node(s) {', '.join(lost)}; " if lost else ""
+    return (
+        f"no result came back for {knobs.ray_stall_seconds} s (runtime.ray_stall_seconds): {progress['back']} of "
+        f"{progress['total']} images done; {lost_text}free now: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} "
+        f"GPU on {_resources([n for n in nodes if n.get('Alive')])}; {wants}. Finished parts are kept: re-run to "
+        "resume"
+    )
+
+
+def _is_process_death(exc: BaseException) -> bool:
+    """Whether Ray failed because a worker process died (a crash, an out-of-memory kill), not a Python error."""
+    seen: set[int] = set()
+    while exc is not None and id(exc) not in seen:
+        seen.add(id(exc))
+        if isinstance(exc, ray.exceptions.RayActorError | ray.exceptions.WorkerCrashedError):
+            return True
+        if isinstance(exc, ray.exceptions.OutOfMemoryError):
+            return True
+        exc = exc.__cause__ or exc.__context__  # type: ignore[assignment]
+    return False
+
+
+class _Probe:
+    """A model copy that runs given rows, for finding the image that kills its process (never restarted)."""
+
+    def __init__(self, task: ImageTask, device: str, pipeline: PixelPipeline) -> None:
+        self.model = _ModelActor(task, device)
+        self.pipeline = pipeline
+
+    def run(self, rows: list[dict[str, Any]]) -> int:
+        batch = {key: np.asarray([row[key] for row in rows], dtype=object) for key in rows[0]}
+        return len(self.model(decode_batch(batch, self.pipeline))["value"])
+
+
+def _blame_process_death(
+    task: ImageTask, left: list[dict[str, Any]], plan: ActorPlan, pipeline: PixelPipeline, batch_size: int
+) -> None:
+    """After the model's process died :data:`PROCESS_DEATHS` + 1 times: run the unfinished rows again, a batch at a
+    time, in a fresh model process; bisect the batch that kills it to one image and fail naming that image."""
+    probe = ray.remote(num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=0, max_task_retries=0)(_Probe)
+
+    def kills(rows: list[dict[str, Any]], actor: Any = None) -> bool:
+        actor = actor or probe.remote(task, plan.device, pipeline)
+        try:
+            ray.get(actor.run.remote(rows))
+        except ray.exceptions.RayActorError:
+            return True
+        return False
+
+    actor = probe.remote(task, plan.device, pipeline)
+    for start in range(0, len(left), batch_size):
+        chunk = left[start : start + batch_size]
+        if not kills(chunk, actor):
+            continue
+        confirmed = True  # the chunk in hand did kill a process (not only inferred from its other half)
+        while len(chunk) > 1:
+            half = chunk[: len(chunk) // 2]
+            confirmed = kills(half)
+            chunk = half if confirmed else chunk[len(chunk) // 2 :]
+        row = chunk[0]
+        if confirmed or kills(chunk):
+            raise EngineError(
+                f"shard {row['shard']}: image {row['image_id']}: the model's worker process died on it "
+                f"{PROCESS_DEATHS + 1} times and again alone (a crash or an out-of-memory kill in the model); "
+                "remove the image or give the model more memory"
+            )
+        break
+    ray.kill(actor)
+    raise EngineError(
+        f"the model's worker process died {PROCESS_DEATHS + 1} times, but no image kills it when run again alone "
+        "(memory pressure from elsewhere on the node?); see the Ray logs, then re-run to resume"
+    )
 
 
 def _part_result(part: PlannedPart, rows: dict[int, tuple[str, str, Any]]) -> PartResult:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import warnings
@@ -112,6 +113,27 @@ class ImageSource:
             members = (n for n in names if n.startswith(prefix) and n.lower().endswith(IMAGE_SUFFIXES))
             return sorted(n[len(prefix) :] for n in members)
         return sorted(p.name for p in self.location.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
+
+    def content_digest(self, image_ids: Sequence[str]) -> str:
+        """What identifies the bytes of ``image_ids``, so that a rewritten image is noticed whatever its file's size and
+        modification time: for shards, SHA-256 of every shard they are in (each read once per source); for a zip,
+        the members' CRC-32 and sizes from its central directory (no image data read); for a folder, SHA-256 of each
+        image file."""
+        digest = hashlib.sha256()
+        if self.shards:
+            for reader in dict.fromkeys(self._shard_of[image_id] for image_id in image_ids):
+                digest.update(reader.path.name.encode() + b"\0" + reader.sha256().encode())
+        elif self.is_zip:
+            infos = {info.filename: info for info in self._archive().infolist()}
+            for image_id in image_ids:
+                info = infos.get(self.member_prefix + image_id)
+                if info is None:
+                    raise ImageReadError(f"cannot read image {self.describe(image_id)}: not in the zip")
+                digest.update(f"{image_id}\0{info.CRC:08x}\0{info.file_size}\0".encode())
+        else:
+            for image_id in image_ids:
+                digest.update(image_id.encode() + b"\0" + hashlib.sha256(self.read_bytes(image_id)).digest())
+        return digest.hexdigest()
 
     def shard_of(self, image_id: str) -> Path:
         """The shard file holding ``image_id`` (webdataset sources only)."""

@@ -157,6 +157,14 @@ class ShardReader:
         self.members = index_shard(self.path)
         self._fd: int | None = None
         self._pid: int | None = None
+        self._sha256: str | None = None
+
+    def sha256(self) -> str:
+        """SHA-256 of the whole shard file (read once per reader): what its images' bytes are."""
+        if self._sha256 is None:
+            with self.path.open("rb") as handle:
+                self._sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+        return self._sha256
 
     def __getstate__(self) -> dict[str, object]:
         state = self.__dict__.copy()

@@ -11,6 +11,7 @@ from __future__ import annotations
 import io
 import random
 import zipfile
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -117,14 +118,17 @@ def scene_captions(scene: Scene, rng: random.Random) -> list[str]:
     return captions
 
 
-def generate_scenes(count: int, seed: int) -> list[tuple[Scene, Image.Image, list[str]]]:
-    """Generate ``count`` (scene, image, captions) triples in memory, deterministically from ``seed``."""
+def iter_scenes(count: int, seed: int) -> Iterator[tuple[Scene, Image.Image, list[str]]]:
+    """``count`` (scene, image, captions) triples one at a time, deterministically from ``seed`` (memory stays flat)."""
     rng = random.Random(seed)
-    items = []
     for _ in range(count):
         scene = random_scene(rng)
-        items.append((scene, render_scene(scene, rng), scene_captions(scene, rng)))
-    return items
+        yield scene, render_scene(scene, rng), scene_captions(scene, rng)
+
+
+def generate_scenes(count: int, seed: int) -> list[tuple[Scene, Image.Image, list[str]]]:
+    """:func:`iter_scenes` as a list."""
+    return list(iter_scenes(count, seed))
 
 
 def judgment_lines(
@@ -163,7 +167,7 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
     """Write ``Flickr8k_Dataset.zip`` and ``Flickr8k_text.zip`` for ``count`` generated images.
 
     Splits follow the release's proportions (75% train, 12.5% dev, 12.5% test). Byte-identical for the same
-    arguments. Returns the paths of both zips.
+    arguments; each image is written as it is drawn, so memory stays flat. Returns the paths of both zips.
     """
     if count < 8:
         raise ValueError(f"count must be at least 8 to fill three splits, got {count}")
@@ -171,22 +175,20 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
     out.mkdir(parents=True, exist_ok=True)
     rng = random.Random(seed)
     names = [f"{seed:04d}{index:06d}_{rng.getrandbits(40):010x}.jpg" for index in range(count)]
-    token_lines, images, scenes = [], [], {}
-    for name, (scene, image, captions) in zip(names, generate_scenes(count, seed + 1), strict=True):
-        scenes[name] = scene
-        buffer = io.BytesIO()
-        image.save(buffer, format="JPEG", quality=90)
-        images.append((name, buffer.getvalue()))
-        token_lines += [f"{name}#{i}\t{caption}" for i, caption in enumerate(captions)]
+    token_lines, scenes = [], {}
+    image_zip, text_zip = out / IMAGE_ZIP_NAME, out / TEXT_ZIP_NAME
+    with atomic_path(image_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:  # each image written as it is drawn
+        for name, (scene, image, captions) in zip(names, iter_scenes(count, seed + 1), strict=True):
+            scenes[name] = scene
+            buffer = io.BytesIO()
+            image.save(buffer, format="JPEG", quality=90)
+            _zip_bytes(zf, IMAGES_DIR_IN_ZIP + name, buffer.getvalue())
+            token_lines += [f"{name}#{i}\t{caption}" for i, caption in enumerate(captions)]
     order = list(names)
     random.Random(seed + 2).shuffle(order)
     n_test = n_dev = max(1, count // 8)
     splits = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
 
-    image_zip, text_zip = out / IMAGE_ZIP_NAME, out / TEXT_ZIP_NAME
-    with atomic_path(image_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        for name, data in images:
-            _zip_bytes(zf, IMAGES_DIR_IN_ZIP + name, data)
     with atomic_path(text_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:
         _zip_bytes(zf, TOKEN_FILE, ("\n".join(token_lines) + "\n").encode())
         for split, filename in SPLIT_FILES.items():

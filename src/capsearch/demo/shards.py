@@ -10,7 +10,7 @@ import json
 import tarfile
 from pathlib import Path
 
-from capsearch.demo.scenes import generate_scenes
+from capsearch.demo.scenes import iter_scenes
 from capsearch.io import atomic_path
 
 CORRUPT_BYTES = b"\xff\xd8\xff\xe0" + bytes(range(256)) * 4  # a JPEG header, then noise no decoder reads
@@ -28,18 +28,18 @@ def write_webdataset_shards(
     """Write ``count`` generated images as img2dataset writes shards: ``00000.tar`` ... of ``per_shard`` samples,
     each ``KEY.jpg``, ``KEY.txt`` (its first caption) and ``KEY.json``; keys are ``SSSSSIIII`` (shard, index).
 
-    The images at positions ``corrupt`` get bytes no decoder reads. Byte-identical for the same arguments.
-    Returns the shard paths.
+    The images at positions ``corrupt`` get bytes no decoder reads. Byte-identical for the same arguments. Each
+    image is written as it is generated, so memory stays flat however many there are. Returns the shard paths.
     """
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     shards: list[Path] = []
-    items = generate_scenes(count, seed + 1)
+    items = iter_scenes(count, seed + 1)
     for start in range(0, count, per_shard):
         shard = out / f"{len(shards):05d}.tar"
         with atomic_path(shard) as tmp, tarfile.open(tmp, "w", format=tarfile.USTAR_FORMAT) as tar:
             for position in range(start, min(start + per_shard, count)):
-                _, image, captions = items[position]
+                _, image, captions = next(items)
                 key = f"{len(shards):05d}{position - start:04d}"
                 buffer = io.BytesIO()
                 image.save(buffer, format="JPEG", quality=90)

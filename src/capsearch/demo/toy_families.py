@@ -133,7 +133,7 @@ def train_toy_git(images: list[Image.Image], captions: list[list[str]], out_dir:
             "labels": labels[which],
         },
         (len(images), len(captions[0])),
-        (steps, 2e-3, 0.01, seed),
+        (steps, 3e-3, 0.01, seed),
         out_dir,
         None,
     )
@@ -141,7 +141,7 @@ def train_toy_git(images: list[Image.Image], captions: list[list[str]], out_dir:
 
 
 FAMILY_TRAIN_IMAGES, FAMILY_TRAIN_SEED, FAMILY_EVAL_SEED = 2000, 30_000, 40_000
-SIGLIP_STEPS, GIT_STEPS = 600, 600
+SIGLIP_STEPS, GIT_STEPS = 600, 400
 
 
 def _training_scenes(seed: int) -> tuple[list[Image.Image], list[list[str]]]:
