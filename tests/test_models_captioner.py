@@ -35,8 +35,8 @@ def test_captioner_backs_off_on_oom_and_finishes_with_the_same_captions(toy_mode
 
 
 def test_captions_through_the_loader_equal_the_processors_own_path(toy_models, scenes):
-    """The loader changes nothing: captions equal transformers' processor + generate on the PIL images, for any
-    worker count (the same batch both ways: beam search's near-ties follow the batch's float rounding)."""
+    """The loader changes nothing: captions equal transformers' processor + generate on the same decoded images,
+    for any worker count (one batch both ways)."""
     from transformers import BlipForConditionalGeneration, BlipProcessor
 
     source, ids, _ = scenes
@@ -44,12 +44,13 @@ def test_captions_through_the_loader_equal_the_processors_own_path(toy_models, s
     settings = DecodingSettings(num_beams=3, max_new_tokens=20, min_new_tokens=3)
     processor = BlipProcessor.from_pretrained(folder)
     model = BlipForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
-    pictures = [source.open_rgb(image_id) for image_id in ids[:12]]
+    captioner = Captioner(folder, precision="fp32", device="cpu")
+    draft = captioner.pixels.draft_size  # large JPEGs are decoded at a reduced scale first, as the loader does
+    pictures = [source.open_rgb(image_id, draft) for image_id in ids[:12]]
     with torch.inference_mode():
         output = model.generate(
             **processor(images=pictures, return_tensors="pt"), num_beams=3, max_new_tokens=20, min_new_tokens=3
         )
     expected = [text.strip() for text in processor.batch_decode(output, skip_special_tokens=True)]
-    captioner = Captioner(folder, precision="fp32", device="cpu")
     for workers in (0, 2):
         assert captioner.caption_images(source, ids[:12], settings, batch_size=12, num_workers=workers) == expected

@@ -308,8 +308,9 @@ def test_embed_texts_stage_truncates_and_counts_overlong_captions(toy_models, tm
     write_csv(tmp_path / "data/subset/references.csv", ["image_id", "caption_index", "caption"],
               [("a.jpg", 0, "a red circle"), ("a.jpg", 1, long_caption), ("b.jpg", 0, "a blue square")])  # fmt: skip
     captions = PartStore(tmp_path / "data/captions", "captions", {})
-    captions.write(PlannedPart("part-00000", "x.zip", ("a.jpg", "b.jpg")), ["a.jpg", "b.jpg"], ["a red", "x"], [])
-    captions.finish([PlannedPart("part-00000", "x.zip", ("a.jpg", "b.jpg"))])
+    part = PlannedPart("part-00000", "x.zip", ("a.jpg", "b.jpg"), content="digest of the two images")
+    captions.write(part, ["a.jpg", "b.jpg"], ["a red", "x"], [])
+    captions.finish([part])
     params = {
         "clip": {"model": str(toy_models / "toy-clip"), "revision": "main", "precision": "fp32"},
         "runtime": {"device": "cpu", "cache": False},

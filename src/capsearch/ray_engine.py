@@ -393,11 +393,15 @@ def _blame_process_death(
     probe = ray.remote(num_cpus=plan.cpus, num_gpus=plan.gpus, max_restarts=0, max_task_retries=0)(_Probe)
 
     def kills(rows: list[dict[str, Any]], actor: Any = None) -> bool:
+        fresh = actor is None
         actor = actor or probe.remote(task, plan.device, pipeline)
         try:
             ray.get(actor.run.remote(rows))
         except ray.exceptions.RayActorError:
             return True
+        finally:
+            if fresh:
+                ray.kill(actor)
         return False
 
     actor = probe.remote(task, plan.device, pipeline)
@@ -405,19 +409,15 @@ def _blame_process_death(
         chunk = left[start : start + batch_size]
         if not kills(chunk, actor):
             continue
-        confirmed = True  # the chunk in hand did kill a process (not only inferred from its other half)
-        while len(chunk) > 1:
+        while len(chunk) > 1:  # the half that kills a fresh process; if the first does not, the second does
             half = chunk[: len(chunk) // 2]
-            confirmed = kills(half)
-            chunk = half if confirmed else chunk[len(chunk) // 2 :]
+            chunk = half if kills(half) else chunk[len(chunk) // 2 :]
         row = chunk[0]
-        if confirmed or kills(chunk):
-            raise EngineError(
-                f"shard {row['shard']}: image {row['image_id']}: the model's worker process died on it "
-                f"{PROCESS_DEATHS + 1} times and again alone (a crash or an out-of-memory kill in the model); "
-                "remove the image or give the model more memory"
-            )
-        break
+        raise EngineError(
+            f"shard {row['shard']}: image {row['image_id']}: the model's worker process died on it "
+            f"{PROCESS_DEATHS + 1} times, and again in a fresh process (a crash or an out-of-memory kill in the "
+            "model); remove the image or give the model more memory"
+        )
     ray.kill(actor)
     raise EngineError(
         f"the model's worker process died {PROCESS_DEATHS + 1} times, but no image kills it when run again alone "
