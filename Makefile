@@ -18,6 +18,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock Makef
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
 	$(PY) -m pip check
+	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
+	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
 	touch $@
 
 repro: venv
