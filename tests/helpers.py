@@ -56,6 +56,28 @@ def capsearch(*args: str, cwd: Path, timeout: float = 300) -> subprocess.Complet
     return subprocess.run([CAPSEARCH, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=timeout)
 
 
+def capsearch_here(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    """``capsearch ARGS`` run in this process (``capsearch.cli.main``) from ``cwd``: the same code as the console
+    script without a new interpreter's imports (seconds each); the result as :func:`capsearch` gives it."""
+    import contextlib
+    import io
+
+    from capsearch.cli import main
+
+    out, err = io.StringIO(), io.StringIO()
+    before = Path.cwd()
+    os.chdir(cwd)
+    try:
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = main(list(args))
+            except SystemExit as exit_:  # argparse's usage errors
+                code = int(exit_.code or 0)
+    finally:
+        os.chdir(before)
+    return subprocess.CompletedProcess(["capsearch", *args], code, out.getvalue(), err.getvalue())
+
+
 def references(workspace: Path) -> dict[str, list[str]]:
     """The lower-cased reference captions of a run's subset, by image id."""
     refs: dict[str, list[str]] = {}

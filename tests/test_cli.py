@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 import yaml
-from helpers import capsearch, references, write_typed_params
+from helpers import capsearch, capsearch_here, references, write_typed_params
 from PIL import Image
 
 from capsearch.params import (
@@ -51,21 +51,21 @@ def test_search_finds_red_circles_and_draws_a_contact_sheet(demo_run, tmp_path):
 
 
 def test_search_table_methods_and_queries_file(demo_run, tmp_path):
-    table = capsearch("search", "a blue square", "-k", "2", cwd=demo_run)
+    table = capsearch_here("search", "a blue square", "-k", "2", cwd=demo_run)
     assert table.returncode == 0, table.stderr
     lines = [line for line in table.stdout.splitlines() if line.strip()]
     assert lines[0].startswith('"a blue square"') and "rank" in lines[1]
     assert lines[2].split()[0] == "1" and "Flicker8k_Dataset/" in lines[2] and lines[3].split()[0] == "2"
     queries = tmp_path / "queries.txt"
     queries.write_text("a blue square\n\na yellow triangle\n")
-    image = json.loads(capsearch("search", "--queries-file", str(queries), "--json", cwd=demo_run).stdout)
+    image = json.loads(capsearch_here("search", "--queries-file", str(queries), "--json", cwd=demo_run).stdout)
     assert [e["query"] for e in image] == ["a blue square", "a yellow triangle"]
     fusion1 = json.loads(
-        capsearch("search", "a blue square", "--method", "fusion", "--alpha", "1", "--json", cwd=demo_run).stdout
+        capsearch_here("search", "a blue square", "--method", "fusion", "--alpha", "1", "--json", cwd=demo_run).stdout
     )
     assert [h["image_id"] for h in fusion1[0]["hits"]] == [h["image_id"] for h in image[0]["hits"]]
     by_caption = json.loads(
-        capsearch("search", "a yellow triangle", "--method", "caption", "--json", cwd=demo_run).stdout
+        capsearch_here("search", "a yellow triangle", "--method", "caption", "--json", cwd=demo_run).stdout
     )
     assert all("yellow" in h["caption"] for h in by_caption[0]["hits"][:3])
 
@@ -110,7 +110,7 @@ def photo_folder(demo_run, tmp_path_factory):
 
 def test_caption_prints_path_and_caption(toy_models, photo_folder):
     blip = str(toy_models / "toy-blip")
-    result = capsearch("caption", "holiday", "misc/deeper/photo 0.png", "--blip-model", blip, cwd=photo_folder)
+    result = capsearch_here("caption", "holiday", "misc/deeper/photo 0.png", "--blip-model", blip, cwd=photo_folder)
     assert result.returncode == 0, result.stderr
     rows = [line.split("\t") for line in result.stdout.splitlines()]
     assert [r[0] for r in rows] == [
@@ -121,7 +121,7 @@ def test_caption_prints_path_and_caption(toy_models, photo_folder):
         words = caption.split()
         assert any(w.strip(".") in COLOURS for w in words) and any(w.strip(".") in SHAPES for w in words), caption
     as_json = json.loads(
-        capsearch("caption", "misc/**/*.jpeg", "--blip-model", blip, "--json", cwd=photo_folder).stdout
+        capsearch_here("caption", "misc/**/*.jpeg", "--blip-model", blip, "--json", cwd=photo_folder).stdout
     )
     assert [e["path"] for e in as_json] == ["misc/deeper/photo 2.jpeg", "misc/deeper/photo 8.jpeg"]
 
@@ -144,22 +144,22 @@ def test_caption_errors(toy_models, photo_folder, tmp_path):
 
 def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
     models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
-    indexed = capsearch("index", str(photo_folder), *models, cwd=tmp_path)
+    indexed = capsearch_here("index", str(photo_folder), *models, cwd=tmp_path)
     assert indexed.returncode == 0, indexed.stderr
     assert "indexed 9 images" in indexed.stdout and "1 unreadable skipped" in indexed.stdout
     assert "skipped broken.jpg" in indexed.stderr
-    reindexed = capsearch("index", str(photo_folder), *models, cwd=tmp_path)
+    reindexed = capsearch_here("index", str(photo_folder), *models, cwd=tmp_path)
     assert "9 captions and 9 embeddings from the cache" in reindexed.stdout  # nothing recomputed
-    found = capsearch("search", "a red circle", "-k", "9", "--index", str(photo_folder), "--json", cwd=tmp_path)
+    found = capsearch_here("search", "a red circle", "-k", "9", "--index", str(photo_folder), "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     hits = json.loads(found.stdout)[0]["hits"]
     assert len(hits) == 9 and all(Path(h["path"]).exists() for h in hits)
     assert "exact index, 200 candidates re-ranked exactly" in found.stderr  # built by `capsearch index`
     assert (photo_folder / ".capsearch" / "images.faiss").exists()
     assert {h["image_id"] for h in hits} == {str(p.relative_to(photo_folder)) for p in photo_folder.rglob("photo *")}
-    again = capsearch("caption", *[h["path"] for h in hits[:2]], "--blip-model", models[1], cwd=tmp_path)
+    again = capsearch_here("caption", *[h["path"] for h in hits[:2]], "--blip-model", models[1], cwd=tmp_path)
     assert [line.split("\t")[1] for line in again.stdout.splitlines()] == [h["caption"] for h in hits[:2]]
-    nothing = capsearch("search", "x", "--index", str(tmp_path), cwd=tmp_path)
+    nothing = capsearch_here("search", "x", "--index", str(tmp_path), cwd=tmp_path)
     assert nothing.returncode == 1 and "no capsearch index here" in nothing.stderr
 
 
@@ -192,16 +192,16 @@ def test_capsearch_index_and_caption_honour_the_runtime_params(toy_models, tmp_p
     project.mkdir()
     cache_dir = tmp_path / "my-cache"
     write_typed_params(project, runtime=RuntimeParams(device="cpu", num_workers=1, cache_dir=str(cache_dir)))
-    indexed = capsearch("index", str(photos), *models, "--project", str(project), cwd=tmp_path)
+    indexed = capsearch_here("index", str(photos), *models, "--project", str(project), cwd=tmp_path)
     assert indexed.returncode == 0, indexed.stderr
     assert (cache_dir / "results.sqlite").exists()  # runtime.cache_dir, not the default cache
-    captioned = capsearch("caption", str(photos), models[0], models[1], "--project", str(project), cwd=tmp_path)
+    captioned = capsearch_here("caption", str(photos), models[0], models[1], "--project", str(project), cwd=tmp_path)
     assert captioned.returncode == 0, captioned.stderr
     params = yaml.safe_load((project / "params.yaml").read_text())
     params["runtime"]["num_workers"] = -1
     (project / "params.yaml").write_text(yaml.safe_dump(params))
     for command in (["index", str(photos), *models], ["caption", str(photos), *models[:2]]):
-        refused = capsearch(*command, "--project", str(project), cwd=tmp_path)
+        refused = capsearch_here(*command, "--project", str(project), cwd=tmp_path)
         assert refused.returncode == 1 and "runtime.num_workers: expected 0 or more" in refused.stderr
 
 
@@ -227,14 +227,14 @@ def test_a_file_name_that_is_not_utf8_is_skipped_and_listed_escaped(toy_models, 
     latin1 = os.path.join(os.fsencode(photos), b"caf\xe9.png")  # a name another system wrote in Latin-1
     scenes[2][1].save(os.fsdecode(latin1), format="PNG")
     models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
-    indexed = capsearch("index", str(photos), *models, cwd=tmp_path)
+    indexed = capsearch_here("index", str(photos), *models, cwd=tmp_path)
     assert indexed.returncode == 0, indexed.stderr
     assert "indexed 2 images" in indexed.stdout and "1 unreadable skipped" in indexed.stdout
     assert "skipped caf\\xe9.png: file name is not valid UTF-8" in indexed.stderr
-    found = capsearch("search", "a red circle", "-k", "5", "--index", str(photos), "--json", cwd=tmp_path)
+    found = capsearch_here("search", "a red circle", "-k", "5", "--index", str(photos), "--json", cwd=tmp_path)
     assert found.returncode == 0, found.stderr
     assert sorted(hit["image_id"] for hit in json.loads(found.stdout)[0]["hits"]) == ["scene 0.png", "scene 1.png"]
-    captioned = capsearch("caption", str(photos), models[0], models[1], cwd=tmp_path)
+    captioned = capsearch_here("caption", str(photos), models[0], models[1], cwd=tmp_path)
     assert captioned.returncode == 1 and len(captioned.stdout.splitlines()) == 2
     assert "caf\\xe9.png: file name is not valid UTF-8" in captioned.stderr
 

@@ -53,7 +53,7 @@ def test_toy_clip_uses_clips_real_bpe_vocabulary(toy_models):
 SNAPSHOT = json.loads((Path(__file__).parent / "data" / "demo_metrics.json").read_text(encoding="utf-8"))
 
 
-RECALL_POINTS = 8.0  # recall, in percentage points: toy weights differ slightly from one CPU to another
+RECALL_POINTS = 12.0  # recall, in percentage points: toy weights differ from one training run to another
 
 
 RELATIVE = 0.10  # every other number

@@ -211,7 +211,7 @@ class Troubled(ImageTask):  # defined here: Ray ships it by value
 source = ImageSource(shards)
 rows = [(image_id, str(source.shard_of(image_id))) for image_id in source.ids()]
 task = Troubled(DualEncoder, model, "main", "fp32", "cpu")
-knobs = RuntimeParams(device="cpu", num_workers=0, batch_size={"embed_images": 2}, cache=False, engine="ray",
+knobs = RuntimeParams(device="cpu", num_workers=0, batch_size={"embed_images": 1}, cache=False, engine="ray",
                       ray_address=address, ray_actors=1, ray_stall_seconds=int(stall))
 try:
     compute_parts(task, plan_parts(rows), PartStore(out, task.output_kind, task.identity()), resolve_runtime(knobs),

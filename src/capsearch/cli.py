@@ -44,7 +44,7 @@ def _project_params(args: argparse.Namespace, *sections: Any) -> Any:
     """The project's params sections (from its params.yaml where listed there, else the typed defaults)."""
     from capsearch.params import read_section
 
-    raw = _raw_params(str(args.project))
+    raw = _raw_params(str(Path(args.project).resolve()))
     return tuple(read_section(raw, section) if section.NAME in raw else section() for section in sections)
 
 
@@ -491,6 +491,7 @@ def main(argv: list[str] | None = None) -> int:
     from capsearch.models import ModelLoadError
 
     args = build_parser().parse_args(argv)
+    _raw_params.cache_clear()  # once per command (a long-lived caller may edit params.yaml between commands)
     try:
         return int(args.func(args))
     except UsageError as exc:

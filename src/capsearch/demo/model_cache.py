@@ -99,8 +99,11 @@ def toy_models_exist(out_dir: str | Path) -> bool:
 def _train(builder: str, out_dir: str, threads: int) -> dict[str, float]:
     """One training run (in a pool process): ``builder`` into ``out_dir`` on ``threads`` torch threads."""
     import torch
+    import transformers
 
     torch.set_num_threads(threads)
+    transformers.logging.set_verbosity_error()  # toy configs trip warnings meant for real checkpoints
+    transformers.utils.logging.disable_progress_bar()
     module, function = builder.split(":")
     started = time.perf_counter()
     report = getattr(importlib.import_module(module), function)(out_dir)
