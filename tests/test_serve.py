@@ -17,7 +17,7 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import pytest
-from helpers import CAPSEARCH, capsearch, references
+from helpers import CAPSEARCH, capsearch, capsearch_here, references
 
 PROJECT = Path(__file__).resolve().parents[1]
 ARTIFACTS = PROJECT / "build" / "test-artifacts"
@@ -99,7 +99,7 @@ def test_health_and_a_search_that_finds_red_circles(server, workspace):
 @pytest.mark.parametrize("method", ["image", "caption", "fusion"])
 def test_the_server_answers_as_capsearch_search_does_and_exact_agrees(server, workspace, method):
     local = json.loads(
-        capsearch(
+        capsearch_here(
             "search", "a blue square", "-k", "5", "--method", method, "--json", "--no-server", cwd=workspace
         ).stdout
     )[0]["hits"]
@@ -114,7 +114,7 @@ def test_capsearch_search_uses_the_running_server_and_says_so(server, workspace)
     result = capsearch("search", "a green triangle", "-k", "3", cwd=workspace)
     assert result.returncode == 0, result.stderr
     assert f"answered by the capsearch server at {server}" in result.stderr
-    local = capsearch("search", "a green triangle", "-k", "3", "--no-server", cwd=workspace)
+    local = capsearch_here("search", "a green triangle", "-k", "3", "--no-server", cwd=workspace)
     assert "exact index, 200 candidates re-ranked exactly" in local.stderr
     assert result.stdout == local.stdout  # the same table either way
     errors = capsearch("search", "x", "-k", "1000", cwd=workspace)  # the server's 400, as one line
@@ -368,7 +368,7 @@ def test_search_says_why_it_does_not_use_an_announced_server(demo_run, tmp_path)
     (copy / "data" / "index" / "server.json").write_text(
         json.dumps({"url": "http://127.0.0.1:9", "pid": finished.pid, "index": str(copy)})
     )
-    result = capsearch("search", "a red circle", "-k", "2", cwd=copy)
+    result = capsearch_here("search", "a red circle", "-k", "2", cwd=copy)
     assert result.returncode == 0, result.stderr
     assert f"(pid {finished.pid}) is no longer running; searching in this process instead" in result.stderr
     assert len([line for line in result.stdout.splitlines() if line.strip()[:1].isdigit()]) == 2
