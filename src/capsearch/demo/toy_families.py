@@ -141,7 +141,7 @@ def train_toy_git(images: list[Image.Image], captions: list[list[str]], out_dir:
 
 
 FAMILY_TRAIN_IMAGES, FAMILY_TRAIN_SEED, FAMILY_EVAL_SEED = 2000, 30_000, 40_000
-SIGLIP_STEPS, GIT_STEPS = 600, 400
+SIGLIP_STEPS, GIT_STEPS = 450, 400
 
 
 def _training_scenes(seed: int) -> tuple[list[Image.Image], list[list[str]]]:
