@@ -56,7 +56,7 @@ SNAPSHOT = json.loads((Path(__file__).parent / "data" / "demo_metrics.json").rea
 RECALL_POINTS = 12.0  # recall, in percentage points: toy weights differ from one training run to another
 
 
-RELATIVE = 0.10  # every other number
+RELATIVE = 0.20  # every other number (BLEU-4 of the demo's captions: 67 and 74 from two trainings on one machine)
 
 
 def test_demo_metrics_match_the_snapshot(demo_run):

@@ -18,10 +18,12 @@ from capsearch.models.captioner import Captioner, DecodingSettings
 
 
 def _cached_results(cache_file: Path) -> int:
+    """Rows committed to the result cache; 0 while it is being created. Opened read-write, as the re-run opens it:
+    after a SIGKILL mid-transaction SQLite must roll its journal back before anything can be read."""
     if not cache_file.exists():
         return 0
     try:
-        with sqlite3.connect(f"file:{cache_file}?mode=ro", uri=True, timeout=1) as db:
+        with sqlite3.connect(cache_file, timeout=10) as db:
             return int(db.execute("SELECT COUNT(*) FROM results").fetchone()[0])
     except sqlite3.OperationalError:
         return 0
