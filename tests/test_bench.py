@@ -31,3 +31,18 @@ def test_the_stage_benchmark_runs_in_quick_mode_and_writes_every_row(toy_models,
     pixels, recall = report["deviation"]
     assert 0 < pixels["max_pixel_difference"] <= 8 and pixels["min_cosine"] > 0.99
     assert abs(recall["cpu_path"]["R@5"] - recall["other_path"]["R@5"]) <= 5
+
+
+def test_the_content_key_benchmark_runs_in_quick_mode_and_times_every_layout(tmp_path):
+    out = tmp_path / "content_keys.json"
+    result = subprocess.run(
+        [sys.executable, "bench/content_keys.py", "--quick", "--distinct", "16", "--dir", str(tmp_path / "data"),
+         "--out", str(out)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert {(row["layout"], row["work"]) for row in rows} == {
+        (layout, work) for layout in ("shards", "zip", "folder") for work in ("open", "content digest")
+    }
+    assert all(row["images"] == 500 and row["seconds"] > 0 and row["machine"] for row in rows)

@@ -16,9 +16,12 @@ image (:class:`EngineError`).
 
 from __future__ import annotations
 
+import os
 import time
 from collections.abc import Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -27,6 +30,7 @@ import torch
 from capsearch.artifacts import PartStore, PlannedPart
 from capsearch.cache import model_fingerprint
 from capsearch.data.images import ImageSource
+from capsearch.data.webdataset import file_sha256, index_shard, shards_digest
 from capsearch.imports import code_fingerprint
 from capsearch.models.base import PretrainedWrapper, inspect_model, load_pixel_pipeline
 from capsearch.models.families import check_prompt
@@ -196,22 +200,45 @@ def _local_parts(
 
 
 def with_content(parts: Sequence[PlannedPart]) -> list[PlannedPart]:
-    """``parts`` with the digest of their images' bytes (:meth:`ImageSource.content_digest`), which part keys use:
-    a shard is read once whatever number of parts it has; a zip's digest comes from its directory alone."""
-    sources: dict[str, ImageSource] = {}
-    done = []
-    for part in parts:
-        if part.shard not in sources:
+    """``parts`` with the digest of their images' bytes (:meth:`ImageSource.content_digest`), which part keys use.
+    A ``.tar`` shard's part is its whole shard: every shard is hashed in a thread pool (hashlib releases the GIL)
+    while its tar headers are checked here (a truncated shard: one line naming it, before any model loads); a zip's
+    digest comes from its directory alone; a folder's from each image file. One source is open at a time."""
+    tars = list(dict.fromkeys(part.shard for part in parts if part.shard.endswith(".tar")))
+    hashes: dict[str, str] = {}
+    with ThreadPoolExecutor(min(len(tars), os.cpu_count() or 1, 16) or 1) as pool:
+        pending = [pool.submit(_hash_file, shard) for shard in tars]
+        for shard, future in zip(tars, pending, strict=True):
             try:
-                sources[part.shard] = ImageSource(part.shard)
+                index_shard(shard)
             except (OSError, ValueError) as exc:
-                raise EngineError(_naming(part.shard, exc)) from exc
+                raise EngineError(_naming(shard, exc)) from exc
+            result = future.result()
+            if isinstance(result, OSError):
+                raise EngineError(_naming(shard, result)) from result
+            hashes[shard] = result
+    done: list[PlannedPart] = []
+    opened: tuple[str, ImageSource] | None = None  # parts come grouped by shard
+    for part in parts:
         try:
-            content = sources[part.shard].content_digest(part.image_ids)
+            if part.shard in hashes:
+                content = shards_digest([(Path(part.shard), hashes[part.shard])])
+            else:
+                if opened is None or opened[0] != part.shard:
+                    opened = (part.shard, ImageSource(part.shard))
+                content = opened[1].content_digest(part.image_ids)
         except (OSError, ValueError) as exc:
             raise EngineError(_naming(part.shard, exc)) from exc
         done.append(replace(part, content=content))
     return done
+
+
+def _hash_file(path: str) -> str | OSError:
+    """The file's SHA-256, or the error reading it (for the caller to name the shard)."""
+    try:
+        return file_sha256(path)
+    except OSError as exc:
+        return exc
 
 
 def _naming(shard: str, exc: Exception) -> str:

@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
-from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards
+from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards, shards_digest
 
 ORIENTATION_TAG = 0x0112
 # What PIL raises on a file it cannot decode: unknown format, truncated data, bad headers, or more pixels than
@@ -119,16 +119,17 @@ class ImageSource:
         modification time: for shards, SHA-256 of every shard they are in (each read once per source); for a zip,
         the members' CRC-32 and sizes from its central directory (no image data read); for a folder, SHA-256 of each
         image file."""
-        digest = hashlib.sha256()
         if self.shards:
-            for reader in dict.fromkeys(self._shard_of[image_id] for image_id in image_ids):
-                digest.update(reader.path.name.encode() + b"\0" + reader.sha256().encode())
-        elif self.is_zip:
-            infos = {info.filename: info for info in self._archive().infolist()}
+            readers = dict.fromkeys(self._shard_of[image_id] for image_id in image_ids)
+            return shards_digest((reader.path, reader.sha256()) for reader in readers)
+        digest = hashlib.sha256()
+        if self.is_zip:
+            archive = self._archive()
             for image_id in image_ids:
-                info = infos.get(self.member_prefix + image_id)
-                if info is None:
-                    raise ImageReadError(f"cannot read image {self.describe(image_id)}: not in the zip")
+                try:
+                    info = archive.getinfo(self.member_prefix + image_id)
+                except KeyError:
+                    raise ImageReadError(f"cannot read image {self.describe(image_id)}: not in the zip") from None
                 digest.update(f"{image_id}\0{info.CRC:08x}\0{info.file_size}\0".encode())
         else:
             for image_id in image_ids:

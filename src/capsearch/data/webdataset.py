@@ -16,7 +16,7 @@ import glob
 import hashlib
 import os
 import tarfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -107,6 +107,20 @@ def describe_unread(files: list[Path]) -> str:
     return f"{len(files)} file{'s' if len(files) != 1 else ''} in the shard folder not read: {names}{hint}"
 
 
+def file_sha256(path: str | Path) -> str:
+    """SHA-256 of a file's bytes (hashlib releases the GIL while it hashes: threads can hash files side by side)."""
+    with Path(path).open("rb") as handle:
+        return hashlib.file_digest(handle, "sha256").hexdigest()
+
+
+def shards_digest(shards: Iterable[tuple[Path, str]]) -> str:
+    """What identifies the images of the given (shard, its SHA-256) pairs: part keys' content for shard sources."""
+    digest = hashlib.sha256()
+    for path, sha256 in shards:
+        digest.update(path.name.encode() + b"\0" + sha256.encode())
+    return digest.hexdigest()
+
+
 def index_shard(path: str | Path) -> dict[str, Member]:
     """Every regular file of a tar by member name, with where its data is; a truncated tar is a ShardError."""
     path = Path(path)
@@ -162,8 +176,7 @@ class ShardReader:
     def sha256(self) -> str:
         """SHA-256 of the whole shard file (read once per reader): what its images' bytes are."""
         if self._sha256 is None:
-            with self.path.open("rb") as handle:
-                self._sha256 = hashlib.file_digest(handle, "sha256").hexdigest()
+            self._sha256 = file_sha256(self.path)
         return self._sha256
 
     def __getstate__(self) -> dict[str, object]:
