@@ -12,6 +12,7 @@ from capsearch.evaluation.human_agreement import (
     read_crowdflower_judgments,
     read_expert_judgments,
 )
+from capsearch.finetune.handover import dual_encoder_of
 from capsearch.io import write_json
 from capsearch.params import ClipParams, RuntimeParams, SourceParams
 
@@ -22,6 +23,10 @@ OUT = RUN.metrics / "human_agreement.json"
 def main() -> None:
     timer = Timer()
     clip, source, knobs = read_params("agreement", ClipParams, SourceParams, RuntimeParams)
+    try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
+        clip = dual_encoder_of(RUN.clip_model, clip)
+    except (OSError, ValueError) as exc:
+        fail("agreement", exc)
     empty = {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}}
     if source.kind != "flickr8k":
         note = f"a {source.kind} source has no human judgments of captions: nothing to compare"

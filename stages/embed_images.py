@@ -4,6 +4,7 @@ from _common import fail, read_params, summary
 
 from capsearch.artifacts import PartStore, RunLayout, plan_parts, read_image_table
 from capsearch.data.images import ImageReadError
+from capsearch.finetune.handover import dual_encoder_of
 from capsearch.params import ClipParams, RuntimeParams
 
 RUN = RunLayout()
@@ -11,6 +12,10 @@ RUN = RunLayout()
 
 def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
+    try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
+        p = dual_encoder_of(RUN.clip_model, p)
+    except (OSError, ValueError) as exc:
+        fail("embed_images", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
     from capsearch.models.embedder import DualEncoder

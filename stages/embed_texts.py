@@ -4,6 +4,7 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, read_generated, read_references, save_vectors
 from capsearch.evaluation.clipscore import with_prefix
+from capsearch.finetune.handover import dual_encoder_of
 from capsearch.io import write_json
 from capsearch.params import ClipParams, RuntimeParams
 
@@ -12,6 +13,10 @@ RUN = RunLayout()
 
 def main() -> None:
     p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
+    try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
+        p = dual_encoder_of(RUN.clip_model, p)
+    except (OSError, ValueError) as exc:
+        fail("embed_texts", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime

@@ -5,6 +5,7 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, load_vectors, read_references
 from capsearch.contact_sheet import save_png
 from capsearch.evaluation.ranks import index_of
+from capsearch.finetune.handover import dual_encoder_of
 from capsearch.params import ClipParams, ReportParams, RuntimeParams
 from capsearch.report import caption_samples, query_gallery, worst_queries
 
@@ -15,6 +16,10 @@ OUT = RUN.metrics / "report"
 def main() -> None:
     timer = Timer()
     p, clip, knobs = read_params("report", ReportParams, ClipParams, RuntimeParams)
+    try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
+        clip = dual_encoder_of(RUN.clip_model, clip)
+    except (OSError, ValueError) as exc:
+        fail("report", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.index import load_pipeline_index
     from capsearch.models.embedder import DualEncoder

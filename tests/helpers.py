@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -84,3 +85,11 @@ def references(workspace: Path) -> dict[str, list[str]]:
     for row in read_csv(workspace / "data/subset/references.csv", ["image_id", "caption_index", "caption"]):
         refs.setdefault(row["image_id"], []).append(row["caption"].lower())
     return refs
+
+
+def pending(workspace: Path) -> set[str]:
+    """The stages `dvc status` says would run next in ``workspace`` (their dependencies changed)."""
+    from capsearch.demo.workspace import run_dvc
+
+    status = json.loads(run_dvc(workspace, "status", "--json").stdout or "{}")
+    return {name.split(":")[-1] for name in status}

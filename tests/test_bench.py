@@ -46,3 +46,16 @@ def test_the_content_key_benchmark_runs_in_quick_mode_and_times_every_layout(tmp
         (layout, work) for layout in ("shards", "zip", "folder") for work in ("open", "content digest")
     }
     assert all(row["images"] == 500 and row["seconds"] > 0 and row["machine"] for row in rows)
+
+
+def test_the_training_benchmark_runs_and_reports_pairs_per_second(toy_models, tmp_path):
+    out = tmp_path / "finetune.json"
+    result = subprocess.run(
+        [sys.executable, "bench/finetune.py", "--device", "cpu", "--batches", "4", "--steps", "1", "--clip-model",
+         str(toy_models / "toy-clip"), "--out", str(out)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    rows = json.loads(out.read_text())["rows"]
+    assert [(row["checkpointing"], row["batch"]) for row in rows] == [(False, 4), (True, 4)]
+    assert all(row["pairs_per_s"] > 0 and row["machine"] for row in rows)

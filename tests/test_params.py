@@ -80,4 +80,11 @@ def test_an_unknown_section_is_refused_with_the_known_ones(tmp_path):
     params.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(ParamError) as error:
         load_raw(params)
-    assert str(error.value) == f"{params}: unknown section 'captoin'; the sections are {', '.join(SECTIONS)}"
+    top = ", ".join(dict.fromkeys(name.split(".")[0] for name in SECTIONS))  # finetune.clip is under finetune
+    assert str(error.value) == f"{params}: unknown section 'captoin'; the sections are {top}"
+    assert "finetune, runtime" in str(error.value)
+    raw.pop("captoin")
+    raw["finetune"]["captioner"] = {"epochs": 1}
+    params.write_text(yaml.safe_dump(raw), encoding="utf-8")
+    with pytest.raises(ParamError, match=r"^finetune.captioner: unknown section; finetune has clip$"):
+        load_raw(params)

@@ -70,7 +70,15 @@ def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(r
     assert changed_stages(run_copy) == set()
     original = (library / "models/pixels.py").read_text(encoding="utf-8")
     append(library / "models/pixels.py", "# an edit DVC must see\n")
-    assert changed_stages(run_copy) == {"caption", "embed_images", "embed_texts", "tune_fusion", "agreement", "report"}
+    assert changed_stages(run_copy) == {
+        "finetune_clip",
+        "caption",
+        "embed_images",
+        "embed_texts",
+        "tune_fusion",
+        "agreement",
+        "report",
+    }
     (library / "models/pixels.py").write_text(original, encoding="utf-8")
     append(library / "report.py", "# report code only\n")
     assert changed_stages(run_copy) == {"report"}
@@ -87,7 +95,7 @@ def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(r
     result = run_dvc(run_copy, "repro", "evaluate", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     ran = set(re.findall(r"Running stage '([\w-]+)'", result.stdout))
-    assert ran == {"embed_images", "embed_texts", "tune_fusion", "evaluate"}, result.stdout  # not caption
+    assert ran == {"finetune_clip", "embed_images", "embed_texts", "tune_fusion", "evaluate"}, result.stdout
     assert changed_stages(run_copy) == {"index", "report", "agreement"}  # the rest of what the edit reaches
     summary = next(line for line in result.stdout.splitlines() if line.startswith("[embed_images]"))
     assert "0 from the result cache" in summary, summary

@@ -45,7 +45,9 @@ def test_queued_experiments_compare_clip_and_siglip(toy_models, toy_families, tm
     names = [by_model[clip]["name"], by_model[siglip]["name"]]
     output = run_dvc(workspace, "plots", "diff", *names, "--json").stdout  # the report images are not built
     plots = json.loads(output[output.index("{") :])["data"]
-    curves = [entry for key, entries in plots.items() if "recall" in key for entry in entries]
+    curves = [
+        entry for key, entries in plots.items() if key in ("recall_at_k", "fusion_recall_at_k") for entry in entries
+    ]
     assert curves and all(set(names) <= set(entry["revisions"]) for entry in curves), curves
     values = curves[0]["content"]["data"]["values"]
     per_rev = {

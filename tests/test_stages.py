@@ -14,7 +14,7 @@ import yaml
 from helpers import kaggle_folder, write_typed_params
 from stage_runner import run_stage, write_params
 
-from capsearch.params import CaptionParams, FusionParams, default_params
+from capsearch.params import CaptionParams, ClipParams, FusionParams, SubsetParams, default_params
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -106,6 +106,21 @@ def test_too_large_a_fusion_sample_names_fusion_num_images(dev_data):
     )
     line = one_error_line(run_stage(dev_data, "tune_fusion"), "tune_fusion")
     assert "fusion.num_images: 999 is larger than the" in line and "of split 'dev'" in line
+
+
+def test_finetune_clip_checks_its_params_and_its_train_sample_before_training(dev_data, toy_models):
+    clip = ClipParams(model=str(toy_models / "toy-clip"), revision="main")
+    for finetune, split, message in (
+        ({"learning_rate": 0}, "test", "finetune.clip.learning_rate: expected > 0, got 0"),
+        ({}, "dev", "finetune.clip.epochs: fine-tuning trains on the train split"),
+        ({"train_images": 999}, "test", "finetune.clip.train_images: 999 is larger than the"),
+    ):
+        raw = default_params(subset=SubsetParams(split=split), clip=clip)
+        raw["finetune"]["clip"].update(epochs=1, **finetune)
+        (dev_data / "params.yaml").write_text(yaml.safe_dump(raw))
+        line = one_error_line(run_stage(dev_data, "finetune_clip"), "finetune_clip")
+        assert message in line, line
+    assert not (dev_data / "data/models/clip").exists()  # nothing written by a refused run
 
 
 def one_error_line(result: subprocess.CompletedProcess, stage: str) -> str:

@@ -61,6 +61,8 @@ class RunLayout:
     ann_images: Path = Path("data/index/images.faiss")
     ann_generated: Path = Path("data/index/generated.faiss")
     metrics: Path = Path("metrics")
+    clip_model: Path = Path("data/models/clip")  # finetune_clip's model (or its record of none)
+    finetune_clip_log: Path = Path("metrics/finetune_clip")  # DVCLive: metrics.json, plots/metrics/*.tsv
 
     @classmethod
     def under(cls, root: PathLike) -> RunLayout:

@@ -18,10 +18,7 @@ from ``dvc.lock`` (what produced them) and alpha from ``data/fusion/alpha.json``
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import tempfile
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -40,7 +37,8 @@ from capsearch.artifacts import (
     write_ids,
 )
 from capsearch.data.images import ImageSource, source_images
-from capsearch.io import write_json
+from capsearch.finetune.handover import tuned_model
+from capsearch.io import atomic_folder, write_json
 from capsearch.params import FETCHED_IMAGES, IndexParams
 
 INDEX_DIR_NAME = ".capsearch"
@@ -133,6 +131,13 @@ def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
     return ModelRef(values["model"], values.get("revision"), values.get("precision", "auto"))
 
 
+def _clip_ref(run: RunLayout) -> ModelRef:
+    """The dual encoder that embedded the run's images: fine-tuned by finetune_clip, or clip.* as it ran."""
+    ref = _model_ref(run.root, "embed_images", "clip")
+    tuned = tuned_model(run.clip_model)
+    return replace(ref, model=str(tuned.resolve()), revision=None) if tuned is not None else ref
+
+
 def _run_images(project: Path) -> ImageSource:
     """Where the run's images are: the ``source`` the subset stage ran with."""
     values = _ran_with(project, "subset", "source")
@@ -165,7 +170,7 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
         generated,
         load_vectors(run.generated_vectors, mmap=True),
         source=_run_images(run.root),
-        clip=_model_ref(run.root, "embed_images", "clip"),
+        clip=_clip_ref(run),
         captioner=_model_ref(run.root, "caption", "caption"),
         alpha=alpha,
     )
@@ -199,11 +204,7 @@ def write_folder_index(
     """
     from capsearch.ann import build_index, save_index
 
-    out = Path(out_dir)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    _remove_leftovers(out)
-    building = Path(tempfile.mkdtemp(prefix=f"{out.name}.building-", dir=out.parent))
-    try:
+    with atomic_folder(out_dir) as building:
         paths = folder_files(building)
         ann = ann or IndexParams()
         save_vectors(paths.image_vectors, index.image_vectors)
@@ -223,34 +224,6 @@ def write_folder_index(
             "alpha": index.alpha,
         }
         write_json(building / "index.json", meta)
-        os.chmod(building, 0o777 & ~_umask())
-        if out.exists():
-            old = out.with_name(f"{out.name}.old-{os.getpid()}")
-            out.rename(old)
-            building.rename(out)
-            shutil.rmtree(old)
-        else:
-            building.rename(out)
-    finally:
-        if building.exists():
-            shutil.rmtree(building)
-
-
-def _remove_leftovers(out: Path) -> None:
-    """Folders an interrupted :func:`write_folder_index` left beside ``out`` (never the index itself)."""
-    for stray in out.parent.glob(f"{out.name}.building-*"):
-        shutil.rmtree(stray, ignore_errors=True)
-    for stray in out.parent.glob(f"{out.name}.old-*"):
-        if out.exists():
-            shutil.rmtree(stray, ignore_errors=True)
-        else:  # killed between the two renames: the old index is the one to keep
-            stray.rename(out)
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def load_folder_index(path: str | Path) -> SearchIndex:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import json
 import os
+import shutil
 import tempfile
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
@@ -39,6 +40,36 @@ def atomic_path(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if tmp.exists():
             tmp.unlink()
+
+
+@contextmanager
+def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
+    """Yield a new folder beside ``path`` to fill; if the block succeeds it takes ``path``'s place as one unit (the old
+    folder is moved aside first and deleted last), else it is removed and the old folder stays as it was. Leftovers
+    of an interrupted earlier call are removed first."""
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    for stray in out.parent.glob(f"{out.name}.building-*"):
+        shutil.rmtree(stray, ignore_errors=True)
+    for stray in out.parent.glob(f"{out.name}.old-*"):
+        if out.exists():
+            shutil.rmtree(stray, ignore_errors=True)
+        else:  # killed between the two renames: the old folder is the one to keep
+            stray.rename(out)
+    building = Path(tempfile.mkdtemp(prefix=f"{out.name}.building-", dir=out.parent))
+    try:
+        yield building
+        os.chmod(building, 0o777 & ~_umask())
+        if out.exists():
+            old = out.with_name(f"{out.name}.old-{os.getpid()}")
+            out.rename(old)
+            building.rename(out)
+            shutil.rmtree(old)
+        else:
+            building.rename(out)
+    finally:
+        if building.exists():
+            shutil.rmtree(building)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

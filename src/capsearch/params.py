@@ -342,6 +342,66 @@ class ReportParams(Section):
         _integer(self.failures, self.name("failures"), 1)
 
 
+FREEZE = ("none", "vision", "text")
+TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
+
+
+def _number(value: Any, name: str, minimum: float, inclusive: bool = True) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        raise ParamError(f"{name}: expected a number, got {value!r}")
+    if value < minimum or (not inclusive and value == minimum):
+        raise ParamError(f"{name}: expected {'>=' if inclusive else '>'} {minimum:g}, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True)
+class FinetuneClipParams(Section):
+    """Contrastive fine-tuning of the dual encoder on the train split (``epochs: 0``: off, the base model is used).
+
+    Each epoch is validated on ``dev_images`` of the dev split (Recall@K as the evaluate stage defines it); the best
+    epoch's weights are what the embed stages, search and the service then use.
+    """
+
+    NAME = "finetune.clip"
+    epochs: int = 0
+    learning_rate: float = 1e-5
+    batch_size: int = 64
+    weight_decay: float = 0.1
+    warmup_steps: int = 50
+    train_images: int | str = "all"
+    dev_images: int | str = 500
+    freeze: str = "none"
+    lora_rank: int = 0
+    precision: str = "auto"
+    seed: int = 0
+
+    def check(self) -> None:
+        _integer(self.epochs, self.name("epochs"), 0)
+        _number(self.learning_rate, self.name("learning_rate"), 0.0, inclusive=False)
+        _integer(self.batch_size, self.name("batch_size"), 2)  # a contrastive batch needs negatives
+        _number(self.weight_decay, self.name("weight_decay"), 0.0)
+        _integer(self.warmup_steps, self.name("warmup_steps"), 0)
+        object.__setattr__(self, "train_images", _count_or_all(self.train_images, self.name("train_images")))
+        object.__setattr__(self, "dev_images", _count_or_all(self.dev_images, self.name("dev_images")))
+        _choice(self.freeze, self.name("freeze"), FREEZE, "freeze setting")
+        _integer(self.lora_rank, self.name("lora_rank"), 0)
+        if self.lora_rank and self.freeze != "none":
+            raise ParamError(
+                f"finetune.clip.freeze: {self.freeze!r} with lora_rank {self.lora_rank}: LoRA adapts both towers; "
+                "set freeze: none, or lora_rank: 0"
+            )
+        _choice(self.precision, self.name("precision"), TRAIN_PRECISIONS, "training precision")
+        _integer(self.seed, self.name("seed"))
+
+    def check_against(self, reported_split: str) -> None:
+        """Fine-tuning trains on train and picks its epoch on dev: the reported split must be neither."""
+        if self.epochs and reported_split != "test":
+            raise ParamError(
+                f"finetune.clip.epochs: fine-tuning trains on the train split and picks its epoch on dev, so the "
+                f"reported split must be test (subset.split is {reported_split!r}); or set epochs: 0"
+            )
+
+
 INDEX_KINDS = ("auto", "exact", "hnsw", "ivf_sq8", "ivf_pq")
 
 
@@ -392,9 +452,12 @@ class RuntimeParams(Section):
     decode: str = field(default="auto", metadata={OPTIONAL: True})  # where JPEGs are decoded: auto | cpu | gpu
     # the Ray engine's watchdog: a run that brings back no result for this long ends with one line saying why
     ray_stall_seconds: int = field(default=600, metadata={OPTIONAL: True})
+    # fine-tuning saves a resumable checkpoint this often (and after every epoch); results do not depend on it
+    checkpoint_steps: int = field(default=100, metadata={OPTIONAL: True})
 
     def check(self) -> None:
         _choice(self.engine, self.name("engine"), ENGINES, "engine")
+        _integer(self.checkpoint_steps, self.name("checkpoint_steps"), 1)
         _choice(self.decode, self.name("decode"), DECODE_PATHS, "decode path")
         _integer(self.ray_stall_seconds, self.name("ray_stall_seconds"), 1)
         if self.engine == "ray" and self.decode == "gpu":
@@ -433,6 +496,7 @@ SECTIONS: dict[str, type[Section]] = {
         FusionParams,
         ReportParams,
         IndexParams,
+        FinetuneClipParams,
         RuntimeParams,
     )
 }
@@ -449,18 +513,34 @@ def load_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
         raise ParamError(f"{path}: not valid YAML ({exc})") from exc
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections")
-    unknown = sorted(str(name) for name in data if name not in SECTIONS)
+    top = dict.fromkeys(name.split(".")[0] for name in SECTIONS)
+    unknown = sorted(str(name) for name in data if name not in top)
     if unknown:
         raise ParamError(
             f"{path}: unknown section{'s' if len(unknown) > 1 else ''} {', '.join(map(repr, unknown))}; "
-            f"the sections are {', '.join(SECTIONS)}"
+            f"the sections are {', '.join(top)}"
         )
+    for parent in (name for name in top if name not in SECTIONS):  # a section of sections (finetune)
+        children = [name.split(".", 1)[1] for name in SECTIONS if name.startswith(parent + ".")]
+        values = data.get(parent)
+        if values is not None and not isinstance(values, Mapping):
+            raise ParamError(f"{path}: section '{parent}' is not a mapping")
+        for child in sorted(set(values or {}) - set(children)):
+            raise ParamError(f"{parent}.{child}: unknown section; {parent} has {', '.join(children)}")
     return data
+
+
+def _lookup(raw: Mapping[str, Any], dotted: str) -> Any:
+    """The value at a dotted path of a params mapping (None where any part is missing)."""
+    value: Any = raw
+    for part in dotted.split("."):
+        value = value.get(part) if isinstance(value, Mapping) else None
+    return value
 
 
 def read_section(raw: Mapping[str, Any], cls: type[S]) -> S:
     """One section of a params mapping, checked; ``runtime`` and ``source`` may be left out entirely."""
-    values = raw.get(cls.NAME)
+    values = _lookup(raw, cls.NAME)
     if values is None and all(f.metadata.get(OPTIONAL) for f in fields(cls)):
         values = {}
     return cls.from_mapping(values)
@@ -468,8 +548,8 @@ def read_section(raw: Mapping[str, Any], cls: type[S]) -> S:
 
 def read_key(raw: Mapping[str, Any], dotted: str) -> Any:
     """One param (``section.key``), checked as its section checks it; for stages that depend on one key only."""
-    name, key = dotted.split(".", 1)
-    values = raw.get(name)
+    name, key = dotted.rsplit(".", 1)
+    values = _lookup(raw, name)
     if not isinstance(values, Mapping) or key not in values:
         raise ParamError(f"params.yaml: {dotted} missing")
     return getattr(SECTIONS[name](**{key: values[key]}), key)
@@ -477,5 +557,11 @@ def read_key(raw: Mapping[str, Any], dotted: str) -> Any:
 
 def default_params(**sections: Section) -> dict[str, Any]:
     """A whole params.yaml mapping from the typed defaults, with the given sections replacing them."""
-    chosen = {name: sections.get(name) or cls() for name, cls in SECTIONS.items()}
-    return {name: section.as_yaml() for name, section in chosen.items()}
+    params: dict[str, Any] = {}
+    for name, cls in SECTIONS.items():
+        *parents, leaf = name.split(".")
+        place = params
+        for parent in parents:
+            place = place.setdefault(parent, {})
+        place[leaf] = (sections.get(name.replace(".", "_")) or cls()).as_yaml()
+    return params

@@ -49,9 +49,9 @@ def find_text_dir(extracted: str | Path, kind: str = "flickr8k") -> Path:
     return found[0].parent
 
 
-def _too_many(section: str, wanted: int, available: int, split: str) -> ValueError:
+def _too_many(param: str, wanted: int, available: int, split: str) -> ValueError:
     return ValueError(
-        f"{section}.num_images: {wanted} is larger than the {available} captioned images of split {split!r}; "
+        f"{param}: {wanted} is larger than the {available} captioned images of split {split!r}; "
         "use a smaller num_images or 'all'"
     )
 
@@ -107,7 +107,7 @@ def _choose(
     order: list[str],
     wanted: int | None,
     excluded: list[tuple[str, str]],
-    section: str,
+    param: str,
     split: str,
     workers: int = 1,
 ) -> list[tuple[str, int, int, str]]:
@@ -134,7 +134,7 @@ def _choose(
     checks.close()
     if wanted is not None and len(chosen) < target:
         raise ValueError(
-            f"{section}.num_images: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
+            f"{param}: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
             f"({len(excluded)} excluded); use a smaller num_images"
         )
     return chosen
@@ -149,10 +149,12 @@ def build_subset(
     section: str = "subset",
     workers: int = 1,
     kind: str = "flickr8k",
+    count_param: str | None = None,
 ) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
 
-    ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample). Flickr8k
+    ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample), and
+    ``count_param`` the param ``num_images`` comes from (default ``<section>.num_images``). Flickr8k
     reads its captions and splits from ``text_dir``, Flickr30k and COCO (``kind``) from the Karpathy split file
     there (:mod:`capsearch.data.karpathy`); webdataset shards (``text_dir`` None) carry one caption per
     image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`). The decoding
@@ -162,8 +164,9 @@ def build_subset(
     decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
     images (or an error says the split is too small).
     """
+    count_param = count_param or f"{section}.num_images"
     if images.shards:
-        return _build_shard_subset(images, split, num_images, seed, section, workers)
+        return _build_shard_subset(images, split, num_images, seed, count_param, workers)
     if text_dir is None:
         raise ValueError("a Flickr8k subset needs the extracted text folder")
     wanted = None if num_images == "all" else int(num_images)
@@ -175,11 +178,11 @@ def build_subset(
         caption_file, splits = load_captions(text_dir), read_splits(text_dir)
     candidates = split_candidates(caption_file.captions, splits, split, section)
     if wanted is not None and wanted > len(candidates.images):
-        raise _too_many(section, wanted, len(candidates.images), split)
+        raise _too_many(count_param, wanted, len(candidates.images), split)
     excluded: list[tuple[str, str]] = [
         (image, "in split file but has no captions") for image in candidates.without_captions
     ]
-    chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, section, split, workers)
+    chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, count_param, split, workers)
     chosen.sort()
     references = [
         (image_id, i, text) for image_id, *_ in chosen for i, text in enumerate(caption_file.captions[image_id])
@@ -194,7 +197,7 @@ def build_subset(
 
 
 def _build_shard_subset(
-    images: ImageSource, split: str, num_images: int | str, seed: int, section: str, workers: int
+    images: ImageSource, split: str, num_images: int | str, seed: int, count_param: str, workers: int
 ) -> Subset:
     """:func:`build_subset` over webdataset shards: one reference caption per image, splits by key hash."""
     wanted = None if num_images == "all" else int(num_images)
@@ -213,8 +216,8 @@ def _build_shard_subset(
         else:
             excluded.append((image_id, "no caption (KEY.txt) beside it in its shard"))
     if wanted is not None and wanted > len(captions):
-        raise _too_many(section, wanted, len(captions), split)
-    chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, section, split, workers)
+        raise _too_many(count_param, wanted, len(captions), split)
+    chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, count_param, split, workers)
     shard_order = {str(reader.path): i for i, reader in enumerate(images.shards)}
     chosen.sort(key=lambda row: (shard_order[row[3]], row[0]))
     references = [(image_id, 0, captions[image_id]) for image_id, *_ in chosen]

@@ -1,0 +1,112 @@
+"""Pipeline: finetune_clip. Off (``epochs: 0``, the demo run's setting) it trains nothing and the run's results are
+the base model's, byte for byte; on, its model reaches every later stage, search included, and its learning rate
+re-runs what depends on the dual encoder and nothing else."""
+
+import json
+import re
+
+import numpy as np
+import pytest
+import yaml
+from helpers import capsearch_here, pending
+
+from capsearch.artifacts import read_image_embeddings, read_image_table
+from capsearch.data.images import ImageSource
+from capsearch.demo.workspace import run_dvc
+from capsearch.index import load_pipeline_index
+from capsearch.models.embedder import DualEncoder
+
+pytestmark = pytest.mark.slow
+
+
+def test_fine_tuning_off_trains_nothing_and_leaves_the_base_models_results(demo_run):
+    assert sorted(p.name for p in (demo_run / "data/models/clip").iterdir()) == ["finetune.json"]
+    record = json.loads((demo_run / "data/models/clip/finetune.json").read_text())
+    params = yaml.safe_load((demo_run / "params.yaml").read_text())
+    assert record == {"fine_tuned": False, "base": {"model": params["clip"]["model"], "revision": "main"}}
+    ids, vectors = read_image_embeddings(demo_run / "data/embeddings/images")
+    base = DualEncoder(params["clip"]["model"], "main", "fp32", "cpu")
+    rows = read_image_table(demo_run / "data/subset/images.csv")
+    direct = base.embed_images(ImageSource(demo_run / rows[0][1]), ids[:16])
+    assert np.array_equal(vectors[:16], direct)  # byte for byte the base model's embeddings
+    manifest = json.loads((demo_run / "data/embeddings/images/manifest.json").read_text())
+    assert manifest["model"] == params["clip"]["model"]
+    shown = run_dvc(demo_run, "plots", "show", "--json")  # empty curves, no warning for a newcomer
+    assert shown.returncode == 0 and "failed" not in shown.stdout + shown.stderr, shown.stdout + shown.stderr
+
+
+def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_only_what_it_should(run_copy):
+    params_file = run_copy / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    params["finetune"]["clip"].update(
+        epochs=2, learning_rate=1e-4, batch_size=16, warmup_steps=2, train_images=64, dev_images=32
+    )
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    result = run_dvc(run_copy, "repro", "embed_images", "embed_texts", check=False)  # what search needs
+    assert result.returncode == 0, result.stdout + result.stderr
+    ran = set(re.findall(r"Running stage '([\w-]+)'", result.stdout))
+    assert ran == {"finetune_clip", "embed_images", "embed_texts"}  # not caption
+    assert pending(run_copy) == {"tune_fusion", "evaluate", "index", "report", "agreement"}  # the rest it reaches
+    summary = next(line for line in result.stdout.splitlines() if line.startswith("[finetune_clip]"))
+    assert "2 epochs on 64 train images (batch 16, lr 0.0001" in summary and "(best epoch" in summary, summary
+
+    model = run_copy / "data/models/clip"
+    assert {"model.safetensors", "config.json", "finetune.json"} <= {p.name for p in model.iterdir()}
+    assert json.loads((run_copy / "data/embeddings/images/manifest.json").read_text())["model"] == "data/models/clip"
+    live = json.loads((run_copy / "metrics/finetune_clip/metrics.json").read_text())
+    assert live["best_epoch"] in (1, 2) and set(live["dev"]) == {"base", "best"}
+    losses = (run_copy / "metrics/finetune_clip/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert losses[0] == "step\tloss" and len(losses) == 1 + 2 * 4  # 4 steps per epoch
+    shown = run_dvc(run_copy, "metrics", "show").stdout
+    assert "metrics/finetune_clip/metrics.json" in shown and "dev.best.mean_recall" in shown
+    diff = run_dvc(run_copy, "metrics", "diff").stdout  # against the run without fine-tuning (HEAD)
+    assert "dev.best.mean_recall" in diff, diff
+
+    assert load_pipeline_index(run_copy).clip.model == str(model.resolve())  # search embeds queries with it
+    found = capsearch_here("search", "a red circle", "-k", "3", "--json", cwd=run_copy)
+    assert found.returncode == 0, found.stderr
+    assert len(json.loads(found.stdout)[0]["hits"]) == 3
+
+    params["finetune"]["clip"]["learning_rate"] = 3e-4
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert pending(run_copy) == {"finetune_clip", "tune_fusion", "evaluate", "index", "report", "agreement"}
+    assert "finetune.clip.learning_rate" in run_dvc(run_copy, "params", "diff").stdout
+
+    # Two learning rates as two experiments: two rows in `dvc exp show`, two loss curves in `dvc plots diff`.
+    for rate in ("1e-4", "3e-4"):
+        settings = ["-S", f"finetune.clip.learning_rate={rate}", "-S", "finetune.clip.epochs=1"]
+        done = run_dvc(run_copy, "exp", "run", "finetune_clip", *settings, check=False)
+        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    rows = experiments(json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout))
+    names = [name for rate in (1e-4, 3e-4) for name, value in rows.items() if value == rate]
+    assert len(names) == 2, rows
+    output = run_dvc(run_copy, "plots", "diff", *names, "--json").stdout
+    plots = json.loads(output[output.index("{") :])["data"]
+    revisions = {rev for entry in plots["finetune_clip_loss"] for rev in entry["revisions"]}
+    assert set(names) <= revisions, plots["finetune_clip_loss"]
+
+    # clip.model, the other way the dual encoder changes: the same stages follow, never caption
+    run_dvc(run_copy, "exp", "apply", names[0])
+    params = yaml.safe_load(params_file.read_text())
+    params["clip"]["model"] = params["clip"]["model"] + "-early"
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    assert "caption" not in pending(run_copy) and {"finetune_clip", "embed_images"} <= pending(run_copy)
+
+
+def experiments(shown: object) -> dict[str, float]:
+    """The learning rate of each experiment in `dvc exp show --json`, by experiment name."""
+    found: dict[str, float] = {}
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "params" in data and node.get("name") and node.get("rev") != "workspace":
+                found[node["name"]] = data["params"]["params.yaml"]["data"]["finetune"]["clip"]["learning_rate"]
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return found
