@@ -17,6 +17,8 @@ $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock Makef
 	$(PY) -m pip install --quiet '$(TORCH)'
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
+	# open-clip-torch (below) lacks its dependencies on purpose: out of the check, also when the venv is refreshed
+	$(PY) -m pip uninstall --quiet --yes open-clip-torch
 	$(PY) -m pip check
 	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
