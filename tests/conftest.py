@@ -43,7 +43,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     if hasattr(config, "workerinput") or not _whole_suite(config):
         return
     models, _ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES])
-    shared = config._tmp_path_factory.getbasetemp()  # the workers' base folders are inside it
+    shared = runs_folder(models)
     from concurrent.futures import ThreadPoolExecutor
 
     with ThreadPoolExecutor(2) as pool:  # each build is one `dvc repro` subprocess at a time: one core each
@@ -140,10 +140,42 @@ def _shard_run(workspace: Path, models: Path) -> None:
 SHARED_RUNS = {"demo-run": (_demo_run, ()), "shard-run": (_shard_run, ("evaluate",))}
 
 
+PROJECT = Path(__file__).resolve().parents[1]
+
+
+def runs_folder(models: Path) -> Path:
+    """Where the shared workspaces are kept between test runs, like the toy models: beside them, under a key of
+    everything their outputs depend on (the project's code and pipeline, the lock, this file's recipes, the toy
+    models, Python and the installed libraries). Any change there builds them anew; older keys are removed."""
+    import hashlib
+    import json
+    import shutil
+    import sys
+    import time
+
+    from capsearch.versions import library_versions
+
+    inputs = [*PROJECT.glob("src/**/*"), *PROJECT.glob("stages/*.py"), PROJECT / "dvc.yaml", PROJECT / "params.yaml"]
+    digest = hashlib.sha256()
+    for path in sorted(p for p in [*inputs, PROJECT / "requirements.lock", Path(__file__)] if p.is_file()):
+        if "__pycache__" not in path.parts and not any(part.endswith(".egg-info") for part in path.parts):
+            digest.update(str(path.relative_to(PROJECT)).encode() + b"\0" + path.read_bytes() + b"\0")
+    digest.update(json.dumps([str(models), sys.version, library_versions()]).encode())
+    root = models.parent / ".test-runs"
+    folder = root / digest.hexdigest()[:16]
+    folder.mkdir(parents=True, exist_ok=True)
+    for stale in root.iterdir():  # another key's, unused for a day
+        if stale != folder and time.time() - stale.stat().st_mtime > 86_400:
+            shutil.rmtree(stale, ignore_errors=True)
+    return folder
+
+
 def _shared_run(shared: Path, name: str, models: Path) -> Path:
-    """The workspace ``name`` of :data:`SHARED_RUNS` after its `dvc repro`, committed; built once per test run in
-    ``shared`` (the run's base temporary folder): whoever comes first builds it while the others wait on a lock."""
+    """The workspace ``name`` of :data:`SHARED_RUNS` after its `dvc repro`, committed; built once in ``shared``
+    (:func:`runs_folder`: kept for later test runs of the same code): whoever comes first builds it while the
+    others wait on a lock. Tests never change it (they copy it)."""
     import fcntl
+    import shutil
 
     from capsearch.demo.workspace import commit_run, run_dvc
 
@@ -152,6 +184,7 @@ def _shared_run(shared: Path, name: str, models: Path) -> Path:
     with open(shared / f"{name}.lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not done.exists():
+            shutil.rmtree(shared / name, ignore_errors=True)  # an interrupted build's leftovers
             make(workspace, models)
             result = run_dvc(workspace, "repro", *targets, check=False)
             assert result.returncode == 0, result.stdout + result.stderr
@@ -160,20 +193,16 @@ def _shared_run(shared: Path, name: str, models: Path) -> Path:
     return workspace
 
 
-def _shared_folder(tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
-    return tmp_path_factory.getbasetemp() if worker_id == "master" else tmp_path_factory.getbasetemp().parent
-
-
 @pytest.fixture(scope="session")
-def demo_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def demo_run(toy_models: Path) -> Path:
     """A demo workspace after one full `dvc repro`, committed; tests must not change it (see :func:`_shared_run`)."""
-    return _shared_run(_shared_folder(tmp_path_factory, worker_id), "demo-run", toy_models)
+    return _shared_run(runs_folder(toy_models), "demo-run", toy_models)
 
 
 @pytest.fixture(scope="session")
-def shard_run(toy_models: Path, tmp_path_factory: pytest.TempPathFactory, worker_id: str) -> Path:
+def shard_run(toy_models: Path) -> Path:
     """A workspace whose source is 3 generated shards, after `dvc repro evaluate` (local engine), committed."""
-    return _shared_run(_shared_folder(tmp_path_factory, worker_id), "shard-run", toy_models)
+    return _shared_run(runs_folder(toy_models), "shard-run", toy_models)
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:

@@ -36,13 +36,10 @@ def test_fine_tuning_off_trains_nothing_and_leaves_the_base_models_results(demo_
 
 
 def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_only_what_it_should(run_copy):
-    params_file = run_copy / "params.yaml"
-    params = yaml.safe_load(params_file.read_text())
-    params["finetune"]["clip"].update(
-        epochs=2, learning_rate=1e-4, batch_size=16, warmup_steps=2, train_images=64, dev_images=32
-    )
-    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
-    result = run_dvc(run_copy, "repro", "embed_images", "embed_texts", check=False)  # what search needs
+    # Two learning rates as two experiments (`dvc exp run`, in the workspace): the first through the embed stages
+    tuned = ["epochs=2", "batch_size=16", "warmup_steps=2", "train_images=64", "dev_images=32", "learning_rate=1e-4"]
+    settings = [arg for setting in tuned for arg in ("-S", f"finetune.clip.{setting}")]
+    result = run_dvc(run_copy, "exp", "run", "embed_images", "embed_texts", *settings, check=False)  # what search needs
     assert result.returncode == 0, result.stdout + result.stderr
     ran = set(re.findall(r"Running stage '([\w-]+)'", result.stdout))
     assert ran == {"finetune_clip", "embed_images", "embed_texts"}  # not caption
@@ -57,8 +54,6 @@ def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_o
     assert live["best_epoch"] in (1, 2) and set(live["dev"]) == {"base", "best"}
     losses = (run_copy / "metrics/finetune_clip/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert losses[0] == "step\tloss" and len(losses) == 1 + 2 * 4  # 4 steps per epoch
-    shown = run_dvc(run_copy, "metrics", "show").stdout
-    assert "metrics/finetune_clip/metrics.json" in shown and "dev.best.mean_recall" in shown
     diff = run_dvc(run_copy, "metrics", "diff").stdout  # against the run without fine-tuning (HEAD)
     assert "dev.best.mean_recall" in diff, diff
 
@@ -67,26 +62,22 @@ def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_o
     assert found.returncode == 0, found.stderr
     assert len(json.loads(found.stdout)[0]["hits"]) == 3
 
+    params_file = run_copy / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
     params["finetune"]["clip"]["learning_rate"] = 3e-4
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     assert pending(run_copy) == {"finetune_clip", "tune_fusion", "evaluate", "index", "report", "agreement"}
-    assert "finetune.clip.learning_rate" in run_dvc(run_copy, "params", "diff").stdout
-
-    # Two learning rates as two experiments: two rows in `dvc exp show`, two loss curves in `dvc plots diff`.
-    for rate in ("1e-4", "3e-4"):
-        settings = ["-S", f"finetune.clip.learning_rate={rate}", "-S", "finetune.clip.epochs=1"]
-        done = run_dvc(run_copy, "exp", "run", "finetune_clip", *settings, check=False)
-        assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    done = run_dvc(run_copy, "exp", "run", "finetune_clip", check=False)  # the second experiment
+    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = experiments(json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout))
     names = [name for rate in (1e-4, 3e-4) for name, value in rows.items() if value == rate]
-    assert len(names) == 2, rows
+    assert len(names) == 2, rows  # two rows in `dvc exp show`
     output = run_dvc(run_copy, "plots", "diff", *names, "--json").stdout
     plots = json.loads(output[output.index("{") :])["data"]
     revisions = {rev for entry in plots["finetune_clip_loss"] for rev in entry["revisions"]}
-    assert set(names) <= revisions, plots["finetune_clip_loss"]
+    assert set(names) <= revisions, plots["finetune_clip_loss"]  # two loss curves in `dvc plots diff`
 
     # clip.model, the other way the dual encoder changes: the same stages follow, never caption
-    run_dvc(run_copy, "exp", "apply", names[0])
     params = yaml.safe_load(params_file.read_text())
     params["clip"]["model"] = params["clip"]["model"] + "-early"
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
