@@ -79,13 +79,13 @@ def test_search_table_methods_and_queries_file(demo_run, tmp_path):
     ],
 )
 def test_search_usage_errors(demo_run, args, code, message):
-    result = capsearch(*args, cwd=demo_run)
+    result = capsearch_here(*args, cwd=demo_run)
     assert result.returncode == code
     assert result.stderr.startswith(message) and len(result.stderr.strip().splitlines()) == 1, result.stderr
 
 
 def test_search_before_the_pipeline_says_which_stage_to_run(tmp_path):
-    result = capsearch("search", "a dog", cwd=tmp_path)
+    result = capsearch_here("search", "a dog", cwd=tmp_path)
     assert result.returncode == 1
     assert "run the pipeline first (`dvc repro embed_images`" in result.stderr
     assert len(result.stderr.strip().splitlines()) == 1
@@ -128,17 +128,17 @@ def test_caption_prints_path_and_caption(toy_models, photo_folder):
 
 def test_caption_errors(toy_models, photo_folder, tmp_path):
     blip = str(toy_models / "toy-blip")
-    broken = capsearch("caption", ".", "--blip-model", blip, cwd=photo_folder)
+    broken = capsearch_here("caption", ".", "--blip-model", blip, cwd=photo_folder)
     assert broken.returncode == 1
     assert "cannot decode image" in broken.stderr and "broken.jpg" in broken.stderr
     assert len(broken.stdout.splitlines()) == 9  # the readable images are still captioned
     (tmp_path / "empty").mkdir()
-    empty = capsearch("caption", "empty", "--blip-model", blip, cwd=tmp_path)
+    empty = capsearch_here("caption", "empty", "--blip-model", blip, cwd=tmp_path)
     assert (
         empty.returncode == 1
         and empty.stderr.strip() == "capsearch caption: empty: no images (.jpg, .jpeg, .png, .webp) in this folder"
     )
-    missing = capsearch("caption", "nope.jpg", "--blip-model", blip, cwd=tmp_path)
+    missing = capsearch_here("caption", "nope.jpg", "--blip-model", blip, cwd=tmp_path)
     assert missing.returncode == 1 and "nope.jpg: no such file or folder" in missing.stderr
 
 

@@ -10,7 +10,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from helpers import capsearch, pending
+from helpers import capsearch_here, pending
 
 from capsearch.artifacts import read_generated, read_image_embeddings
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
@@ -239,8 +239,8 @@ def test_index_stage_measures_the_index_against_exact_search(run_copy):
     assert approximate["factory"] == "IVF1,SQ8" and approximate["bytes_per_vector"] < exact["image"]["bytes_per_vector"]
     assert 0.8 <= approximate["recall_at_10"] <= approximate["reranked_recall_at_10"] <= 1.0
     assert approximate["index"]["R@10"] <= approximate["exact"]["R@10"] == exact["image"]["exact"]["R@10"]
-    found = json.loads(capsearch("search", "a red circle", "-k", "10", "--json", cwd=run_copy).stdout)[0]["hits"]
-    full = json.loads(capsearch("search", "a red circle", "-k", "60", "--exact", "--json", cwd=run_copy).stdout)
+    found = json.loads(capsearch_here("search", "a red circle", "-k", "10", "--json", cwd=run_copy).stdout)[0]["hits"]
+    full = json.loads(capsearch_here("search", "a red circle", "-k", "60", "--exact", "--json", cwd=run_copy).stdout)
     exact_score = {h["image_id"]: h["score"] for h in full[0]["hits"]}
     assert [h["score"] for h in found] == pytest.approx([exact_score[h["image_id"]] for h in found], abs=1e-5)
     assert len({h["image_id"] for h in found} & {h["image_id"] for h in full[0]["hits"][:10]}) >= 8
