@@ -93,3 +93,25 @@ def pending(workspace: Path) -> set[str]:
 
     status = json.loads(run_dvc(workspace, "status", "--json").stdout or "{}")
     return {name.split(":")[-1] for name in status}
+
+
+def experiment_rows(shown: object) -> list[dict]:
+    """Every named row of `dvc exp show --json` (baselines and experiments): its name, rev, params.yaml's values and
+    its metrics by file."""
+    rows: list[dict] = []
+
+    def walk(node: object) -> None:
+        if isinstance(node, dict):
+            data = node.get("data")
+            if isinstance(data, dict) and "params" in data and node.get("name"):
+                metrics = {path: value.get("data", {}) for path, value in data.get("metrics", {}).items()}
+                params = data["params"]["params.yaml"]["data"]
+                rows.append({"name": node["name"], "rev": node.get("rev"), "params": params, "metrics": metrics})
+            for value in node.values():
+                walk(value)
+        elif isinstance(node, list):
+            for value in node:
+                walk(value)
+
+    walk(shown)
+    return rows

@@ -4,30 +4,21 @@ on a generated COCO (Karpathy split) with two toy dual encoders of different fam
 import json
 
 import pytest
+from helpers import experiment_rows
 
 from capsearch.demo.workspace import create_demo_workspace, run_dvc
 
 
 def experiments(shown: object) -> list[dict]:
     """Every experiment of `dvc exp show --json`: its name, clip.model and text→image R@1."""
-    found = []
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and "params" in data and node.get("name"):
-                params = data["params"]["params.yaml"]["data"]
-                metrics = data.get("metrics", {}).get("metrics/retrieval.json", {}).get("data", {})
-                r1 = metrics.get("text_to_image", {}).get("R@1")
-                found.append({"name": node["name"], "clip": params["clip"]["model"], "r1": r1})
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(shown)
-    return found
+    return [
+        {
+            "name": row["name"],
+            "clip": row["params"]["clip"]["model"],
+            "r1": row["metrics"].get("metrics/retrieval.json", {}).get("text_to_image", {}).get("R@1"),
+        }
+        for row in experiment_rows(shown)
+    ]
 
 
 @pytest.mark.slow

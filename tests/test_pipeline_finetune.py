@@ -8,7 +8,7 @@ import re
 import numpy as np
 import pytest
 import yaml
-from helpers import capsearch_here, pending
+from helpers import capsearch_here, experiment_rows, pending
 
 from capsearch.artifacts import read_image_embeddings, read_image_table
 from capsearch.data.images import ImageSource
@@ -86,18 +86,7 @@ def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_o
 
 def experiments(shown: object) -> dict[str, float]:
     """The learning rate of each experiment in `dvc exp show --json`, by experiment name."""
-    found: dict[str, float] = {}
-
-    def walk(node: object) -> None:
-        if isinstance(node, dict):
-            data = node.get("data")
-            if isinstance(data, dict) and "params" in data and node.get("name") and node.get("rev") != "workspace":
-                found[node["name"]] = data["params"]["params.yaml"]["data"]["finetune"]["clip"]["learning_rate"]
-            for value in node.values():
-                walk(value)
-        elif isinstance(node, list):
-            for value in node:
-                walk(value)
-
-    walk(shown)
-    return found
+    rows = experiment_rows(shown)
+    return {
+        row["name"]: row["params"]["finetune"]["clip"]["learning_rate"] for row in rows if row["rev"] != "workspace"
+    }

@@ -103,6 +103,18 @@ def test_ray_gives_the_local_engines_ids_captions_and_embeddings_even_when_a_nod
         assert [p["rows"] for p in manifest_data["parts"]] == [10, 9, 10]
 
 
+def with_red_image(shard: Path, out: Path, member: str) -> Path:
+    """A copy of ``shard`` at ``out`` with its image ``member`` replaced by a solid red picture."""
+    with tarfile.open(shard) as src, tarfile.open(out, "w") as tar:
+        for info in src.getmembers():
+            data = src.extractfile(info).read()
+            if info.name == member:
+                data = solid_red()
+                info.size = len(data)
+            tar.addfile(info, io.BytesIO(data))
+    return out
+
+
 def solid_red() -> bytes:
     buffer = io.BytesIO()
     Image.new("RGB", (64, 48), (255, 0, 0)).save(buffer, format="PNG")
@@ -110,14 +122,7 @@ def solid_red() -> bytes:
 
 
 def test_an_exception_in_an_actor_fails_with_one_line_naming_shard_and_image(toy_models, shards, ray_cluster, tmp_path):
-    shard = tmp_path / "00000.tar"
-    with tarfile.open(shards[0]) as src, tarfile.open(shard, "w") as tar:
-        for info in src.getmembers():
-            data = src.extractfile(info).read()
-            if info.name == "000000007.jpg":
-                data = solid_red()
-                info.size = len(data)
-            tar.addfile(info, io.BytesIO(data))
+    shard = with_red_image(shards[0], tmp_path / "00000.tar", "000000007.jpg")
 
     @dataclass(frozen=True)
     class RedIntolerant(ImageTask):  # defined here: Ray ships it by value
@@ -215,14 +220,7 @@ print("FINISHED", flush=True)
 def troubled_shards(shards: list[Path], folder: Path) -> Path:
     """The second test shard with its image 000010003.jpg replaced by a solid red picture."""
     folder.mkdir()
-    for shard in shards[1:2]:
-        with tarfile.open(shard) as src, tarfile.open(folder / shard.name, "w") as tar:
-            for info in src.getmembers():
-                data = src.extractfile(info).read()
-                if info.name == "000010003.jpg":
-                    data = solid_red()
-                    info.size = len(data)
-                tar.addfile(info, io.BytesIO(data))
+    with_red_image(shards[1], folder / shards[1].name, "000010003.jpg")
     return folder
 
 

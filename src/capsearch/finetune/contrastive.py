@@ -156,13 +156,13 @@ def epoch_order(n: int, seed: int, epoch: int) -> tuple[list[int], list[int]]:
     return order, picks
 
 
-def _autocast(device: torch.device, precision: str) -> tuple[torch.dtype | None, str]:
-    """The autocast dtype for ``finetune.clip.precision`` on ``device`` (None: fp32) and its name."""
+def _autocast(device: torch.device, precision: str) -> torch.dtype | None:
+    """The autocast dtype for ``finetune.clip.precision`` on ``device`` (None: fp32)."""
     if precision == "fp32":
-        return None, "fp32"
+        return None
     if precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
-        return torch.bfloat16, "bf16"
-    return None, "fp32"
+        return torch.bfloat16
+    return None
 
 
 def finetune_dual_encoder(
@@ -192,9 +192,10 @@ def finetune_dual_encoder(
     device = encoder.device
     torch.manual_seed(p.seed)
     peft_model = add_lora(model, p.lora_rank) if p.lora_rank else None
-    params = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
     if peft_model is None:
         params = trainable(model, p.freeze)
+    else:  # peft left only the adapters trainable
+        params = [(name, parameter) for name, parameter in model.named_parameters() if parameter.requires_grad]
     decay = [parameter for name, parameter in params if parameter.ndim >= 2]
     no_decay = [parameter for name, parameter in params if parameter.ndim < 2]  # biases, norms, temperature
     optimizer = torch.optim.AdamW(
@@ -204,7 +205,7 @@ def finetune_dual_encoder(
     steps_per_epoch = len(train.image_ids) // p.batch_size
     total = steps_per_epoch * p.epochs
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, _schedule(p.warmup_steps, total))
-    dtype, _ = _autocast(device, p.precision)
+    dtype = _autocast(device, p.precision)
     if device.type == "cuda":
         set_checkpointing(model, True)
     has_scale = hasattr(model, "logit_scale") and not hasattr(model, "logit_bias")  # CLIP's clamp, not SigLIP's
