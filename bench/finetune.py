@@ -1,7 +1,7 @@
 """``python bench/finetune.py``: training throughput of the dual encoder at full size, image–caption pairs per second.
 
 A random-weight CLIP ViT-B/32 (the real size, from ``CLIPConfig()``; the compute does not depend on the weights)
-trained with :func:`capsearch.finetune.contrastive.train_step`, the step ``finetune_clip`` runs (forward with the
+trained with :func:`capsearch.finetune.loop.train_step`, the step ``finetune_clip`` runs (forward with the
 family's loss, backward, AdamW), on uint8 pixels already in memory (the loader is measured by ``bench/stages.py``)
 and 12-word captions. Rows: batch size, precision (fp32, or bf16 autocast), gradient checkpointing off and on; on
 a GPU the batch doubles until memory runs out, and the largest that fits is reported. Each row: the median of
@@ -19,9 +19,11 @@ from pathlib import Path
 import torch
 from base_models import build_base_models, describe_machine  # bench/ is the script folder
 
-from capsearch.finetune.contrastive import set_checkpointing, train_step
+from capsearch.finetune.contrastive import ContrastiveTask
+from capsearch.finetune.loop import optimiser, set_checkpointing, train_step
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_device
+from capsearch.params import FinetuneClipParams
 
 FLICKR8K_TRAIN = 6000
 
@@ -37,17 +39,17 @@ def time_steps(encoder: DualEncoder, batch: int, dtype: torch.dtype | None, chec
     model.train()
     set_checkpointing(model, checkpointing)
     width, height = encoder.pixels.output_size()
-    pixels = encoder.pixels.normalise(
-        torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device), torch.float32
-    )
+    pixels = torch.randint(0, 256, (batch, 3, height, width), dtype=torch.uint8, device=device)
     words = ["a", "man", "riding", "a", "brown", "horse", "along", "the", "beach", "at", "sunset", "with", "a", "dog"]
-    tokens = {k: v.to(device) for k, v in encoder.tokenize([" ".join(words[i % 4 :]) for i in range(batch)]).items()}
-    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-5)
+    texts = [" ".join(words[i % 4 :]) for i in range(batch)]
+    p = FinetuneClipParams(epochs=1, batch_size=batch)
+    task = ContrastiveTask(encoder, p, (1,), {}, 0)
+    optimizer = optimiser(task.trainable(), p)
     times = []
     for index in range(steps + 2):
         _sync(device)
         started = time.perf_counter()
-        train_step(model, pixels, tokens, dtype, optimizer, batch)
+        train_step(task, pixels, texts, dtype, optimizer, p)
         _sync(device)
         if index >= 2:
             times.append(time.perf_counter() - started)

@@ -1,9 +1,11 @@
-"""Stage caption: BLIP captions for every subset image, written part by part (one per input shard) + manifest."""
+"""Stage caption: captions of every subset image by the run's captioner (the fine-tuned one where
+finetune_captioner trained one), written part by part (one per input shard) + manifest."""
 
 from _common import fail, read_params, summary
 
 from capsearch.artifacts import PartStore, RunLayout, plan_parts, read_image_table
 from capsearch.data.images import ImageReadError
+from capsearch.finetune.handover import captioner_of
 from capsearch.params import CaptionParams, RuntimeParams
 
 RUN = RunLayout()
@@ -11,6 +13,10 @@ RUN = RunLayout()
 
 def main() -> None:
     p, knobs = read_params("caption", CaptionParams, RuntimeParams)
+    try:  # the fine-tuned model where finetune_captioner trained one, else caption.* as it is
+        p = captioner_of(RUN.captioner_model, p)
+    except (OSError, ValueError) as exc:
+        fail("caption", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
     from capsearch.models.captioner import Captioner, DecodingSettings

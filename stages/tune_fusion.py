@@ -11,7 +11,7 @@ from capsearch.data.images import ImageReadError, source_images
 from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.data.webdataset import ShardError
 from capsearch.evaluation.ranks import index_of
-from capsearch.finetune.handover import dual_encoder_of
+from capsearch.finetune.handover import captioner_of, dual_encoder_of
 from capsearch.fusion import choose_alpha
 from capsearch.io import write_json
 from capsearch.params import CaptionParams, ClipParams, FusionParams, ParamError, RuntimeParams, SourceParams
@@ -24,8 +24,9 @@ def main() -> None:
     p, reported_split, source_params, c, clip, knobs = read_params(
         "tune_fusion", FusionParams, "subset.split", SourceParams, CaptionParams, ClipParams, RuntimeParams
     )
-    try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
+    try:  # the fine-tuned models where finetune_clip / finetune_captioner trained them, else clip.* / caption.*
         clip = dual_encoder_of(RUN.clip_model, clip)
+        c = captioner_of(RUN.captioner_model, c)
     except (OSError, ValueError) as exc:
         fail("tune_fusion", exc)
     try:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import subprocess
@@ -115,3 +116,35 @@ def experiment_rows(shown: object) -> list[dict]:
 
     walk(shown)
     return rows
+
+
+def wait_for(predicate, timeout: float, what: str) -> None:
+    """Poll ``predicate`` every 50 ms until it holds; past ``timeout`` seconds, fail naming ``what``."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out waiting for {what}")
+        time.sleep(0.05)
+
+
+@contextlib.contextmanager
+def dvc_in_background(workspace: Path, *args: str):
+    """`dvc ARGS` started in ``workspace`` in its own process group (the venv's dvc, as a user runs it); SIGKILLed
+    with everything it started when the block ends, if it still runs."""
+    import signal
+
+    from capsearch.demo.workspace import tool_env
+
+    dvc = str(Path(sys.executable).parent / "dvc")
+    process = subprocess.Popen(
+        [dvc, *args], cwd=workspace, env=tool_env(), start_new_session=True,
+        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )  # fmt: skip
+    try:
+        yield process
+    finally:
+        if process.poll() is None:
+            os.killpg(process.pid, signal.SIGKILL)
+        process.wait()

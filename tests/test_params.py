@@ -84,7 +84,7 @@ def test_an_unknown_section_is_refused_with_the_known_ones(tmp_path):
     assert str(error.value) == f"{params}: unknown section 'captoin'; the sections are {top}"
     assert "finetune, runtime" in str(error.value)
     raw.pop("captoin")
-    raw["finetune"]["captioner"] = {"epochs": 1}
+    raw["finetune"]["captoiner"] = {"epochs": 1}
     params.write_text(yaml.safe_dump(raw), encoding="utf-8")
-    with pytest.raises(ParamError, match=r"^finetune.captioner: unknown section; finetune has clip$"):
+    with pytest.raises(ParamError, match=r"^finetune.captoiner: unknown section; finetune has clip, captioner$"):
         load_raw(params)

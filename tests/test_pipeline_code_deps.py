@@ -72,6 +72,7 @@ def test_dvc_sees_library_edits_and_the_cache_never_serves_results_of_old_code(r
     append(library / "models/pixels.py", "# an edit DVC must see\n")
     assert changed_stages(run_copy) == {
         "finetune_clip",
+        "finetune_captioner",
         "caption",
         "embed_images",
         "embed_texts",

@@ -1,14 +1,17 @@
-"""Pipeline: finetune_clip. Off (``epochs: 0``, the demo run's setting) it trains nothing and the run's results are
-the base model's, byte for byte; on, its model reaches every later stage, search included, and its learning rate
-re-runs what depends on the dual encoder and nothing else."""
+"""Pipeline: finetune_clip and finetune_captioner. Off (``epochs: 0``, the demo run's setting) they train nothing
+and the run's results are the base models', byte for byte; on, the dual encoder reaches every later stage, search
+included, and its learning rate re-runs what depends on the dual encoder and nothing else; the captioner reaches
+caption, and a run killed mid-epoch resumes under `dvc repro` and ends as an uninterrupted one."""
 
 import json
 import re
 
 import numpy as np
 import pytest
+import torch
 import yaml
-from helpers import capsearch_here, experiment_rows, pending
+from helpers import capsearch_here, dvc_in_background, experiment_rows, pending, wait_for
+from safetensors.torch import load_file
 
 from capsearch.artifacts import read_image_embeddings, read_image_table
 from capsearch.data.images import ImageSource
@@ -90,3 +93,39 @@ def experiments(shown: object) -> dict[str, float]:
     return {
         row["name"]: row["params"]["finetune"]["clip"]["learning_rate"] for row in rows if row["rev"] != "workspace"
     }
+
+
+def test_captioner_fine_tuning_reaches_caption_and_a_run_killed_mid_epoch_resumes_under_dvc(run_copy, tmp_path):
+    params_file = run_copy / "params.yaml"
+    params = yaml.safe_load(params_file.read_text())
+    tuned = {"epochs": 2, "batch_size": 8, "warmup_steps": 2, "train_images": 160, "dev_images": 16}
+    params["finetune"]["captioner"].update(tuned, learning_rate=1e-4)  # 20 steps per epoch
+    params["runtime"].update(cache_dir=str(tmp_path / "cache"), checkpoint_steps=2)  # untracked: no stage reruns
+    params_file.write_text(yaml.safe_dump(params, sort_keys=False))
+    checkpoints = tmp_path / "cache" / "checkpoints"
+
+    with dvc_in_background(run_copy, "repro", "finetune_captioner"):  # SIGKILLed at the block's end
+        wait_for(lambda: any(checkpoints.glob("finetune-captioner-*/state.pt")), 120, "the first checkpoint")
+    assert "finetune_captioner" in pending(run_copy)  # killed mid-run: DVC does not take the stage as done
+
+    rerun = run_dvc(run_copy, "repro", "caption", check=False)
+    assert rerun.returncode == 0, rerun.stdout + rerun.stderr
+    assert set(re.findall(r"Running stage '([\w-]+)'", rerun.stdout)) == {"finetune_captioner", "caption"}
+    summary = next(line for line in rerun.stdout.splitlines() if line.startswith("[finetune_captioner]"))
+    resumed = int(re.search(r"resumed from step (\d+)", summary)[1])
+    assert 0 < resumed < 40 and "2 epochs on 160 train images (batch 8" in summary and "dev CIDEr-D" in summary
+    assert not any(checkpoints.iterdir())  # removed once the model is saved
+    losses = (run_copy / "metrics/finetune_captioner/plots/metrics/train/loss.tsv").read_text().splitlines()
+    assert len(losses) == 1 + 40  # the curve whole: the steps before the kill replayed from the checkpoint
+    manifest = json.loads((run_copy / "data/captions/manifest.json").read_text())
+    assert manifest["model"] == "data/models/captioner"  # caption ran the fine-tuned captioner
+    assert load_pipeline_index(run_copy).captioner.model == str((run_copy / "data/models/captioner").resolve())
+    assert {"embed_texts", "tune_fusion", "evaluate"} <= pending(run_copy)  # what reads the captions follows
+    assert not {"finetune_clip", "embed_images"} & pending(run_copy)  # the dual encoder's stages are untouched
+
+    weights = run_copy / "data/models/captioner/model.safetensors"
+    resumed_weights = load_file(weights)
+    again = run_dvc(run_copy, "repro", "-f", "-s", "finetune_captioner", check=False)  # uninterrupted, same params
+    assert again.returncode == 0 and "resumed" not in again.stdout, again.stdout + again.stderr
+    for name, tensor in load_file(weights).items():
+        assert torch.allclose(tensor, resumed_weights[name], atol=1e-5), name

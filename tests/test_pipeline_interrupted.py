@@ -1,18 +1,14 @@
 """Pipeline: a run killed mid-stage re-runs cleanly."""
 
-import os
-import signal
 import sqlite3
-import subprocess
-import sys
-import time
 from pathlib import Path
 
 import yaml
+from helpers import dvc_in_background, wait_for
 
 from capsearch.artifacts import read_generated
 from capsearch.data.images import ImageSource
-from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc, tool_env
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
 from capsearch.io import read_csv
 from capsearch.models.captioner import Captioner, DecodingSettings
 
@@ -29,14 +25,6 @@ def _cached_results(cache_file: Path) -> int:
         return 0
 
 
-def _wait_for(predicate, timeout: float, what: str) -> None:
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        time.sleep(0.05)
-
-
 def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path):
     workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=1200, num_images=150)
     params = yaml.safe_load((workspace / "params.yaml").read_text())
@@ -46,23 +34,14 @@ def test_sigkill_mid_caption_then_rerun_matches_a_clean_run(toy_models, tmp_path
     commit_run(workspace, "slow captioning")
     cache_file = tmp_path / "cache" / "results.sqlite"
 
-    dvc = str(Path(sys.executable).parent / "dvc")
-    first = subprocess.Popen(
-        [dvc, "repro", "caption"], cwd=workspace, env=tool_env(), start_new_session=True,
-        stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-    )  # fmt: skip
-    try:
-        _wait_for(lambda: _cached_results(cache_file) > 0, 240, "the first captions")
+    with dvc_in_background(workspace, "repro", "caption"):
+        wait_for(lambda: _cached_results(cache_file) > 0, 240, "the first captions")
         second = run_dvc(workspace, "repro", "caption", check=False)
         assert second.returncode != 0
         refusal = second.stdout + second.stderr
         # DVC's repo lock ("Unable to acquire lock") or its per-output read/write lock ("is busy") refuses it
         assert "Unable to acquire lock" in refusal or "it is being blocked by" in refusal, refusal
-        os.killpg(first.pid, signal.SIGKILL)
-    finally:
-        if first.poll() is None:
-            os.killpg(first.pid, signal.SIGKILL)
-        first.wait()
+    # the block's end SIGKILLed dvc and its stage
     done_before_kill = _cached_results(cache_file)
     assert 0 < done_before_kill < 150, "the kill must land mid-caption"
     assert not (workspace / "data/captions/manifest.json").exists()  # nothing half-written: its one part unfinished

@@ -63,6 +63,8 @@ class RunLayout:
     metrics: Path = Path("metrics")
     clip_model: Path = Path("data/models/clip")  # finetune_clip's model (or its record of none)
     finetune_clip_log: Path = Path("metrics/finetune_clip")  # DVCLive: metrics.json, plots/metrics/*.tsv
+    captioner_model: Path = Path("data/models/captioner")  # finetune_captioner's model (or its record of none)
+    finetune_captioner_log: Path = Path("metrics/finetune_captioner")  # DVCLive, as finetune_clip's
 
     @classmethod
     def under(cls, root: PathLike) -> RunLayout:

@@ -138,6 +138,13 @@ def _clip_ref(run: RunLayout) -> ModelRef:
     return replace(ref, model=str(tuned.resolve()), revision=None) if tuned is not None else ref
 
 
+def _captioner_ref(run: RunLayout) -> ModelRef:
+    """The captioner that captioned the run's images: fine-tuned by finetune_captioner, or caption.* as it ran."""
+    ref = _model_ref(run.root, "caption", "caption")
+    tuned = tuned_model(run.captioner_model)
+    return replace(ref, model=str(tuned.resolve()), revision=None) if tuned is not None else ref
+
+
 def _run_images(project: Path) -> ImageSource:
     """Where the run's images are: the ``source`` the subset stage ran with."""
     values = _ran_with(project, "subset", "source")
@@ -171,7 +178,7 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
         load_vectors(run.generated_vectors, mmap=True),
         source=_run_images(run.root),
         clip=_clip_ref(run),
-        captioner=_model_ref(run.root, "caption", "caption"),
+        captioner=_captioner_ref(run),
         alpha=alpha,
     )
 

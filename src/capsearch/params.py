@@ -343,6 +343,7 @@ class ReportParams(Section):
 
 
 FREEZE = ("none", "vision", "text")
+CAPTIONER_FREEZE = ("none", "vision")
 TRAIN_PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -355,14 +356,13 @@ def _number(value: Any, name: str, minimum: float, inclusive: bool = True) -> fl
 
 
 @dataclass(frozen=True)
-class FinetuneClipParams(Section):
-    """Contrastive fine-tuning of the dual encoder on the train split (``epochs: 0``: off, the base model is used).
+class FinetuneParams(Section):
+    """What every fine-tuning section has (``epochs: 0``: off, the base model is used as it is).
 
-    Each epoch is validated on ``dev_images`` of the dev split (Recall@K as the evaluate stage defines it); the best
-    epoch's weights are what the embed stages, search and the service then use.
+    Each epoch is validated on ``dev_images`` of the dev split; the best epoch's weights are what the stages after
+    it, search and the service then use.
     """
 
-    NAME = "finetune.clip"
     epochs: int = 0
     learning_rate: float = 1e-5
     batch_size: int = 64
@@ -374,21 +374,23 @@ class FinetuneClipParams(Section):
     lora_rank: int = 0
     precision: str = "auto"
     seed: int = 0
+    FREEZE_CHOICES = FREEZE
+    SMALLEST_BATCH = 1
 
     def check(self) -> None:
         _integer(self.epochs, self.name("epochs"), 0)
         _number(self.learning_rate, self.name("learning_rate"), 0.0, inclusive=False)
-        _integer(self.batch_size, self.name("batch_size"), 2)  # a contrastive batch needs negatives
+        _integer(self.batch_size, self.name("batch_size"), self.SMALLEST_BATCH)
         _number(self.weight_decay, self.name("weight_decay"), 0.0)
         _integer(self.warmup_steps, self.name("warmup_steps"), 0)
         object.__setattr__(self, "train_images", _count_or_all(self.train_images, self.name("train_images")))
         object.__setattr__(self, "dev_images", _count_or_all(self.dev_images, self.name("dev_images")))
-        _choice(self.freeze, self.name("freeze"), FREEZE, "freeze setting")
+        _choice(self.freeze, self.name("freeze"), self.FREEZE_CHOICES, "freeze setting")
         _integer(self.lora_rank, self.name("lora_rank"), 0)
         if self.lora_rank and self.freeze != "none":
             raise ParamError(
-                f"finetune.clip.freeze: {self.freeze!r} with lora_rank {self.lora_rank}: LoRA adapts both towers; "
-                "set freeze: none, or lora_rank: 0"
+                f"{self.name('freeze')}: {self.freeze!r} with lora_rank {self.lora_rank}: LoRA adapts the whole "
+                "model; set freeze: none, or lora_rank: 0"
             )
         _choice(self.precision, self.name("precision"), TRAIN_PRECISIONS, "training precision")
         _integer(self.seed, self.name("seed"))
@@ -397,9 +399,32 @@ class FinetuneClipParams(Section):
         """Fine-tuning trains on train and picks its epoch on dev: the reported split must be neither."""
         if self.epochs and reported_split != "test":
             raise ParamError(
-                f"finetune.clip.epochs: fine-tuning trains on the train split and picks its epoch on dev, so the "
+                f"{self.name('epochs')}: fine-tuning trains on the train split and picks its epoch on dev, so the "
                 f"reported split must be test (subset.split is {reported_split!r}); or set epochs: 0"
             )
+
+
+@dataclass(frozen=True)
+class FinetuneClipParams(FinetuneParams):
+    """Contrastive fine-tuning of the dual encoder on the train split; each epoch validated by Recall@K on dev (as
+    the evaluate stage defines it). ``freeze``: none | vision | text (that tower stays fixed)."""
+
+    NAME = "finetune.clip"
+    SMALLEST_BATCH = 2  # a contrastive batch needs negatives
+
+
+@dataclass(frozen=True)
+class FinetuneCaptionerParams(FinetuneParams):
+    """Teacher-forced fine-tuning of the captioner on the train split's reference captions; each epoch validated
+    by CIDEr-D of greedy captions on dev. ``freeze``: none | vision (the image encoder stays fixed; BLIP-2 always
+    trains its Q-Former and projection only)."""
+
+    NAME = "finetune.captioner"
+    learning_rate: float = 1e-5
+    batch_size: int = 32
+    weight_decay: float = 0.05
+    dev_images: int | str = 200
+    FREEZE_CHOICES = CAPTIONER_FREEZE
 
 
 INDEX_KINDS = ("auto", "exact", "hnsw", "ivf_sq8", "ivf_pq")
@@ -497,6 +522,7 @@ SECTIONS: dict[str, type[Section]] = {
         ReportParams,
         IndexParams,
         FinetuneClipParams,
+        FinetuneCaptionerParams,
         RuntimeParams,
     )
 }

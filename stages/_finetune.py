@@ -1,0 +1,90 @@
+"""Shared by the fine-tuning stages: their record when off, their train/dev pairs, their resumable checkpoint, and
+DVCLive logging of steps and epochs."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+from typing import Any
+
+import _common  # noqa: F401  (puts this project's src/ first, before capsearch is imported)
+
+from capsearch.artifacts import RunLayout
+from capsearch.data.images import source_images
+from capsearch.data.subset import build_subset, check_workers, find_text_dir
+from capsearch.finetune.handover import write_record
+from capsearch.io import atomic_folder, write_json, write_text
+from capsearch.params import FinetuneParams, SourceParams
+
+
+class LiveLogger:
+    """The training's steps and epochs into DVCLive's files (``metrics/<stage>``): train loss and learning rate per
+    step, every number of the dev metrics per epoch (nested keys joined by ``/``)."""
+
+    def __init__(self, directory: str | Path) -> None:
+        from dvclive import Live
+
+        logging.getLogger("dvclive").setLevel(logging.WARNING)
+        self.live = Live(str(directory), save_dvc_exp=False, dvcyaml=None)  # dvc.yaml declares the files itself
+
+    def step(self, step: int, loss: float, learning_rate: float) -> None:
+        self.live.step = step
+        self.live.log_metric("train/loss", loss)
+        self.live.log_metric("train/learning_rate", learning_rate)
+
+    def epoch(self, epoch: int, step: int, dev: dict) -> None:
+        self.live.step = step
+        for name, value in _numbers(dev, "dev"):
+            if name not in ("dev/epoch", "dev/step"):
+                self.live.log_metric(name, value)
+        self.live.log_metric("dev/epoch", epoch, plot=False)
+
+    def finish(self, summary_: dict) -> None:
+        self.live.summary = summary_
+        self.live.make_summary()
+
+
+def _numbers(values: dict, prefix: str) -> list[tuple[str, float]]:
+    found = []
+    for key, value in values.items():
+        if isinstance(value, dict):
+            found += _numbers(value, f"{prefix}/{key}")
+        elif isinstance(value, int | float) and not isinstance(value, bool):
+            found.append((f"{prefix}/{key}", value))
+    return found
+
+
+def write_off(model_dir: Path, log_dir: Path, base: dict[str, Any], curves: tuple[tuple[str, str], ...]) -> None:
+    """Fine-tuning off: the model folder records that the base model is the run's, the log has empty curves (so
+    `dvc plots show` draws nothing and warns of nothing)."""
+    with atomic_folder(model_dir) as folder:
+        write_record(folder, {"fine_tuned": False, "base": base})
+    with atomic_folder(log_dir) as folder:
+        write_json(folder / "metrics.json", {"epochs": 0})
+        for curve, column in curves:
+            write_text(folder / curve, f"step\t{column}\n")
+
+
+def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams, workers_param: Any) -> tuple:
+    """The train and dev pairs ``p`` asks for (seeded samples of the source's splits)."""
+    from capsearch.finetune.loop import pairs_of
+
+    text_dir = find_text_dir(run.text_dir, source_params.kind) if source_params.kind != "webdataset" else None
+    source = source_images(source_params.kind, run.root / source_params.images)
+    workers = check_workers(workers_param)
+    sets = {
+        split: build_subset(
+            text_dir, source, split, count, p.seed, section=p.NAME, workers=workers,
+            kind=source_params.kind, count_param=p.name(f"{split}_images"),
+        )
+        for split, count in (("train", p.train_images), ("dev", p.dev_images))
+    }  # fmt: skip
+    return tuple(pairs_of(source, sets[s].images, sets[s].references) for s in ("train", "dev"))
+
+
+def checkpoint_store(cache_dir: str | Path | None, task: str, key: str) -> Any:
+    """The resumable checkpoint of a run of ``key`` (under the result cache's folder, outside DVC's cache)."""
+    from capsearch.cache import default_cache_dir
+    from capsearch.finetune.checkpoint import CheckpointStore
+
+    return CheckpointStore(Path(cache_dir or default_cache_dir()) / "checkpoints" / f"{task}-{key}")

@@ -1,0 +1,89 @@
+"""Stage finetune_captioner: teacher-forced fine-tuning of the captioner on the train split's reference captions,
+best epoch by CIDEr-D of greedy captions on dev.
+
+With ``finetune.captioner.epochs: 0`` nothing is trained or loaded: the model folder records that the base model
+of ``caption.*`` is the run's captioner. Otherwise the best epoch's model is saved there (``save_pretrained``,
+safetensors) and the caption stage, ``capsearch`` and the service use it. DVCLive logs the train loss per step and
+the dev CIDEr-D and BLEU-4 per epoch (``dvc plots show``); a killed run resumes from its last checkpoint.
+"""
+
+from _common import Timer, fail, read_params, summary
+from _finetune import LiveLogger, checkpoint_store, train_and_dev, write_off
+
+from capsearch.artifacts import RunLayout
+from capsearch.data.images import ImageReadError
+from capsearch.data.webdataset import ShardError
+from capsearch.finetune.handover import write_record
+from capsearch.io import atomic_folder
+from capsearch.params import CaptionParams, FinetuneCaptionerParams, ParamError, RuntimeParams, SourceParams
+
+RUN = RunLayout()
+CURVES = (("plots/metrics/train/loss.tsv", "loss"), ("plots/metrics/dev/CIDEr-D.tsv", "CIDEr-D"))  # dvc.yaml
+
+
+def main() -> None:
+    timer = Timer()
+    p, reported_split, source_params, caption, knobs = read_params(
+        "finetune_captioner", FinetuneCaptionerParams, "subset.split", SourceParams, CaptionParams, RuntimeParams
+    )
+    try:
+        p.check_against(reported_split)
+    except ParamError as exc:
+        fail("finetune_captioner", exc)
+    base = {"model": caption.model, "revision": caption.revision}
+    if p.epochs == 0:
+        write_off(RUN.captioner_model, RUN.finetune_captioner_log, base, CURVES)
+        summary("finetune_captioner", f"off (finetune.captioner.epochs: 0): the run uses {caption.model} as it is")
+        return
+    # torch and transformers load only once the params are checked: a bad param fails in a second
+    from capsearch.cache import namespace
+    from capsearch.finetune.captioning import finetune_captioner
+    from capsearch.finetune.loop import save_model
+    from capsearch.imports import code_fingerprint
+    from capsearch.models.captioner import Captioner, DecodingSettings
+    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+
+    try:
+        rt = resolve_runtime(knobs, use_cache=False)
+        train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
+        captioner = Captioner(caption.model, caption.revision, "fp32", rt.device)
+        decoding = DecodingSettings.of(caption)
+        key = namespace(
+            task="finetune-captioner",
+            model=captioner.fingerprint(),
+            code=code_fingerprint("capsearch.finetune.captioning"),
+            params=p.as_yaml(),
+            decoding=[decoding.max_new_tokens, decoding.min_new_tokens, decoding.prompt],
+            train=[train.image_ids, train.captions],
+            dev=[dev.image_ids, dev.captions],
+        )
+        checkpoints = checkpoint_store(knobs.cache_dir, "finetune-captioner", key)
+        live = LiveLogger(RUN.finetune_captioner_log)
+        outcome = finetune_captioner(
+            captioner, train, dev, p, decoding=decoding, batch_size=rt.batch_sizes["caption"],
+            workers=rt.num_workers, checkpoints=checkpoints, checkpoint_steps=knobs.checkpoint_steps, logger=live,
+        )  # fmt: skip
+        with atomic_folder(RUN.captioner_model) as folder:
+            save_model(captioner, folder)
+            record = {"fine_tuned": True, "base": base, "best_epoch": outcome.best_epoch, "params": p.as_yaml()}
+            write_record(folder, record)
+    except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
+        fail("finetune_captioner", exc)
+    best, start = outcome.best_dev, outcome.base_dev
+    scores = ("CIDEr-D", "BLEU-4")
+    live.finish({"best_epoch": outcome.best_epoch, "dev": {
+        "base": {name: start[name] for name in scores}, "best": {name: best[name] for name in scores}}})  # fmt: skip
+    checkpoints.clear()
+    resumed = f"; resumed from step {outcome.resumed_from_step}" if outcome.resumed_from_step else ""
+    summary(
+        "finetune_captioner",
+        f"{p.epochs} epochs on {len(train.image_ids)} train images (batch {p.batch_size}, lr {p.learning_rate:g}, "
+        f"freeze {p.freeze}, LoRA rank {p.lora_rank}): dev CIDEr-D {start['CIDEr-D']:.1f} -> {best['CIDEr-D']:.1f}, "
+        f"BLEU-4 {start['BLEU-4']:.1f} -> {best['BLEU-4']:.1f} (best epoch {outcome.best_epoch}){resumed}; "
+        f"{outcome.seconds_per_epoch:.1f}s per epoch on {rt.device}, {timer.seconds:.1f}s in all "
+        f"-> {RUN.captioner_model}",
+    )
+
+
+if __name__ == "__main__":
+    main()
