@@ -14,7 +14,7 @@ from capsearch.data.images import source_images
 from capsearch.data.subset import build_subset, check_workers, find_text_dir
 from capsearch.finetune.handover import write_record
 from capsearch.io import atomic_folder, write_json, write_text
-from capsearch.params import FinetuneParams, SourceParams
+from capsearch.params import FinetuneParams, RuntimeParams, SourceParams
 
 
 class LiveLogger:
@@ -70,7 +70,8 @@ def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams
     from capsearch.finetune.loop import pairs_of
 
     text_dir = find_text_dir(run.text_dir, source_params.kind) if source_params.kind != "webdataset" else None
-    source = source_images(source_params.kind, run.root / source_params.images)
+    # absolute: Ray Train's workers run in folders of their own
+    source = source_images(source_params.kind, (run.root / source_params.images).resolve())
     workers = check_workers(workers_param)
     sets = {
         split: build_subset(
@@ -87,4 +88,54 @@ def checkpoint_store(cache_dir: str | Path | None, task: str, key: str) -> Any:
     from capsearch.cache import default_cache_dir
     from capsearch.finetune.checkpoint import CheckpointStore
 
-    return CheckpointStore(Path(cache_dir or default_cache_dir()) / "checkpoints" / f"{task}-{key}")
+    return CheckpointStore(Path(cache_dir or default_cache_dir()).resolve() / "checkpoints" / f"{task}-{key}")
+
+
+def fine_tune(
+    make_task: Any, train: Any, dev: Any, p: FinetuneParams, knobs: RuntimeParams, device: Any, workers: int, *,
+    checkpoints: Any, logger: LiveLogger, out_dir: Path, record: dict[str, Any], desc: str,
+) -> Any:  # fmt: skip
+    """Train the task ``make_task(device)`` builds, on this machine (``runtime.engine: local``) or data-parallel on
+    Ray Train workers (``ray``), and save the best epoch's model with its record in ``out_dir`` as one unit. The
+    :class:`capsearch.finetune.loop.Outcome`."""
+    from capsearch.finetune.loop import save_task
+    from capsearch.finetune.loop import train as train_here
+
+    with atomic_folder(out_dir) as folder:
+        if knobs.engine == "ray":
+            import ray
+
+            from capsearch.finetune.distributed import train_on_ray, worker_plan
+            from capsearch.ray_engine import connect
+
+            started = connect(knobs.ray_address)
+            try:
+                count, use_gpu = worker_plan(knobs, ray.nodes())
+                outcome = train_on_ray(
+                    make_task, save_task, folder.resolve(), train, dev, p, num_workers=count, use_gpu=use_gpu,
+                    workers=workers, checkpoints=checkpoints, checkpoint_steps=knobs.checkpoint_steps,
+                    logger=logger, desc=desc,
+                )  # fmt: skip
+            finally:
+                if started:
+                    ray.shutdown()
+        else:
+            task = make_task(device)
+            outcome = train_here(
+                task, train, dev, p, workers=workers, checkpoints=checkpoints,
+                checkpoint_steps=knobs.checkpoint_steps, logger=logger, desc=desc,
+            )  # fmt: skip
+            save_task(task, folder)
+        write_record(folder, {**record, "fine_tuned": True, "best_epoch": outcome.best_epoch, "params": p.as_yaml()})
+    return outcome
+
+
+def where(knobs: RuntimeParams, device: Any) -> str:
+    """Where the training ran, for the summary line."""
+    return "Ray Train workers" if knobs.engine == "ray" else str(device)
+
+
+def model_path(model: str) -> str:
+    """A model param as every process can load it: a local folder made absolute (Ray Train's workers run in
+    folders of their own), a hub id as it is."""
+    return str(Path(model).resolve()) if Path(model).exists() else model

@@ -8,13 +8,11 @@ the dev CIDEr-D and BLEU-4 per epoch (``dvc plots show``); a killed run resumes 
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, checkpoint_store, train_and_dev, write_off
+from _finetune import LiveLogger, checkpoint_store, fine_tune, model_path, train_and_dev, where, write_off
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
 from capsearch.data.webdataset import ShardError
-from capsearch.finetune.handover import write_record
-from capsearch.io import atomic_folder
 from capsearch.params import CaptionParams, FinetuneCaptionerParams, ParamError, RuntimeParams, SourceParams
 
 RUN = RunLayout()
@@ -36,9 +34,10 @@ def main() -> None:
         summary("finetune_captioner", f"off (finetune.captioner.epochs: 0): the run uses {caption.model} as it is")
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
+    from functools import partial
+
     from capsearch.cache import namespace
-    from capsearch.finetune.captioning import finetune_captioner
-    from capsearch.finetune.loop import save_model
+    from capsearch.finetune.captioning import captioning_task
     from capsearch.imports import code_fingerprint
     from capsearch.models.captioner import Captioner, DecodingSettings
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
@@ -46,11 +45,10 @@ def main() -> None:
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
-        captioner = Captioner(caption.model, caption.revision, "fp32", rt.device)
         decoding = DecodingSettings.of(caption)
         key = namespace(
             task="finetune-captioner",
-            model=captioner.fingerprint(),
+            model=Captioner.fingerprint_of(caption.model, caption.revision, "caption.model"),
             code=code_fingerprint("capsearch.finetune.captioning"),
             params=p.as_yaml(),
             decoding=[decoding.max_new_tokens, decoding.min_new_tokens, decoding.prompt],
@@ -59,14 +57,14 @@ def main() -> None:
         )
         checkpoints = checkpoint_store(knobs.cache_dir, "finetune-captioner", key)
         live = LiveLogger(RUN.finetune_captioner_log)
-        outcome = finetune_captioner(
-            captioner, train, dev, p, decoding=decoding, batch_size=rt.batch_sizes["caption"],
-            workers=rt.num_workers, checkpoints=checkpoints, checkpoint_steps=knobs.checkpoint_steps, logger=live,
+        make_task = partial(
+            captioning_task, model_path(caption.model), caption.revision, p, decoding, rt.batch_sizes["caption"],
+            rt.num_workers,
         )  # fmt: skip
-        with atomic_folder(RUN.captioner_model) as folder:
-            save_model(captioner, folder)
-            record = {"fine_tuned": True, "base": base, "best_epoch": outcome.best_epoch, "params": p.as_yaml()}
-            write_record(folder, record)
+        outcome = fine_tune(
+            make_task, train, dev, p, knobs, rt.device, rt.num_workers, checkpoints=checkpoints, logger=live,
+            out_dir=RUN.captioner_model, record={"base": base}, desc="fine-tune captioner",
+        )  # fmt: skip
     except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
         fail("finetune_captioner", exc)
     best, start = outcome.best_dev, outcome.base_dev
@@ -80,7 +78,7 @@ def main() -> None:
         f"{p.epochs} epochs on {len(train.image_ids)} train images (batch {p.batch_size}, lr {p.learning_rate:g}, "
         f"freeze {p.freeze}, LoRA rank {p.lora_rank}): dev CIDEr-D {start['CIDEr-D']:.1f} -> {best['CIDEr-D']:.1f}, "
         f"BLEU-4 {start['BLEU-4']:.1f} -> {best['BLEU-4']:.1f} (best epoch {outcome.best_epoch}){resumed}; "
-        f"{outcome.seconds_per_epoch:.1f}s per epoch on {rt.device}, {timer.seconds:.1f}s in all "
+        f"{outcome.seconds_per_epoch:.1f}s per epoch on {where(knobs, rt.device)}, {timer.seconds:.1f}s in all "
         f"-> {RUN.captioner_model}",
     )
 

@@ -8,13 +8,11 @@ checkpoint (under the result cache's folder, removed when the stage finishes).
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, checkpoint_store, train_and_dev, write_off
+from _finetune import LiveLogger, checkpoint_store, fine_tune, model_path, train_and_dev, where, write_off
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
 from capsearch.data.webdataset import ShardError
-from capsearch.finetune.handover import write_record
-from capsearch.io import atomic_folder
 from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, ParamError, RuntimeParams, SourceParams
 
 RUN = RunLayout()
@@ -36,9 +34,10 @@ def main() -> None:
         summary("finetune_clip", f"off (finetune.clip.epochs: 0): the run uses {clip.model} as it is")
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
+    from functools import partial
+
     from capsearch.cache import namespace
-    from capsearch.finetune.contrastive import finetune_dual_encoder
-    from capsearch.finetune.loop import save_model
+    from capsearch.finetune.contrastive import contrastive_task
     from capsearch.imports import code_fingerprint
     from capsearch.models.embedder import DualEncoder
     from capsearch.models.runtime import ModelLoadError, resolve_runtime
@@ -46,10 +45,9 @@ def main() -> None:
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
-        encoder = DualEncoder(clip.model, clip.revision, "fp32", rt.device)
         key = namespace(
             task="finetune-clip",
-            model=encoder.fingerprint(),
+            model=DualEncoder.fingerprint_of(clip.model, clip.revision, "clip.model"),
             code=code_fingerprint("capsearch.finetune.contrastive"),
             params=p.as_yaml(),
             train=[train.image_ids, train.captions],
@@ -58,14 +56,13 @@ def main() -> None:
         )
         checkpoints = checkpoint_store(knobs.cache_dir, "finetune-clip", key)
         live = LiveLogger(RUN.finetune_clip_log)
-        outcome = finetune_dual_encoder(
-            encoder, train, dev, p, ks=evaluate.ks, batch_sizes=rt.batch_sizes, workers=rt.num_workers,
-            checkpoints=checkpoints, checkpoint_steps=knobs.checkpoint_steps, logger=live,
+        make_task = partial(
+            contrastive_task, model_path(clip.model), clip.revision, p, evaluate.ks, rt.batch_sizes, rt.num_workers
+        )
+        outcome = fine_tune(
+            make_task, train, dev, p, knobs, rt.device, rt.num_workers, checkpoints=checkpoints, logger=live,
+            out_dir=RUN.clip_model, record={"base": base}, desc="fine-tune clip",
         )  # fmt: skip
-        with atomic_folder(RUN.clip_model) as folder:
-            save_model(encoder, folder)
-            record = {"fine_tuned": True, "base": base, "best_epoch": outcome.best_epoch, "params": p.as_yaml()}
-            write_record(folder, record)
     except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
         fail("finetune_clip", exc)
     best, start = outcome.best_dev, outcome.base_dev
@@ -78,9 +75,8 @@ def main() -> None:
         f"{p.epochs} epochs on {len(train.image_ids)} train images (batch {p.batch_size}, lr {p.learning_rate:g}, "
         f"freeze {p.freeze}, LoRA rank {p.lora_rank}): dev text→image R@{k} {start['text_to_image'][f'R@{k}']:.1f} "
         f"-> {best['text_to_image'][f'R@{k}']:.1f}, mean recall {start['mean_recall']:.1f} -> "
-        f"{best['mean_recall']:.1f} "
-        f"(best epoch {outcome.best_epoch}){resumed}; {outcome.seconds_per_epoch:.1f}s per epoch on {rt.device}, "
-        f"{timer.seconds:.1f}s in all -> {RUN.clip_model}",
+        f"{best['mean_recall']:.1f} (best epoch {outcome.best_epoch}){resumed}; {outcome.seconds_per_epoch:.1f}s per "
+        f"epoch on {where(knobs, rt.device)}, {timer.seconds:.1f}s in all -> {RUN.clip_model}",
     )
 
 

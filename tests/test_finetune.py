@@ -277,3 +277,16 @@ def test_captioner_lora_merges_into_a_plain_checkpoint_and_bad_settings_are_refu
         with pytest.raises(ParamError) as refused:
             caption_settings(**changes)
         assert str(refused.value).startswith(message), refused.value
+
+
+def test_a_checkpoint_a_kill_left_mid_save_is_recovered_and_clear_leaves_nothing(tmp_path):
+    store = CheckpointStore(tmp_path / "checkpoints" / "run")
+    store.save({"w": torch.ones(2)}, {"step": 3}, None)
+    store.directory.rename(tmp_path / "checkpoints" / "run.old-123")  # killed between atomic_folder's two renames
+    (tmp_path / "checkpoints" / "run.building-x").mkdir()  # and a save that never finished
+    assert store.exists()  # the previous checkpoint is put back
+    weights, state, best = store.load()
+    assert torch.equal(weights["w"], torch.ones(2)) and state["step"] == 3 and best is None
+    (tmp_path / "checkpoints" / "run.building-y").mkdir()
+    store.clear()
+    assert list((tmp_path / "checkpoints").iterdir()) == []

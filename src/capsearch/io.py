@@ -49,13 +49,7 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     of an interrupted earlier call are removed first."""
     out = Path(path)
     out.parent.mkdir(parents=True, exist_ok=True)
-    for stray in out.parent.glob(f"{out.name}.building-*"):
-        shutil.rmtree(stray, ignore_errors=True)
-    for stray in out.parent.glob(f"{out.name}.old-*"):
-        if out.exists():
-            shutil.rmtree(stray, ignore_errors=True)
-        else:  # killed between the two renames: the old folder is the one to keep
-            stray.rename(out)
+    recover_folder(out)
     building = Path(tempfile.mkdtemp(prefix=f"{out.name}.building-", dir=out.parent))
     try:
         yield building
@@ -70,6 +64,20 @@ def atomic_folder(path: str | os.PathLike[str]) -> Iterator[Path]:
     finally:
         if building.exists():
             shutil.rmtree(building)
+
+
+def recover_folder(path: str | os.PathLike[str], keep_old: bool = True) -> None:
+    """Tidy what an :func:`atomic_folder` call killed midway left beside ``path``: a half-filled new folder is
+    removed; the old folder, moved aside when the kill came between the two renames, is put back (``keep_old``) or
+    removed."""
+    out = Path(path)
+    for stray in out.parent.glob(f"{out.name}.building-*"):
+        shutil.rmtree(stray, ignore_errors=True)
+    for stray in out.parent.glob(f"{out.name}.old-*"):
+        if out.exists() or not keep_old:
+            shutil.rmtree(stray, ignore_errors=True)
+        else:  # killed between the two renames: the old folder is the one to keep
+            stray.rename(out)
 
 
 def write_text(path: str | os.PathLike[str], text: str) -> None:

@@ -135,7 +135,7 @@ class _ModelActor:
 _ENGINE_ERROR = re.compile(r"EngineError: (.+)")
 
 
-def _one_line(exc: BaseException) -> str:
+def one_line(exc: BaseException) -> str:
     """The EngineError message inside a Ray error (which carries a traceback), else its last line."""
     found = _ENGINE_ERROR.findall(str(exc))
     if found:
@@ -307,7 +307,7 @@ def ray_parts(
                     if item["part"] not in finished and item["row"] not in rows.get(item["part"], {})
                 ]
                 _blame_process_death(task, left, plan, pipeline, batch_size)
-            raise EngineError(_one_line(exc)) from None
+            raise EngineError(one_line(exc)) from None
         if rows:
             raise EngineError(f"Ray returned parts {sorted(rows)} incomplete")
     finally:

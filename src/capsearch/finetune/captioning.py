@@ -55,7 +55,8 @@ class CaptioningTask(Task):
             )
         self.captioner, self.p, self.batch_size, self.workers = captioner, p, batch_size, workers
         self.greedy = DecodingSettings(1, decoding.max_new_tokens, decoding.min_new_tokens, decoding.prompt)
-        self.model, self.device, self.pixels = captioner.model, captioner.device, captioner.pixels
+        self.wrapper, self.model = captioner, captioner.model
+        self.device, self.pixels = captioner.device, captioner.pixels
         self.kind = captioner.family.model_type
         self.peft_model: Any = None
 
@@ -78,7 +79,7 @@ class CaptioningTask(Task):
         inputs = teacher_inputs(self.captioner, texts, self.greedy.prompt)
         inputs = {name: value.to(self.device) for name, value in inputs.items()}
         normalised = self.captioner.pixels.normalise(pixels, torch.float32)
-        return self.model(pixel_values=normalised, **inputs).loss
+        return self.forward(pixel_values=normalised, **inputs).loss
 
     def evaluate(self, dev: Pairs) -> dict[str, Any]:
         return dev_metrics(self.captioner, dev, self.greedy, self.batch_size, self.workers)
@@ -86,6 +87,14 @@ class CaptioningTask(Task):
     def finish(self) -> None:
         if self.peft_model is not None:
             self.peft_model.merge_and_unload()
+
+
+def captioning_task(
+    model: str, revision: str | None, p: FinetuneCaptionerParams, decoding: DecodingSettings, batch_size: int,
+    workers: int, device: Any,
+) -> CaptioningTask:  # fmt: skip
+    """The task of fine-tuning captioner ``model`` on ``device`` (what each Ray Train worker builds)."""
+    return CaptioningTask(Captioner(model, revision, "fp32", str(device)), p, decoding, batch_size, workers)
 
 
 def dev_metrics(

@@ -16,7 +16,7 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from capsearch.io import atomic_folder
+from capsearch.io import atomic_folder, recover_folder
 
 WEIGHTS, STATE, BEST = "weights.safetensors", "state.pt", "best.safetensors"
 Tensors = dict[str, torch.Tensor]
@@ -29,7 +29,9 @@ class CheckpointStore:
         self.directory = Path(directory)
 
     def exists(self) -> bool:
-        """Whether a complete checkpoint is there."""
+        """Whether a complete checkpoint is there (one a kill left mid-save is recovered first)."""
+        if self.directory.parent.exists():
+            recover_folder(self.directory)
         return all((self.directory / name).exists() for name in (WEIGHTS, STATE))
 
     def save(self, weights: Tensors, state: dict[str, Any], best: Tensors | None) -> None:
@@ -53,8 +55,9 @@ class CheckpointStore:
         )
 
     def clear(self) -> None:
-        """Remove the checkpoint (the run finished)."""
+        """Remove the checkpoint (the run finished), and whatever a killed save left beside it."""
         shutil.rmtree(self.directory, ignore_errors=True)
+        recover_folder(self.directory, keep_old=False)
 
 
 def _contiguous(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

@@ -60,7 +60,7 @@ class ContrastiveTask(Task):
     def __init__(self, encoder: DualEncoder, p: FinetuneClipParams, ks: Sequence[int], batch_sizes: dict[str, int],
                  workers: int) -> None:  # fmt: skip
         self.encoder, self.p, self.ks, self.batch_sizes, self.workers = encoder, p, ks, batch_sizes, workers
-        self.model, self.device, self.pixels = encoder.model, encoder.device, encoder.pixels
+        self.wrapper, self.model, self.device, self.pixels = encoder, encoder.model, encoder.device, encoder.pixels
         self.peft_model: Any = None
         # CLIP clamps its temperature; SigLIP (which has a bias too) does not
         self.clamps = hasattr(self.model, "logit_scale") and not hasattr(self.model, "logit_bias")
@@ -74,7 +74,10 @@ class ContrastiveTask(Task):
     def loss(self, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
         tokens = {name: value.to(self.device) for name, value in self.encoder.tokenize(texts).items()}
         normalised = self.encoder.pixels.normalise(pixels, torch.float32)
-        return self.model(pixel_values=normalised, return_loss=True, **tokens).loss
+        if self.world == 1:
+            return self.forward(pixel_values=normalised, return_loss=True, **tokens).loss
+        output = self.forward(pixel_values=normalised, **tokens)
+        return global_batch_loss(self.model, output.image_embeds, output.text_embeds)
 
     def evaluate(self, dev: Pairs) -> dict[str, Any]:
         return dev_metrics(self.encoder, dev, self.ks, self.batch_sizes, self.workers)
@@ -87,6 +90,32 @@ class ContrastiveTask(Task):
     def finish(self) -> None:
         if self.peft_model is not None:
             self.peft_model.merge_and_unload()
+
+
+def contrastive_task(
+    model: str, revision: str | None, p: FinetuneClipParams, ks: Sequence[int], batch_sizes: dict[str, int],
+    workers: int, device: Any,
+) -> ContrastiveTask:  # fmt: skip
+    """The task of fine-tuning dual encoder ``model`` on ``device`` (what each Ray Train worker builds)."""
+    return ContrastiveTask(DualEncoder(model, revision, "fp32", str(device)), p, ks, batch_sizes, workers)
+
+
+def global_batch_loss(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
+    """The family's loss over the whole batch of every worker (the normalised embeddings gathered with their
+    gradients, as open_clip does), what ``forward(return_loss=True)`` computes on one worker's whole batch: CLIP's
+    symmetric cross-entropy, SigLIP's sigmoid loss with its bias. Each worker computes the same value, and
+    DistributedDataParallel's averaging of the gradients then gives exactly the one-worker gradient."""
+    from torch.distributed.nn.functional import all_gather
+
+    images, texts = torch.cat(all_gather(images)), torch.cat(all_gather(texts))
+    logits = texts @ images.t() * model.logit_scale.exp()
+    if hasattr(model, "logit_bias"):  # SigLIP
+        logits = logits + model.logit_bias
+        signs = 2 * torch.eye(len(logits), device=logits.device) - 1
+        return -torch.nn.functional.logsigmoid(signs * logits).sum(dim=-1).mean()
+    targets = torch.arange(len(logits), device=logits.device)
+    cross_entropy = torch.nn.functional.cross_entropy
+    return (cross_entropy(logits, targets) + cross_entropy(logits.t(), targets)) / 2
 
 
 def finetune_dual_encoder(

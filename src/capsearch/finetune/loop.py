@@ -16,6 +16,7 @@ import math
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -56,10 +57,17 @@ def pairs_of(
 class Task:
     """One kind of fine-tuning: the model, what of it trains, its loss on a batch and its dev evaluation."""
 
+    wrapper: Any  # the model's PretrainedWrapper (model, processor, tokenizer), what :func:`save_model` saves
     model: torch.nn.Module
     device: torch.device
     pixels: PixelPipeline
     score: str  # the dev metric (a key of :meth:`evaluate`'s dict) that picks the best epoch; higher is better
+    wrapped: torch.nn.Module | None = None  # DistributedDataParallel around ``model`` on a run of several workers
+    world: int = 1  # how many workers train together (each on its slice of every batch)
+
+    def forward(self, **inputs: Any) -> Any:
+        """The model's forward, through DistributedDataParallel where there is one (gradients averaged)."""
+        return (self.wrapped or self.model)(**inputs)
 
     def trainable(self) -> Named:
         """The parameters the optimiser updates (the rest set to ``requires_grad = False``)."""
@@ -182,11 +190,15 @@ def train(
     checkpoint_steps: int,
     logger: Logger | None = None,
     desc: str = "fine-tune",
+    rank: int = 0,
+    world: int = 1,
 ) -> Outcome:
     """Train ``task.model`` in place for ``p.epochs`` epochs on ``train_pairs`` and leave in it the weights of the
     epoch with the best dev ``task.score``. Resumes from ``checkpoints`` where a run of the same key stopped; saves
     there every ``checkpoint_steps`` steps and after every epoch (the caller clears it once the model is saved: a
-    failure before then still resumes)."""
+    failure before then still resumes). With ``world`` > 1 (inside a torch process group: see
+    :mod:`capsearch.finetune.distributed`) this is worker ``rank``, training on its slice of each batch; only rank 0
+    writes checkpoints."""
     logger = logger or Logger()
     if p.batch_size > len(train_pairs.image_ids):
         raise ValueError(
@@ -196,6 +208,13 @@ def train(
     model, device = task.model, task.device
     torch.manual_seed(p.seed)
     params = task.trainable()
+    share = p.batch_size // world  # this worker's images of each batch
+    if world > 1:
+        from torch.nn.parallel import DistributedDataParallel
+
+        ids = [device.index] if device.type == "cuda" else None
+        task.wrapped = DistributedDataParallel(model, device_ids=ids, find_unused_parameters=True)
+        task.world = world
     optimizer = optimiser(params, p)
     steps_per_epoch = len(train_pairs.image_ids) // p.batch_size
     total = steps_per_epoch * p.epochs
@@ -222,6 +241,8 @@ def train(
         logger.epoch(row["epoch"], row["step"], row)
 
     def save(new_best: dict[str, torch.Tensor] | None) -> None:
+        if rank != 0:
+            return
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -237,12 +258,11 @@ def train(
     while step < total:
         epoch, offset = divmod(step, steps_per_epoch)
         order, picks = epoch_order(len(train_pairs.image_ids), p.seed, epoch)
-        chosen = order[offset * p.batch_size : steps_per_epoch * p.batch_size]
+        starts = range(offset * p.batch_size, steps_per_epoch * p.batch_size, p.batch_size)
+        chosen = [order[i] for start in starts for i in range(start + rank * share, start + (rank + 1) * share)]
         ids = [train_pairs.image_ids[i] for i in chosen]
         texts = [train_pairs.captions[i][picks[i] % len(train_pairs.captions[i])] for i in chosen]
-        loader = ImageLoader(
-            train_pairs.source, ids, task.pixels, batch_size=p.batch_size, num_workers=workers, device=device
-        )
+        loader = ImageLoader(train_pairs.source, ids, task.pixels, batch_size=share, num_workers=workers, device=device)
         for batch in loader:
             loss = train_step(task, batch.pixels, [texts[i] for i in batch.positions], dtype, optimizer, p)
             scheduler.step()
@@ -267,6 +287,7 @@ def train(
     best_row = max(history.epochs[1:], key=lambda row: (row[task.score], -row["epoch"]))
     if best is not None:
         _load(params, best)
+    task.wrapped = None
     task.finish()
     for parameter in model.parameters():
         parameter.requires_grad_(True)
@@ -333,6 +354,11 @@ def add_lora(model: torch.nn.Module, rank: int, targets: Sequence[str], param: s
         )
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=chosen, bias="none")
     return get_peft_model(model, config)
+
+
+def save_task(task: Task, folder: str | Path) -> None:
+    """:func:`save_model` of a task's wrapper (its model holds the best epoch's weights once training ended)."""
+    save_model(task.wrapper, folder)
 
 
 def save_model(wrapper: Any, folder: Any) -> None:

@@ -100,6 +100,12 @@ class PretrainedWrapper:
         """A uint8 batch from :meth:`preprocess` on the model's device, rescaled and normalised in its dtype."""
         return self.pixels.normalise(pixels.to(self.device, non_blocking=True), self.dtype)
 
+    @classmethod
+    def fingerprint_of(cls, model_id: str, revision: str | None, param: str) -> str:
+        """:meth:`fingerprint` of a checkpoint without loading it (its family is checked on the way)."""
+        source, _ = inspect_model(cls.family_of, model_id, revision, param)
+        return model_fingerprint(model_id, source.load_revision)
+
     def fingerprint(self) -> str:
         """What identifies the loaded weights (hashed once per instance; see ``model_fingerprint``)."""
         if self._fingerprint is None:
