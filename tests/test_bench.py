@@ -52,10 +52,12 @@ def test_the_training_benchmark_runs_and_reports_pairs_per_second(toy_models, tm
     out = tmp_path / "finetune.json"
     result = subprocess.run(
         [sys.executable, "bench/finetune.py", "--device", "cpu", "--batches", "4", "--steps", "1", "--clip-model",
-         str(toy_models / "toy-clip"), "--out", str(out)],
+         str(toy_models / "toy-clip"), "--blip-model", str(toy_models / "toy-blip"), "--out", str(out)],
         cwd=PROJECT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
     rows = json.loads(out.read_text())["rows"]
-    assert [(row["checkpointing"], row["batch"]) for row in rows] == [(False, 4), (True, 4)]
+    assert [(row["task"], row["checkpointing"], row["batch"]) for row in rows] == [
+        (task, checkpointing, 4) for task in ("clip", "captioner") for checkpointing in (False, True)
+    ]
     assert all(row["pairs_per_s"] > 0 and row["machine"] for row in rows)
