@@ -6,7 +6,7 @@ TORCH ?= $(shell grep '^torch==' requirements.lock)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
-.PHONY: venv repro test lint demo clean-demo bench browser
+.PHONY: venv repro test lint demo clean-demo bench browser java
 
 venv: $(VENV)/.installed
 
@@ -48,6 +48,12 @@ bench: venv
 browser:
 	command -v chromium >/dev/null && command -v chromedriver >/dev/null || \
 	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null)
+
+# Java 17 for pycocoevalcap's jars: METEOR in the evaluate and agreement stages, the PTB tokenizer's reference tests
+# (needs root where it is missing; Debian's package).
+java:
+	command -v java >/dev/null || \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq openjdk-17-jre-headless >/dev/null)
 
 clean-demo:
 	rm -rf build/demo

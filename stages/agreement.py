@@ -3,6 +3,7 @@
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, read_image_embeddings
+from capsearch.cache import ResultCache
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
 from capsearch.evaluation.human_agreement import (
@@ -57,8 +58,9 @@ def main() -> None:
             image_ids,
             image_vectors,
             lambda texts: embedder.embed_texts(texts, rt.batch_sizes["embed_texts"]).vectors,
+            ResultCache(knobs.cache_dir) if knobs.cache else None,  # METEOR's jar: seconds to start
         )
-    except (ValueError, FileNotFoundError, ModelLoadError) as exc:
+    except (ValueError, OSError, ModelLoadError) as exc:
         fail("agreement", exc)
     write_json(OUT, report)
     e = report["flickr8k_expert"]

@@ -5,9 +5,10 @@ import json
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_image_embeddings, read_references
-from capsearch.evaluation.run import EvaluationInputs, caption_quality, retrieval_metrics
+from capsearch.cache import ResultCache
+from capsearch.evaluation.run import CAPTION_SCORES_HEADER, EvaluationInputs, caption_quality, retrieval_metrics
 from capsearch.io import write_csv, write_json
-from capsearch.params import EvaluateParams
+from capsearch.params import EvaluateParams, RuntimeParams
 
 RUN = RunLayout()
 
@@ -34,25 +35,26 @@ def read_inputs() -> EvaluationInputs:
 
 def main() -> None:
     timer = Timer()
-    p: EvaluateParams = read_params("evaluate", EvaluateParams)
+    p, knobs = read_params("evaluate", EvaluateParams, RuntimeParams)
     try:
         inputs = read_inputs()
         report, curve = retrieval_metrics(inputs, p.ks)
-        quality, per_image = caption_quality(inputs)
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+        cache = ResultCache(knobs.cache_dir) if knobs.cache else None  # METEOR's jar: seconds to start
+        quality, per_image = caption_quality(inputs, cache)
+    except (ValueError, KeyError, OSError) as exc:
         fail("evaluate", exc)
     write_json(RUN.metrics / "retrieval.json", report)
     write_json(RUN.metrics / "recall_curve.json", curve)
     write_json(RUN.metrics / "caption_quality.json", quality)
-    header = ["image_id", "caption", "BLEU-4", "CIDEr-D", "CLIP-S", "RefCLIP-S"]
-    write_csv(RUN.metrics / "caption_scores.csv", header, per_image)
+    write_csv(RUN.metrics / "caption_scores.csv", CAPTION_SCORES_HEADER, per_image)
     t2i, i2t = report["text_to_image"], report["image_to_text"]
     k = p.ks
     summary(
         "evaluate",
         f"{report['gallery_images']} images, {report['query_captions']} captions: text→image R@{k[0]} "
         f"{t2i[f'R@{k[0]}']:.1f} R@{k[-1]} {t2i[f'R@{k[-1]}']:.1f}, image→text R@{k[0]} {i2t[f'R@{k[0]}']:.1f} "
-        f"R@{k[-1]} {i2t[f'R@{k[-1]}']:.1f}; captions BLEU-4 {quality['BLEU-4']:.1f} CIDEr-D {quality['CIDEr-D']:.1f} "
+        f"R@{k[-1]} {i2t[f'R@{k[-1]}']:.1f}; captions BLEU-4 {quality['BLEU-4']:.1f} METEOR {quality['METEOR']:.1f} "
+        f"ROUGE-L {quality['ROUGE-L']:.1f} CIDEr-D {quality['CIDEr-D']:.1f} "
         f"CLIP-S {quality['CLIP-S']:.3f} in {timer.seconds:.1f}s -> metrics/retrieval.json, caption_quality.json",
     )
 

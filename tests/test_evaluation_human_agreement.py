@@ -6,7 +6,7 @@ import pytest
 from capsearch.data.flickr8k import (
     parse_token_file,
 )
-from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
 from capsearch.evaluation.human_agreement import (
     agreement,
     expert_protocol,
@@ -47,16 +47,22 @@ def test_agreement_per_rating_and_mean():
         agreement(judgments, np.array([0.1]))
 
 
-def test_published_flickr8k_expert_numbers_for_bleu4_and_cider(shared_flickr8k):
+def test_published_flickr8k_expert_numbers_for_bleu_meteor_rouge_and_cider(shared_flickr8k):
     captions = parse_token_file(shared_flickr8k / "Flickr8k.token.txt").captions
     judgments = expert_protocol(read_expert_judgments(shared_flickr8k / "ExpertAnnotations.txt"))
     assert len(judgments) == 5664
     candidates = {str(i): captions[j.caption_image][j.caption_index] for i, j in enumerate(judgments)}
     references = {str(i): captions[j.image] for i, j in enumerate(judgments)}
-    bleu4 = bleu(candidates, references)[1][:, 3]
+    bleu_items = bleu(candidates, references)[1]
     cider = cider_d(candidates, references)[1]
-    # CLIPScore paper, Table 1, Flickr8K-Expert tau-c: BLEU-4 30.8, CIDEr 43.9
-    assert round(agreement(judgments, bleu4), 1) == 30.8
+    meteor_items = np.asarray(meteor(candidates, references, resamples=0).items)
+    rouge = rouge_l(candidates, references)[1]
+    # CLIPScore paper (Hessel et al., 2021), Table 1, Flickr8K-Expert tau-c: BLEU-1 32.3, BLEU-4 30.8, ROUGE-L 32.3,
+    # METEOR 41.8, CIDEr 43.9
+    assert round(agreement(judgments, bleu_items[:, 0]), 1) == 32.3
+    assert round(agreement(judgments, bleu_items[:, 3]), 1) == 30.8
+    assert round(agreement(judgments, rouge), 1) == 32.3
+    assert round(agreement(judgments, meteor_items), 1) == 41.8
     assert round(agreement(judgments, cider), 1) == 43.9
 
 

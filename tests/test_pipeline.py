@@ -13,10 +13,12 @@ import yaml
 from helpers import capsearch_here, pending
 
 from capsearch.artifacts import read_generated, read_image_embeddings
+from capsearch.cache import ResultCache
 from capsearch.demo.toy_models import COLOUR_WORDS, names_colour_and_shape
 from capsearch.demo.workspace import run_dvc
 from capsearch.evaluation.ranks import index_of
 from capsearch.evaluation.recall import retrieval_report
+from capsearch.evaluation.run import CAPTION_SCORES_HEADER
 from capsearch.io import load_npy, read_csv
 
 pytestmark = pytest.mark.slow
@@ -81,9 +83,13 @@ def test_full_run_writes_every_artifact(workspace):
     quality = json.loads((workspace / "metrics/caption_quality.json").read_text())
     assert quality["images"] == GALLERY and 0 < quality["BLEU-4"] <= quality["BLEU-1"] <= 100
     assert quality["CLIP-S"] > 0 and quality["CIDEr-D"] > 50  # the toy BLIP mostly says what the references say
-    per_image = read_csv(workspace / "metrics/caption_scores.csv", ["image_id", "caption", "BLEU-4", "CIDEr-D"])
+    for metric in ("METEOR", "ROUGE-L"):  # the full COCO set but SPICE, with bootstrap intervals
+        assert 0 < quality[f"{metric}_low"] <= quality[metric] <= quality[f"{metric}_high"] < 100, metric
+    per_image = read_csv(workspace / "metrics/caption_scores.csv", CAPTION_SCORES_HEADER)
     assert [row["image_id"] for row in per_image] == ids
     assert np.mean([float(row["CLIP-S"]) for row in per_image]) == pytest.approx(quality["CLIP-S"], abs=1e-5)
+    rouge = np.mean([float(row["ROUGE-L"]) for row in per_image])  # COCO's corpus ROUGE-L: the mean of the rows
+    assert 100 * rouge == pytest.approx(quality["ROUGE-L"], abs=1e-3) and all(row["METEOR"] for row in per_image)
     fusion = metrics["text_to_image_fusion"]
     tuned = json.loads((workspace / "data/fusion/alpha.json").read_text())
     assert tuned["split"] == "dev" and tuned["images"] == GALLERY // 2 and fusion["alpha"] == tuned["alpha"]
@@ -140,6 +146,7 @@ def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models)
     expert = report["flickr8k_expert"]
     assert expert["pairs"] > 100
     assert expert["tau_CLIP-S"] > 15 and expert["tau_RefCLIP-S"] > 15 and expert["tau_CIDEr-D"] > 15
+    assert {"tau_BLEU-1", "tau_METEOR", "tau_ROUGE-L"} <= set(expert)
     text = workspace / "data/text"
     ids, images = read_image_embeddings(workspace / "data/embeddings/images")
     embedder = DualEncoder(str(toy_models / "toy-clip"), precision="fp32", device="cpu")
@@ -149,9 +156,12 @@ def test_metrics_agree_with_the_generated_human_judgments(workspace, toy_models)
         parse_token_file(text / "Flickr8k.token.txt").captions,
         ids,
     )
-    again = human_agreement(*args, images, lambda texts: embedder.embed_texts(texts).vectors)
+    cache = ResultCache()  # the stage's: METEOR of the same pairs comes from it, Java is not started again
+    again = human_agreement(*args, images, lambda texts: embedder.embed_texts(texts).vectors, cache)
     assert again["flickr8k_expert"]["tau_CLIP-S"] == pytest.approx(expert["tau_CLIP-S"], abs=1e-3)
-    shuffled = human_agreement(*args, images[np.random.default_rng(0).permutation(len(ids))], embedder_texts(embedder))
+    assert again["flickr8k_expert"]["tau_METEOR"] == pytest.approx(expert["tau_METEOR"], abs=1e-6)
+    shuffled_images = images[np.random.default_rng(0).permutation(len(ids))]
+    shuffled = human_agreement(*args, shuffled_images, embedder_texts(embedder), cache)
     assert abs(shuffled["flickr8k_expert"]["tau_CLIP-S"]) < 10  # wrong image alignment: no agreement left
 
 
@@ -186,7 +196,8 @@ def test_an_experiment_with_another_caption_model_reruns_what_depends_on_caption
     early = str(toy_models / "toy-blip-early")
     result = run_dvc(run_copy, "exp", "run", "-S", f"caption.model={early}", "evaluate", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
-    assert ran_stages(result.stdout) == {"caption", "embed_texts", "tune_fusion", "evaluate"}  # not embed_images
+    # not embed_images; finetune_captioner (off) records the new base model, which caption then uses
+    assert ran_stages(result.stdout) == {"finetune_captioner", "caption", "embed_texts", "tune_fusion", "evaluate"}
     assert pending(run_copy) == {"index", "report"}  # what else the change reaches (not agreement)
     after = read_generated(run_copy / "data/captions")
     assert after[0] == before[0] and after[1] != before[1]  # the same images, the other model's captions

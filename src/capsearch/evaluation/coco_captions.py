@@ -1,9 +1,11 @@
-"""Caption quality against references, computed the COCO way: BLEU-1..4 and CIDEr-D.
+"""Caption quality against references, computed the COCO way: BLEU-1..4, METEOR, ROUGE-L and CIDEr-D.
 
-The scorers are pycocoevalcap's own ``Bleu`` and ``Cider`` (the COCO caption evaluation code; its ``Cider`` is
-CIDEr-D). Texts are tokenized exactly as its ``PTBTokenizer`` does (Stanford PTBTokenizer 3.4.1, lower-cased,
-punctuation tokens removed), by the plain-Python port in :mod:`capsearch.evaluation.ptb_tokenizer`, so no Java
-is needed: references in one batch and candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
+The scorers are pycocoevalcap's own ``Bleu``, ``Rouge`` and ``Cider`` (the COCO caption evaluation code; its
+``Cider`` is CIDEr-D) and its METEOR 1.5 jar (:mod:`capsearch.evaluation.meteor`). SPICE is not computed: it needs
+Stanford CoreNLP models that cannot be fetched here, and is not approximated. Texts are tokenized exactly as its
+``PTBTokenizer`` does (Stanford PTBTokenizer 3.4.1, lower-cased, punctuation tokens removed), by the plain-Python
+port in :mod:`capsearch.evaluation.ptb_tokenizer`, so no Java is needed for it: references in one batch and
+candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
 """
 
 from __future__ import annotations
@@ -13,7 +15,11 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
 from pycocoevalcap.cider.cider import Cider
+from pycocoevalcap.rouge.rouge import Rouge
 
+from capsearch.cache import ResultCache
+from capsearch.evaluation.meteor import MeteorResult
+from capsearch.evaluation.meteor import meteor as meteor_of_tokens
 from capsearch.evaluation.ptb_tokenizer import coco_tokenize_batch
 
 
@@ -49,3 +55,26 @@ def cider_d(candidates: Mapping[str, str], references: Mapping[str, Sequence[str
     _, gts, res = _prepare(candidates, references)
     corpus, per_item = Cider().compute_score(gts, res)
     return float(corpus), np.asarray(per_item, dtype=np.float64)
+
+
+def rouge_l(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
+    """Corpus ROUGE-L (COCO's: the mean over candidates of the LCS F-measure, beta 1.2, best reference) and the
+    per-candidate scores."""
+    if not candidates:
+        raise ValueError("no candidates to score")
+    _, gts, res = _prepare(candidates, references)
+    corpus, per_item = Rouge().compute_score(gts, res)
+    return float(corpus), np.asarray(per_item, dtype=np.float64)
+
+
+def meteor(
+    candidates: Mapping[str, str],
+    references: Mapping[str, Sequence[str]],
+    cache: ResultCache | None = None,
+    resamples: int = 1000,
+) -> MeteorResult:
+    """Corpus METEOR 1.5 (COCO's), the per-candidate scores and a bootstrap interval of the corpus score."""
+    if not candidates:
+        raise ValueError("no candidates to score")
+    keys, gts, res = _prepare(candidates, references)
+    return meteor_of_tokens([res[key][0] for key in keys], [gts[key] for key in keys], cache, resamples)

@@ -3,11 +3,12 @@
 ``ExpertAnnotations.txt``: image, caption id, three expert scores 1-4. ``CrowdFlowerAnnotations.txt``: image,
 caption id, fraction of yes, yes count, no count. A judged caption is usually another image's caption.
 
-The published Flickr8k-Expert protocol (CLIPScore paper, Table 1: BLEU-4 30.8, CIDEr 43.9, CLIP-S 51.2,
-RefCLIP-S 53.0) is reproduced exactly by :func:`expert_protocol`: the 158 pairs whose caption is one of the
-judged image's own captions are dropped (5,664 pairs left), the references are the judged image's 5 captions, and
-Kendall tau-c is taken over every single rating (16,992 points). ``tests/test_evaluation_human_agreement.py``
-checks BLEU-4 and CIDEr against the published numbers on the real files.
+The published Flickr8k-Expert protocol (CLIPScore paper, Table 1: BLEU-1 32.3, BLEU-4 30.8, ROUGE-L 32.3,
+METEOR 41.8, CIDEr 43.9, CLIP-S 51.2, RefCLIP-S 53.0) is reproduced exactly by :func:`expert_protocol`: the 158
+pairs whose caption is one of the judged image's own captions are dropped (5,664 pairs left), the references are
+the judged image's 5 captions, and Kendall tau-c is taken over every single rating (16,992 points).
+``tests/test_evaluation_human_agreement.py`` checks BLEU-1, BLEU-4, METEOR, ROUGE-L and CIDEr against the
+published numbers on the real files.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 import numpy as np
 from scipy.stats import kendalltau
 
+from capsearch.cache import ResultCache
 from capsearch.evaluation.clipscore import clip_score, ref_clip_score, with_prefix
-from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
 
 EXPERT_FILE = "ExpertAnnotations.txt"
 CROWDFLOWER_FILE = "CrowdFlowerAnnotations.txt"
@@ -101,11 +103,13 @@ def score_judged_pairs(
     image_rows: np.ndarray,
     image_vectors: np.ndarray,
     embed: Callable[[list[str]], np.ndarray],
+    cache: ResultCache | None = None,
 ) -> dict[str, np.ndarray]:
-    """Per-pair BLEU-4, CIDEr-D, CLIP-S and RefCLIP-S; ``embed`` gives normalised CLIPScore text embeddings."""
+    """Per-pair BLEU-1, BLEU-4, METEOR, ROUGE-L, CIDEr-D, CLIP-S and RefCLIP-S; ``embed`` gives normalised
+    CLIPScore text embeddings; ``cache`` keeps METEOR's result."""
     keys = [str(i) for i in range(len(pairs))]
-    bleu4 = bleu(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))[1][:, 3]
-    cider = cider_d(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))[1]
+    by_key, refs_by_key = dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True))
+    bleu_items = bleu(by_key, refs_by_key)[1]
     texts = sorted(set(candidates) | {r for refs in references for r in refs})
     vectors = embed(with_prefix(texts))
     row = {text: i for i, text in enumerate(texts)}
@@ -114,8 +118,11 @@ def score_judged_pairs(
     reference_vectors = vectors[[row[r] for refs in references for r in refs]]
     images = image_vectors[image_rows]
     return {
-        "BLEU-4": bleu4,
-        "CIDEr-D": cider,
+        "BLEU-1": bleu_items[:, 0],
+        "BLEU-4": bleu_items[:, 3],
+        "METEOR": np.asarray(meteor(by_key, refs_by_key, cache, resamples=0).items),
+        "ROUGE-L": rouge_l(by_key, refs_by_key)[1],
+        "CIDEr-D": cider_d(by_key, refs_by_key)[1],
         "CLIP-S": clip_score(candidate_vectors, images),
         "RefCLIP-S": ref_clip_score(candidate_vectors, images, reference_vectors, owner),
     }
@@ -128,6 +135,7 @@ def human_agreement(
     image_ids: list[str],
     image_vectors: np.ndarray,
     embed: Callable[[list[str]], np.ndarray],
+    cache: ResultCache | None = None,
 ) -> dict[str, dict[str, float]]:
     """tau of each metric with Flickr8k-Expert (published protocol, tau-c) and Flickr8k-CrowdFlower (tau-b).
 
@@ -154,7 +162,7 @@ def human_agreement(
             [c for k, c in enumerate(captions[j.image]) if not (j.own_caption and k == j.caption_index)] for j in usable
         ]
         rows = np.array([row_of[j.image] for j in usable])
-        scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed)
+        scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed, cache)
         if per_rating:
             taus = {metric: agreement(usable, values) for metric, values in scores.items()}
             taus |= {f"{m}_vs_mean_rating": agreement(usable, v, per_rating=False) for m, v in scores.items()}

@@ -69,10 +69,19 @@ def bootstrap_recall_interval(
 ) -> tuple[float, float]:
     """Percentile bootstrap interval (percent) of Recall@K, resampling queries with replacement."""
     hits = (np.asarray(ranks) <= k).astype(np.float64)
+    low, high = bootstrap_mean_interval(hits, resamples, seed, level)
+    return round(100.0 * low, 4), round(100.0 * high, 4)
+
+
+def bootstrap_mean_interval(
+    values: np.ndarray, resamples: int = 1000, seed: int = 0, level: float = 0.95
+) -> tuple[float, float]:
+    """Percentile bootstrap interval of the mean of ``values``, resampling them with replacement (seeded)."""
+    values = np.asarray(values, dtype=np.float64)
     rng = np.random.default_rng(seed)
-    means = hits[rng.integers(0, len(hits), size=(resamples, len(hits)))].mean(axis=1)
+    means = values[rng.integers(0, len(values), size=(resamples, len(values)))].mean(axis=1)
     low, high = np.percentile(means, [50 * (1 - level), 100 - 50 * (1 - level)])
-    return round(100.0 * float(low), 4), round(100.0 * float(high), 4)
+    return float(low), float(high)
 
 
 def with_intervals(summary: dict[str, float], ranks: np.ndarray, ks: Sequence[int], seed: int = 0) -> dict[str, float]:

@@ -9,10 +9,11 @@ from typing import Any
 import numpy as np
 
 from capsearch.artifacts import References, check_rows
+from capsearch.cache import ResultCache
 from capsearch.evaluation.clipscore import best_reference_similarity, clip_score, harmonic_mean
-from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
 from capsearch.evaluation.ranks import index_of
-from capsearch.evaluation.recall import retrieval_report, summarise_ranks, with_intervals
+from capsearch.evaluation.recall import bootstrap_mean_interval, retrieval_report, summarise_ranks, with_intervals
 from capsearch.fusion import fusion_ranks
 
 CURVE_KEYS = ("text_to_image", "image_to_text", "text_to_generated_caption", "text_to_image_fusion")
@@ -76,16 +77,24 @@ def retrieval_metrics(run: EvaluationInputs, ks: Sequence[int]) -> tuple[dict[st
     return report, curve
 
 
-def caption_quality(run: EvaluationInputs) -> tuple[dict[str, Any], list[list[Any]]]:
+CAPTION_SCORES_HEADER = ["image_id", "caption", "BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D", "CLIP-S", "RefCLIP-S"]
+
+
+def caption_quality(run: EvaluationInputs, cache: ResultCache | None = None) -> tuple[dict[str, Any], list[list[Any]]]:
     """Generated captions scored against their image's reference captions and against the image.
 
-    BLEU-1..4 and CIDEr-D (COCO way, corpus level, x100), mean CLIP-S and RefCLIP-S (unscaled, as the
-    CLIPScore paper reports them); plus one row per image:
-    image_id, generated caption, BLEU-4, CIDEr-D, CLIP-S, RefCLIP-S.
+    BLEU-1..4, METEOR, ROUGE-L and CIDEr-D (COCO way, corpus level, x100; METEOR and ROUGE-L with a 95% bootstrap
+    interval over the images, ``<metric>_low``/``_high``), mean CLIP-S and RefCLIP-S (unscaled, as the CLIPScore
+    paper reports them); plus one row per image (:data:`CAPTION_SCORES_HEADER`). ``cache`` keeps METEOR's result
+    (its jar takes seconds to start).
     """
     candidates = dict(zip(run.image_ids, run.generated, strict=True))
-    bleu_corpus, bleu_items = bleu(candidates, run.references.by_image())
-    cider_corpus, cider_items = cider_d(candidates, run.references.by_image())
+    references = run.references.by_image()
+    bleu_corpus, bleu_items = bleu(candidates, references)
+    cider_corpus, cider_items = cider_d(candidates, references)
+    meteor_result = meteor(candidates, references, cache)
+    rouge_corpus, rouge_items = rouge_l(candidates, references)
+    rouge_low, rouge_high = bootstrap_mean_interval(rouge_items)
     clip_s = clip_score(run.generated_clipscore_vectors, run.image_vectors)
     best_reference = best_reference_similarity(
         run.generated_clipscore_vectors, run.reference_clipscore_vectors, run.reference_owner
@@ -93,6 +102,12 @@ def caption_quality(run: EvaluationInputs) -> tuple[dict[str, Any], list[list[An
     ref_clip_s = harmonic_mean(clip_s, best_reference)
     summary = {
         **{name: round(100 * value, 4) for name, value in bleu_corpus.items()},
+        "METEOR": round(100 * meteor_result.corpus, 4),
+        "METEOR_low": round(100 * meteor_result.low, 4),
+        "METEOR_high": round(100 * meteor_result.high, 4),
+        "ROUGE-L": round(100 * rouge_corpus, 4),
+        "ROUGE-L_low": round(100 * rouge_low, 4),
+        "ROUGE-L_high": round(100 * rouge_high, 4),
         "CIDEr-D": round(100 * cider_corpus, 4),
         "CLIP-S": round(float(clip_s.mean()), 6),
         "RefCLIP-S": round(float(ref_clip_s.mean()), 6),
@@ -100,6 +115,15 @@ def caption_quality(run: EvaluationInputs) -> tuple[dict[str, Any], list[list[An
     }
     rows = [
         [image_id, candidates[image_id], *(round(float(v), 6) for v in values)]
-        for image_id, *values in zip(run.image_ids, bleu_items[:, 3], cider_items, clip_s, ref_clip_s, strict=True)
+        for image_id, *values in zip(
+            run.image_ids,
+            bleu_items[:, 3],
+            meteor_result.items,
+            rouge_items,
+            cider_items,
+            clip_s,
+            ref_clip_s,
+            strict=True,
+        )
     ]
     return summary, rows
