@@ -10,8 +10,7 @@ from typing import Any
 import _common  # noqa: F401  (puts this project's src/ first, before capsearch is imported)
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import source_images
-from capsearch.data.subset import build_subset, check_workers, find_text_dir
+from capsearch.data.subset import build_subset, check_workers, open_source
 from capsearch.finetune.handover import write_record
 from capsearch.io import atomic_folder, write_json, write_text
 from capsearch.params import FinetuneParams, RuntimeParams, SourceParams
@@ -69,14 +68,13 @@ def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams
     """The train and dev pairs ``p`` asks for (seeded samples of the source's splits)."""
     from capsearch.finetune.loop import pairs_of
 
-    text_dir = find_text_dir(run.text_dir, source_params.kind) if source_params.kind != "webdataset" else None
     # absolute: Ray Train's workers run in folders of their own
-    source = source_images(source_params.kind, (run.root / source_params.images).resolve())
+    source, text_dir = open_source(source_params.kind, (run.root / source_params.images).resolve(), run.text_dir)
     workers = check_workers(workers_param)
     sets = {
         split: build_subset(
             text_dir, source, split, count, p.seed, section=p.NAME, workers=workers,
-            kind=source_params.kind, count_param=p.name(f"{split}_images"),
+            kind=source_params.kind, count_param=p.name(f"{split}_images"), columns=source_params.columns,
         )
         for split, count in (("train", p.train_images), ("dev", p.dev_images))
     }  # fmt: skip

@@ -30,7 +30,7 @@ def main() -> None:
         fail("agreement", exc)
     empty = {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}}
     if source.kind != "flickr8k":
-        note = f"a {source.kind} source has no human judgments of captions: nothing to compare"
+        note = f"the {source.kind} source has no human judgments of captions: nothing to compare"
         write_json(OUT, {**empty, "note": note})
         summary("agreement", f"skipped: {note} -> {OUT}")
         return

@@ -9,7 +9,7 @@ from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationErr
 from capsearch.data.kaggle import pack_kaggle_folder
 from capsearch.data.karpathy import KARPATHY_FILES, fetch_karpathy
 from capsearch.io import write_text
-from capsearch.params import FetchParams, SourceParams
+from capsearch.params import LOCAL_SOURCES, FetchParams, SourceParams
 
 RUN = RunLayout()
 
@@ -36,13 +36,13 @@ def main() -> None:
             f"{got.image_count} images at {got.images} in {timer.seconds:.1f}s",
         )
         return
-    if source.kind == "webdataset":  # nothing to download: the subset stage reads the shards where they are
+    if source.kind in LOCAL_SOURCES:  # nothing to download: the subset stage reads the shards or folder where they are
         note = f"source.kind is {source.kind}: images and captions are read from {source.images}, nothing fetched\n"
         for folder in (RUN.image_zip.parent, RUN.text_dir):
             write_text(folder / "SOURCE.txt", note)
-        summary("fetch", f"nothing to fetch for a {source.kind} source ({source.images}) in {timer.seconds:.1f}s")
+        summary("fetch", f"nothing to fetch for the {source.kind} source ({source.images}) in {timer.seconds:.1f}s")
         return
-    (RUN.image_zip.parent / "SOURCE.txt").unlink(missing_ok=True)  # left by a webdataset run (data/raw persists)
+    (RUN.image_zip.parent / "SOURCE.txt").unlink(missing_ok=True)  # left by a shard or folder run (data/raw persists)
     try:
         if p.kaggle_dir:
             packed = pack_kaggle_folder(p.kaggle_dir, RUN.image_zip.parent)

@@ -3,8 +3,7 @@
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, write_excluded, write_image_table, write_references
-from capsearch.data.images import source_images
-from capsearch.data.subset import build_subset, check_workers, find_text_dir
+from capsearch.data.subset import build_subset, check_workers, open_source
 from capsearch.data.webdataset import ShardError, describe_unread, unread_files
 from capsearch.params import RuntimeParams, SourceParams, SubsetParams
 
@@ -16,9 +15,10 @@ def main() -> None:
     source, p, knobs = read_params("subset", SourceParams, SubsetParams, RuntimeParams)
     workers = check_workers(knobs.num_workers)
     try:
-        text_dir = find_text_dir(RUN.text_dir, source.kind) if source.kind != "webdataset" else None
-        images = source_images(source.kind, RUN.root / source.images)
-        result = build_subset(text_dir, images, p.split, p.num_images, p.seed, workers=workers, kind=source.kind)
+        images, text_dir = open_source(source.kind, RUN.root / source.images, RUN.text_dir)
+        result = build_subset(
+            text_dir, images, p.split, p.num_images, p.seed, workers=workers, kind=source.kind, columns=source.columns
+        )
     except (ValueError, FileNotFoundError, ShardError) as exc:
         fail("subset", exc)
     write_image_table(RUN.subset_images, result.images)

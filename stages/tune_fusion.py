@@ -7,8 +7,8 @@ CLIP embeddings of the images, the generated captions and the reference captions
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import ImageReadError, source_images
-from capsearch.data.subset import build_subset, check_workers, find_text_dir
+from capsearch.data.images import ImageReadError
+from capsearch.data.subset import build_subset, check_workers, open_source
 from capsearch.data.webdataset import ShardError
 from capsearch.evaluation.ranks import index_of
 from capsearch.finetune.handover import captioner_of, dual_encoder_of
@@ -41,12 +41,12 @@ def main() -> None:
 
     try:
         rt = resolve_runtime(knobs)
-        text_dir = find_text_dir(RUN.text_dir, source_params.kind) if source_params.kind != "webdataset" else None
-        source = source_images(source_params.kind, RUN.root / source_params.images)
+        source, text_dir = open_source(source_params.kind, RUN.root / source_params.images, RUN.text_dir)
         workers = check_workers(knobs.num_workers)
         tune = build_subset(
-            text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers, kind=source_params.kind
-        )
+            text_dir, source, p.split, p.num_images, p.seed, section="fusion", workers=workers,
+            kind=source_params.kind, columns=source_params.columns,
+        )  # fmt: skip
         image_ids = [image_id for image_id, *_ in tune.images]
         captioner = Captioner(c.model, c.revision, c.precision, rt.device)
         embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)

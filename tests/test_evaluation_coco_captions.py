@@ -84,7 +84,14 @@ class _NoSpice:
         return float("nan"), [float("nan")] * len(res)
 
 
-def test_meteor_rouge_bleu_and_cider_equal_coco_eval_cap(monkeypatch):
+@pytest.fixture(scope="module")
+def jar():
+    """One METEOR jar for the module's tests (it takes seconds to start)."""
+    with MeteorJar() as running:
+        yield running
+
+
+def test_meteor_rouge_bleu_and_cider_equal_coco_eval_cap(monkeypatch, jar):
     """The COCO caption toolkit itself (its Java PTB tokenizer, its scorers) on the same captions."""
     import pycocoevalcap.eval
 
@@ -96,7 +103,7 @@ def test_meteor_rouge_bleu_and_cider_equal_coco_eval_cap(monkeypatch):
     coco.evaluate()
     candidates = {str(i): candidate for i, (candidate, _) in CAPTIONS.items()}
     references = {str(i): refs for i, (_, refs) in CAPTIONS.items()}
-    result = meteor(candidates, references)
+    result = meteor(candidates, references, jar=jar)
     assert result.corpus == pytest.approx(coco.eval["METEOR"], abs=1e-12)
     assert result.items == pytest.approx([coco.imgToEval[i]["METEOR"] for i in CAPTIONS], abs=1e-12)
     assert result.low <= result.corpus <= result.high
@@ -106,16 +113,15 @@ def test_meteor_rouge_bleu_and_cider_equal_coco_eval_cap(monkeypatch):
 
 
 def test_meteor_of_a_resample_is_the_jar_score_of_its_summed_statistics_and_a_cached_result_starts_no_java(
-    tmp_path, monkeypatch
+    tmp_path, monkeypatch, jar
 ):
     texts = [(c.lower().rstrip("."), [r.lower() for r in refs]) for c, refs in CAPTIONS.values()]
-    with MeteorJar() as jar:
-        statistics = [jar.statistics(c, refs) for c, refs in texts]
-        for seed in range(3):  # a resample's sum, scored by the jar = the jar's EVAL over the resampled rows
-            draws = np.random.default_rng(seed).integers(0, len(statistics), size=(1, len(statistics)))[0]
-            (summed,) = resampled_sums(statistics, 1, seed)
-            assert jar.aggregate([summed])[1] == jar.aggregate([statistics[i] for i in draws])[1]
+    statistics = [jar.statistics(c, refs) for c, refs in texts]
+    for seed in range(3):  # a resample's sum, scored by the jar = the jar's EVAL over the resampled rows
+        draws = np.random.default_rng(seed).integers(0, len(statistics), size=(1, len(statistics)))[0]
+        (summed,) = resampled_sums(statistics, 1, seed)
+        assert jar.aggregate([summed])[1] == jar.aggregate([statistics[i] for i in draws])[1]
     cache = ResultCache(tmp_path)
-    first = meteor_of_tokens([c for c, _ in texts], [refs for _, refs in texts], cache)
+    first = meteor_of_tokens([c for c, _ in texts], [refs for _, refs in texts], cache, jar=jar)
     monkeypatch.setattr("capsearch.evaluation.meteor.MeteorJar", None)  # a second run must not start Java
     assert meteor_of_tokens([c for c, _ in texts], [refs for _, refs in texts], cache) == first

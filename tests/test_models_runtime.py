@@ -29,6 +29,15 @@ def test_pickle_only_model_folder_is_refused(toy_models, tmp_path):
         DualEncoder(str(folder), precision="fp32", device="cpu", param="clip.model")
 
 
+def test_an_open_clip_only_checkpoint_is_refused_naming_what_loads(tmp_path):
+    folder = tmp_path / "BiomedCLIP-like"  # open_clip's layout: its own config and weights, no config.json
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 512}}')
+    (folder / "open_clip_model.safetensors").write_bytes(b"not loaded")
+    with pytest.raises(ModelLoadError, match=r"^clip\.model: .* is an open_clip checkpoint .* loads transformers"):
+        DualEncoder(str(folder), precision="fp32", device="cpu", param="clip.model")
+
+
 def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkeypatch):
     folder = tmp_path / "with-remote-code"
     shutil.copytree(toy_models / "toy-clip", folder)

@@ -21,7 +21,8 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SEARCH_METHODS = ("image", "caption", "fusion")
 BATCH_TASKS = ("caption", "embed_images", "embed_texts")
-SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset")
+SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset", "imagefolder")
+LOCAL_SOURCES = ("webdataset", "imagefolder")  # read where they are: nothing to fetch
 FETCHED_IMAGES = "data/raw"  # where fetch puts the downloads
 ENGINES = ("local", "ray")
 DECODE_PATHS = ("auto", "cpu", "gpu")
@@ -169,30 +170,41 @@ class FetchParams(Section):
 @dataclass(frozen=True)
 class SourceParams(Section):
     """Where the images and their captions come from: Flickr8k, Flickr30k or COCO (fetch's download; the last two
-    with Karpathy's splits), or webdataset shards.
+    with Karpathy's splits), webdataset shards, or a captioned image folder (Hugging Face ImageFolder layout).
 
     ``images`` is the path the image-reading stages list as their DVC dependency: ``data/raw`` for the fetched
     sources; for webdataset a folder of ``.tar`` shards or a list file of shard paths (a glob works in the library and
-    ``capsearch``, but DVC cannot track one).
+    ``capsearch``, but DVC cannot track one); for imagefolder the folder. ``caption_column`` and ``split_column``
+    name an imagefolder's metadata columns (:mod:`capsearch.data.imagefolder`).
     """
 
     NAME = "source"
     kind: str = field(default="flickr8k", metadata={OPTIONAL: True})  # a project from before shards: Flickr8k
     images: str = field(default=FETCHED_IMAGES, metadata={OPTIONAL: True})
+    caption_column: str = field(default="text", metadata={OPTIONAL: True})
+    split_column: str | None = field(default=None, metadata={OPTIONAL: True})
 
     def check(self) -> None:
         _choice(self.kind, self.name("kind"), SOURCE_KINDS, "source kind")
         _text(self.images, self.name("images"))
-        if self.kind != "webdataset" and self.images.rstrip("/") != FETCHED_IMAGES:
+        _text(self.caption_column, self.name("caption_column"))
+        if self.split_column is not None:
+            _text(self.split_column, self.name("split_column"))
+        if self.kind not in LOCAL_SOURCES and self.images.rstrip("/") != FETCHED_IMAGES:
             raise ParamError(
                 f"source.images: the {self.kind} source reads fetch's download, {FETCHED_IMAGES}; got "
-                f"{self.images!r} (set source.kind: webdataset for shards)"
+                f"{self.images!r} (set source.kind: webdataset for shards, imagefolder for a captioned folder)"
             )
-        if self.kind == "webdataset" and any(ch in self.images for ch in "*?["):
+        if self.kind in LOCAL_SOURCES and any(ch in self.images for ch in "*?["):
             raise ParamError(
                 f"source.images: {self.images!r} is a glob, which DVC cannot track as a dependency; "
                 "give the shard folder or a list file of shard paths"
             )
+
+    @property
+    def columns(self) -> tuple[str, str | None]:
+        """An imagefolder's caption and split columns."""
+        return self.caption_column, self.split_column
 
 
 @dataclass(frozen=True)

@@ -71,8 +71,9 @@ class ImageSource:
     Safe to use from DataLoader worker processes and Ray tasks: each process opens its own file handles.
     """
 
-    def __init__(self, location: str | Path, member_prefix: str | None = None) -> None:
+    def __init__(self, location: str | Path, member_prefix: str | None = None, recursive: bool = False) -> None:
         self.location = Path(location)
+        self.recursive = recursive  # a folder's ids: paths relative to it, subfolders included (imagefolder)
         # the folder of the images inside a known zip (Flickr8k's release, COCO's val2014.zip); None: by its name
         default = ZIP_IMAGE_FOLDERS.get(self.location.name, IMAGES_DIR_IN_ZIP)
         self.member_prefix = default if member_prefix is None else member_prefix
@@ -112,6 +113,9 @@ class ImageSource:
             names = self._archive().namelist()
             members = (n for n in names if n.startswith(prefix) and n.lower().endswith(IMAGE_SUFFIXES))
             return sorted(n[len(prefix) :] for n in members)
+        if self.recursive:
+            files = (p for p in self.location.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file())
+            return sorted(p.relative_to(self.location).as_posix() for p in files)
         return sorted(p.name for p in self.location.iterdir() if p.suffix.lower() in IMAGE_SUFFIXES)
 
     def content_digest(self, image_ids: Sequence[str]) -> str:
@@ -224,6 +228,8 @@ def source_images(kind: str, images: str | Path) -> ImageSource:
         return ImageSource(path / FLICKR30K_IMAGES_DIR)
     if kind == "coco":
         return ImageSource(path / COCO_IMAGES_ZIP)
+    if kind == "imagefolder":
+        return ImageSource(path, member_prefix="", recursive=True)
     return ImageSource(path)
 
 

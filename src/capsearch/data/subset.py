@@ -1,5 +1,5 @@
-"""Choosing a deterministic subset of Flickr8k, Flickr30k, COCO or webdataset shards and proving every chosen image
-decodes."""
+"""Choosing a deterministic subset of Flickr8k, Flickr30k, COCO, webdataset shards or a captioned image folder and
+proving every chosen image decodes."""
 
 from __future__ import annotations
 
@@ -17,7 +17,8 @@ from capsearch.data.flickr8k import (
     sampling_order,
     split_candidates,
 )
-from capsearch.data.images import ImageReadError, ImageSource
+from capsearch.data.imagefolder import read_imagefolder
+from capsearch.data.images import ImageReadError, ImageSource, source_images
 from capsearch.data.karpathy import KARPATHY_FILES, parse_karpathy_json
 from capsearch.data.webdataset import CaptionError, sample_key, split_of
 from capsearch.progress import progress
@@ -47,6 +48,17 @@ def find_text_dir(extracted: str | Path, kind: str = "flickr8k") -> Path:
     if not found:
         raise FileNotFoundError(f"neither {TOKEN_FILE} nor {KAGGLE_CAPTIONS} found under {extracted}; re-run fetch")
     return found[0].parent
+
+
+def open_source(kind: str, images: Path, extracted_text: Path) -> tuple[ImageSource, Path | None]:
+    """The images of a source and the folder of its annotations: fetch's text folder (``extracted_text``) for the
+    downloaded sources, the folder itself for an imagefolder, None for shards (their captions are inside)."""
+    source = source_images(kind, images)
+    if kind == "webdataset":
+        return source, None
+    if kind == "imagefolder":
+        return source, Path(images)
+    return source, find_text_dir(extracted_text, kind)
 
 
 def _too_many(param: str, wanted: int, available: int, split: str) -> ValueError:
@@ -150,15 +162,18 @@ def build_subset(
     workers: int = 1,
     kind: str = "flickr8k",
     count_param: str | None = None,
+    columns: tuple[str, str | None] = ("text", None),
 ) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
 
     ``section`` names the params section in errors (``subset``, or ``fusion`` for the tuning sample), and
     ``count_param`` the param ``num_images`` comes from (default ``<section>.num_images``). Flickr8k
     reads its captions and splits from ``text_dir``, Flickr30k and COCO (``kind``) from the Karpathy split file
-    there (:mod:`capsearch.data.karpathy`); webdataset shards (``text_dir`` None) carry one caption per
-    image (``KEY.txt``) and are split by a hash of the key (:func:`capsearch.data.webdataset.split_of`). The decoding
-    checks run in ``workers`` processes (the same subset for any number).
+    there (:mod:`capsearch.data.karpathy`), an imagefolder from its metadata file(s) in ``text_dir`` with the
+    caption and split ``columns`` (:mod:`capsearch.data.imagefolder`); webdataset shards (``text_dir`` None) carry
+    one caption per image (``KEY.txt``) and are split by a hash of the key
+    (:func:`capsearch.data.webdataset.split_of`). The decoding checks run in ``workers`` processes (the same subset
+    for any number).
 
     Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
     decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
@@ -171,12 +186,20 @@ def build_subset(
         raise ValueError("a Flickr8k subset needs the extracted text folder")
     wanted = None if num_images == "all" else int(num_images)
     text_dir = Path(text_dir)
+    stray_keys_folded = 0
     if kind in KARPATHY_FILES:
         karpathy = parse_karpathy_json(text_dir / KARPATHY_FILES[kind])
-        caption_file, splits = karpathy.captions, karpathy.splits
+        captions, splits = karpathy.captions.captions, karpathy.splits
+        stray_keys_folded = karpathy.captions.stray_keys_folded
+    elif kind == "imagefolder":
+        folder = read_imagefolder(text_dir, *columns)
+        captions = folder.captions
+        splits = {name: [i for i, s in folder.split_of.items() if s == name] for name in ("train", "dev", "test")}
     else:
-        caption_file, splits = load_captions(text_dir), read_splits(text_dir)
-    candidates = split_candidates(caption_file.captions, splits, split, section)
+        caption_file = load_captions(text_dir)
+        captions, splits = caption_file.captions, read_splits(text_dir)
+        stray_keys_folded = caption_file.stray_keys_folded
+    candidates = split_candidates(captions, splits, split, section)
     if wanted is not None and wanted > len(candidates.images):
         raise _too_many(count_param, wanted, len(candidates.images), split)
     excluded: list[tuple[str, str]] = [
@@ -184,14 +207,12 @@ def build_subset(
     ]
     chosen = _choose(images, sampling_order(candidates.images, seed), wanted, excluded, count_param, split, workers)
     chosen.sort()
-    references = [
-        (image_id, i, text) for image_id, *_ in chosen for i, text in enumerate(caption_file.captions[image_id])
-    ]
+    references = [(image_id, i, text) for image_id, *_ in chosen for i, text in enumerate(captions[image_id])]
     return Subset(
         images=chosen,
         references=references,
         excluded=sorted(excluded),
-        stray_keys_folded=caption_file.stray_keys_folded,
+        stray_keys_folded=stray_keys_folded,
         in_no_split=candidates.in_no_split,
     )
 

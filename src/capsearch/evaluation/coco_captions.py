@@ -18,7 +18,7 @@ from pycocoevalcap.cider.cider import Cider
 from pycocoevalcap.rouge.rouge import Rouge
 
 from capsearch.cache import ResultCache
-from capsearch.evaluation.meteor import MeteorResult
+from capsearch.evaluation.meteor import MeteorJar, MeteorResult
 from capsearch.evaluation.meteor import meteor as meteor_of_tokens
 from capsearch.evaluation.ptb_tokenizer import coco_tokenize_batch
 
@@ -72,9 +72,11 @@ def meteor(
     references: Mapping[str, Sequence[str]],
     cache: ResultCache | None = None,
     resamples: int = 1000,
+    jar: MeteorJar | None = None,
 ) -> MeteorResult:
-    """Corpus METEOR 1.5 (COCO's), the per-candidate scores and a bootstrap interval of the corpus score."""
+    """Corpus METEOR 1.5 (COCO's), the per-candidate scores and a bootstrap interval of the corpus score
+    (:func:`capsearch.evaluation.meteor.meteor`)."""
     if not candidates:
         raise ValueError("no candidates to score")
     keys, gts, res = _prepare(candidates, references)
-    return meteor_of_tokens([res[key][0] for key in keys], [gts[key] for key in keys], cache, resamples)
+    return meteor_of_tokens([res[key][0] for key in keys], [gts[key] for key in keys], cache, resamples, jar=jar)

@@ -10,6 +10,7 @@ statistics and lets the same jar score the sum: every resample is scored exactly
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import shutil
@@ -80,17 +81,19 @@ def meteor(
     cache: ResultCache | None = None,
     resamples: int = 1000,
     seed: int = 0,
+    jar: MeteorJar | None = None,
 ) -> MeteorResult:
     """METEOR of PTB-tokenized ``candidates`` against their tokenized ``references`` (lists, same order), with the
-    bootstrap interval; from ``cache`` where these exact inputs were scored before."""
+    bootstrap interval; from ``cache`` where these exact inputs were scored before. ``jar``: one already running
+    (else one is started and stopped here)."""
     space = namespace(task="meteor", jar=_jar_digest(), resamples=resamples, seed=seed)
     key = hashlib.sha256(json.dumps([list(candidates), [list(r) for r in references]]).encode()).hexdigest()
     if cache is not None and (found := cache.get_many(space, [key])):
         return MeteorResult(**json.loads(found[key]))
-    with MeteorJar() as jar:
-        statistics = [jar.statistics(c, r) for c, r in zip(candidates, references, strict=True)]
-        items, corpus = jar.aggregate(statistics)
-        scores = [jar.aggregate([line])[1] for line in resampled_sums(statistics, resamples, seed)]
+    with contextlib.nullcontext(jar) if jar is not None else MeteorJar() as running:
+        statistics = [running.statistics(c, r) for c, r in zip(candidates, references, strict=True)]
+        items, corpus = running.aggregate(statistics)
+        scores = [running.aggregate([line])[1] for line in resampled_sums(statistics, resamples, seed)]
     low, high = np.percentile(scores, [2.5, 97.5]) if scores else (corpus, corpus)  # no resamples: no interval
     result = MeteorResult(corpus, items, float(low), float(high))
     if cache is not None:

@@ -92,6 +92,12 @@ def _is_local_folder(model_id: str, param: str) -> bool:
     local = Path(model_id).expanduser()
     if local.is_dir():
         has_config = (local / "config.json").exists()
+        if not has_config and (local / "open_clip_config.json").exists():
+            raise ModelLoadError(
+                f"{param}: {local} is an open_clip checkpoint (open_clip_config.json, no config.json); capsearch "
+                "loads transformers checkpoints (a CLIP-architecture model saved with save_pretrained): use the "
+                "model's transformers version, or convert it"
+            )
         if has_config and not any(local.glob("*.safetensors")) and any(local.glob("*.bin")):
             raise ModelLoadError(
                 f"{param}: {local} has only a pickle checkpoint (*.bin); capsearch loads safetensors only. "

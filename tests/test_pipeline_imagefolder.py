@@ -1,0 +1,48 @@
+"""Pipeline on a captioned image folder (source.kind: imagefolder): a generated radiology-like collection (grayscale
+films, synthetic finding captions, ImageFolder split subfolders) through `dvc repro evaluate`, and a bad metadata file
+stopping subset with one line naming the file and line. Nothing here is a claim about medical images."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import pytest
+import yaml
+
+from capsearch.artifacts import read_generated, read_references
+from capsearch.demo.radiology import write_radiology_imagefolder
+from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
+
+pytestmark = pytest.mark.slow
+
+
+def test_a_radiology_like_imagefolder_runs_through_evaluate(toy_models, tmp_path):
+    workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=80, num_images=8)
+    films = write_radiology_imagefolder(workspace / "films", 160, seed=1)  # test and validation: 24 each
+    params = yaml.safe_load((workspace / "params.yaml").read_text())
+    params["source"] = {"kind": "imagefolder", "images": "films", "caption_column": "text", "split_column": None}
+    params["subset"]["num_images"] = 20
+    params["fusion"]["num_images"] = 10
+    (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False))
+    commit_run(workspace, "an imagefolder source")
+
+    result = run_dvc(workspace, "repro", "evaluate", check=False)
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert "nothing to fetch for the imagefolder source (films)" in result.stdout
+    subset = next(line for line in result.stdout.splitlines() if line.startswith("[subset]"))
+    assert "imagefolder split=test num_images=20" in subset and ": 20 images, 60 captions" in subset, subset
+    references = read_references(workspace / "data/subset/references.csv")
+    assert all(image_id.startswith("test/") for image_id in references.image_ids)  # the test/ subfolder only
+    ids, captions = read_generated(workspace / "data/captions")
+    assert len(ids) == 20 and all(captions)
+    quality = json.loads((workspace / "metrics/caption_quality.json").read_text())
+    retrieval = json.loads((workspace / "metrics/retrieval.json").read_text())
+    assert quality["images"] == 20 and retrieval["gallery_images"] == 20 and retrieval["query_captions"] == 60
+    assert 0 <= quality["METEOR"] <= 100 and 0 <= retrieval["text_to_image"]["R@10"] <= 100
+
+    (films / "test" / "metadata.jsonl").write_text('{"file_name": "film_99999.png", "text": "x"}\n')
+    broken = run_dvc(workspace, "repro", "subset", check=False)
+    assert broken.returncode != 0
+    line = next(line for line in (broken.stdout + broken.stderr).splitlines() if line.startswith("[subset] error"))
+    assert re.search(r"films/test/metadata.jsonl:1: file_name 'film_99999.png': no such file", line), line
