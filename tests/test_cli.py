@@ -142,6 +142,14 @@ def test_caption_errors(toy_models, photo_folder, tmp_path):
     assert missing.returncode == 1 and "nope.jpg: no such file or folder" in missing.stderr
 
 
+def test_help_names_the_model_families_not_one_model(tmp_path):
+    for command in ("search", "serve", "caption", "index"):
+        shown = capsearch_here(command, "--help", cwd=tmp_path).stdout
+        assert "(BLIP)" not in shown and "(CLIP)" not in shown and "Load CLIP" not in shown, (command, shown)
+    assert "GIT" in capsearch_here("caption", "--help", cwd=tmp_path).stdout
+    assert "SigLIP" in capsearch_here("index", "--help", cwd=tmp_path).stdout
+
+
 def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
     models = ["--blip-model", str(toy_models / "toy-blip"), "--clip-model", str(toy_models / "toy-clip")]
     indexed = capsearch_here("index", str(photo_folder), *models, cwd=tmp_path)
@@ -161,6 +169,15 @@ def test_index_then_search_a_plain_folder(toy_models, photo_folder, tmp_path):
     assert [line.split("\t")[1] for line in again.stdout.splitlines()] == [h["caption"] for h in hits[:2]]
     nothing = capsearch_here("search", "x", "--index", str(tmp_path), cwd=tmp_path)
     assert nothing.returncode == 1 and "no capsearch index here" in nothing.stderr
+    elsewhere = tmp_path / "elsewhere"  # --out: the hint names the index folder, and it is what search finds
+    moved = capsearch_here("index", "--out", str(elsewhere), str(photo_folder), *models, cwd=tmp_path)
+    hint = moved.stdout.rsplit("search it with: ", 1)[1].split()
+    assert hint[-2:] == ["--index", str(elsewhere)], moved.stdout
+    assert capsearch_here("search", "a red circle", "--index", hint[-1], cwd=tmp_path).returncode == 0
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    refused = capsearch_here("index", str(empty), cwd=tmp_path)  # outside any project, no model named
+    assert refused.returncode != 0 and f"{empty}: no images" in refused.stderr, refused.stderr
 
 
 def test_report_stage_renders_the_example_queries(demo_run):

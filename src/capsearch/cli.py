@@ -297,6 +297,10 @@ def _index(args: argparse.Namespace) -> int:
     folder = Path(args.folder)
     if not folder.is_dir():
         raise UsageError(f"{folder}: not a folder")
+    from capsearch.data.images import find_images
+
+    if not find_images([folder]):  # before any model loads: an empty folder is not a model problem
+        raise UsageError(f"{folder}: no images (.jpg, .jpeg, .png, .webp) in it or below it")
     _quiet_libraries()
     from capsearch.index import INDEX_DIR_NAME
     from capsearch.params import IndexParams
@@ -313,7 +317,7 @@ def _index(args: argparse.Namespace) -> int:
         f"indexed {len(index.ids)} images under {folder.resolve()} into {out} "
         f"({len(skipped)} unreadable skipped; {captioner.last_run.cached} captions and "
         f"{embedder.last_run.cached} embeddings from the cache) in {time.perf_counter() - started:.1f}s; "
-        f'search it with: capsearch search "..." --index {args.folder}'
+        f'search it with: capsearch search "..." --index {args.out or args.folder}'
     )
     for image_id, reason in skipped:
         print(f"skipped {image_id}: {reason}", file=sys.stderr)
@@ -400,7 +404,8 @@ def build_parser() -> argparse.ArgumentParser:
     search = commands.add_parser(
         "search",
         help="find the images that best match a text query",
-        description="Rank the indexed images for each query: by the image itself (CLIP), by its generated "
+        description="Rank the indexed images for each query: by the image itself (the dual encoder: CLIP, SigLIP, "
+        "...), by its generated "
         "caption, or a fusion of both. Uses the pipeline's artifacts (run `dvc repro` first) or --index.",
     )
     search.add_argument("queries", nargs="*", help='one or more queries, e.g. "man riding a horse"')
@@ -426,7 +431,7 @@ def build_parser() -> argparse.ArgumentParser:
     serve = commands.add_parser(
         "serve",
         help="serve search over HTTP: a web page and a JSON API",
-        description="Load CLIP and the index once and answer /api/search, /api/images/ID, /api/info/ID, "
+        description="Load the dual encoder and the index once and answer /api/search, /api/images/ID, /api/info/ID, "
         "/api/health and a search page at /. `capsearch search` finds a running server and uses it.",
     )
     serve.add_argument("--index", help="a folder indexed by `capsearch index` (default: this project's pipeline)")
@@ -437,7 +442,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     caption = commands.add_parser(
         "caption",
-        help="caption image files, folders or globs with BLIP",
+        help="caption image files, folders or globs (caption.model: BLIP, BLIP-2, GIT, ...)",
         description="Print `path<TAB>caption` for each image. Folders are searched recursively for "
         ".jpg/.jpeg/.png/.webp. Unreadable images are reported on stderr and make the exit status 1.",
     )
@@ -450,7 +455,8 @@ def build_parser() -> argparse.ArgumentParser:
     index = commands.add_parser(
         "index",
         help="caption and embed a folder of images so `search --index` can search it",
-        description="Caption (BLIP) and embed (CLIP) every image under FOLDER, recursively, with the pipeline's "
+        description="Caption (caption.model: BLIP, GIT, ...) and embed (clip.model: CLIP, SigLIP, ...) every "
+        "image under FOLDER, recursively, with the pipeline's "
         "code. Unreadable images are skipped and listed. The index goes to FOLDER/.capsearch by default.",
     )
     index.add_argument("folder")
