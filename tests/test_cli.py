@@ -124,6 +124,9 @@ def test_caption_prints_path_and_caption(toy_models, photo_folder):
         capsearch_here("caption", "misc/**/*.jpeg", "--blip-model", blip, "--json", cwd=photo_folder).stdout
     )
     assert [e["path"] for e in as_json] == ["misc/deeper/photo 2.jpeg", "misc/deeper/photo 8.jpeg"]
+    outside = capsearch_here("caption", str(photo_folder / "misc/deeper/photo 0.png"), "--blip-model", blip,
+                             cwd=photo_folder / "holiday")  # fmt: skip
+    assert outside.stdout.split("\t")[0] == str(photo_folder / "misc/deeper/photo 0.png")  # absolute, not ../
 
 
 def test_caption_errors(toy_models, photo_folder, tmp_path):

@@ -284,7 +284,8 @@ def _caption(args: argparse.Namespace) -> int:
         print(f"capsearch caption: {reason}", file=sys.stderr)
     unreadable = {image_id for image_id, _ in bad}
     good = [image_id for image_id in ids if image_id not in unreadable]
-    shown = {p: os.path.relpath(p) for p in good}
+    here = Path.cwd().resolve()
+    shown = {p: str(Path(p).relative_to(here)) if Path(p).is_relative_to(here) else p for p in good}  # no ../../
     if args.json:
         print(json.dumps([{"path": shown[p], "caption": c} for p, c in zip(good, captions, strict=True)], indent=2))
     else:
