@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -77,6 +78,22 @@ def test_unreachable_hub_id_gives_one_clear_line():
     assert result.returncode != 0
     assert "ModelLoadError: clip.model: could not load 'capsearch-test/no-such-model'" in result.stderr
     assert "save_pretrained" in result.stderr
+
+
+def test_a_hub_that_cannot_be_reached_fails_in_one_line_within_seconds_naming_hf_hub_offline(tmp_path):
+    code = (
+        "from capsearch.models.captioner import Captioner\n"
+        "Captioner('Salesforce/blip-image-captioning-base', 'main', 'fp32', 'cpu')\n"
+    )
+    # nothing listens on port 9 here: without the probe huggingface_hub retries five times, 25 s and ten lines
+    env = {"PATH": "/usr/bin:/bin", "HF_ENDPOINT": "http://127.0.0.1:9", "HF_HOME": str(tmp_path / "hf")}
+    started = time.monotonic()
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=120)
+    took = time.monotonic() - started
+    assert result.returncode != 0 and took < 15, took
+    assert "Retry" not in result.stderr, result.stderr[-2000:]
+    assert "could not load 'Salesforce/blip-image-captioning-base'" in result.stderr
+    assert "HF_HUB_OFFLINE" in result.stderr
 
 
 def test_device_and_precision_params():
