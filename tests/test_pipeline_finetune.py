@@ -70,7 +70,9 @@ def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_o
     params["finetune"]["clip"]["learning_rate"] = 3e-4
     params_file.write_text(yaml.safe_dump(params, sort_keys=False))
     assert pending(run_copy) == {"finetune_clip", "tune_fusion", "evaluate", "index", "report", "agreement"}
-    done = run_dvc(run_copy, "exp", "run", "finetune_clip", check=False)  # the second experiment
+    # the second experiment through DVC's queue, as a user compares learning rates
+    run_dvc(run_copy, "exp", "run", "--queue", "finetune_clip", "-S", "finetune.clip.learning_rate=3e-4")
+    done = run_dvc(run_copy, "exp", "run", "--run-all", "-j", "1", check=False)
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     rows = experiments(json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout))
     names = [name for rate in (1e-4, 3e-4) for name, value in rows.items() if value == rate]
