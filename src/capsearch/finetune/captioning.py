@@ -121,8 +121,16 @@ def teacher_inputs(captioner: Captioner, texts: Sequence[str], prompt: str | Non
         start = config.decoder_start_token_id
         ids = [row[1:] if row and row[0] == start else row for row in ids]  # the model prepends its start token
         return {"labels": _padded(ids, IGNORE)}
-    if kind == "blip-2":
-        encoded = captioner.processor(images=[probe_image()] * len(full), text=full, padding=True, return_tensors="pt")
+    if kind == "blip-2":  # a decoder-only language model: the end token is appended, padding goes right
+        inner = captioner.processor.tokenizer
+        ended = [text + inner.eos_token if inner.eos_token else text for text in full]
+        side, inner.padding_side = inner.padding_side, "right"
+        try:
+            encoded = captioner.processor(
+                images=[probe_image()] * len(ended), text=ended, padding=True, return_tensors="pt"
+            )
+        finally:
+            inner.padding_side = side
         ids, mask = encoded["input_ids"], encoded["attention_mask"]
         labels = ids.masked_fill(mask == 0, IGNORE).masked_fill(ids == config.image_token_id, IGNORE)
         labels = _mask_prompt(labels, captioner, prompt, skip=int((ids[0] == config.image_token_id).sum()))
