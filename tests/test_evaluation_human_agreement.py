@@ -6,7 +6,7 @@ import pytest
 from capsearch.data.flickr8k import (
     parse_token_file,
 )
-from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
+from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, meteor_of, rouge_l_of, tokenize_pairs
 from capsearch.evaluation.human_agreement import (
     agreement,
     expert_protocol,
@@ -53,10 +53,11 @@ def test_published_flickr8k_expert_numbers_for_bleu_meteor_rouge_and_cider(share
     assert len(judgments) == 5664
     candidates = {str(i): captions[j.caption_image][j.caption_index] for i, j in enumerate(judgments)}
     references = {str(i): captions[j.image] for i, j in enumerate(judgments)}
-    bleu_items = bleu(candidates, references)[1]
-    cider = cider_d(candidates, references)[1]
-    meteor_items = np.asarray(meteor(candidates, references, resamples=0).items)
-    rouge = rouge_l(candidates, references)[1]
+    tokenized = tokenize_pairs(candidates, references)
+    bleu_items = bleu_of(tokenized)[1]
+    cider = cider_d_of(tokenized)[1]
+    meteor_items = np.asarray(meteor_of(tokenized, resamples=0).items)
+    rouge = rouge_l_of(tokenized)[1]
     # CLIPScore paper (Hessel et al., 2021), Table 1, Flickr8K-Expert tau-c: BLEU-1 32.3, BLEU-4 30.8, ROUGE-L 32.3,
     # METEOR 41.8, CIDEr 43.9
     assert round(agreement(judgments, bleu_items[:, 0]), 1) == 32.3

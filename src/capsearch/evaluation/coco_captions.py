@@ -11,6 +11,7 @@ candidates in another, in key order, as ``COCOEvalCap`` tokenizes them.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
 
 import numpy as np
 from pycocoevalcap.bleu.bleu import Bleu
@@ -23,7 +24,19 @@ from capsearch.evaluation.meteor import meteor as meteor_of_tokens
 from capsearch.evaluation.ptb_tokenizer import coco_tokenize_batch
 
 
-def _prepare(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]):
+@dataclass(frozen=True)
+class Tokenized:
+    """Candidates and references PTB-tokenized as ``COCOEvalCap`` tokenizes them, in pycocoevalcap's shape."""
+
+    keys: list[str]
+    gts: dict[str, list[str]]  # key -> its tokenized references
+    res: dict[str, list[str]]  # key -> [its tokenized candidate]
+
+
+def tokenize_pairs(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> Tokenized:
+    """The tokenized form every scorer reads (references in one batch, candidates in another, in key order)."""
+    if not candidates:
+        raise ValueError("no candidates to score")
     missing = [key for key in candidates if not references.get(key)]
     if missing:
         raise ValueError(f"no references for {missing[0]!r} ({len(missing)} candidates without references)")
@@ -36,35 +49,53 @@ def _prepare(candidates: Mapping[str, str], references: Mapping[str, Sequence[st
         gts[key] = flat_references[position : position + len(references[key])]
         position += len(references[key])
     res = {key: [text] for key, text in zip(keys, tokenized_candidates, strict=True)}
-    return keys, gts, res
+    return Tokenized(keys, gts, res)
 
 
-def bleu(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[dict[str, float], np.ndarray]:
+def bleu_of(t: Tokenized) -> tuple[dict[str, float], np.ndarray]:
     """Corpus BLEU-1..4 (COCO's, closest reference length) and the per-candidate BLEU (rows: keys, cols: n=1..4)."""
-    if not candidates:
-        raise ValueError("no candidates to score")
-    _, gts, res = _prepare(candidates, references)
-    corpus, per_item = Bleu(4).compute_score(gts, res, verbose=0)
+    corpus, per_item = Bleu(4).compute_score(t.gts, t.res, verbose=0)
     return {f"BLEU-{n + 1}": float(corpus[n]) for n in range(4)}, np.array(per_item, dtype=np.float64).T
 
 
-def cider_d(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
+def cider_d_of(t: Tokenized) -> tuple[float, np.ndarray]:
     """Corpus CIDEr-D (document frequencies from these references) and the per-candidate scores."""
-    if not candidates:
-        raise ValueError("no candidates to score")
-    _, gts, res = _prepare(candidates, references)
-    corpus, per_item = Cider().compute_score(gts, res)
+    corpus, per_item = Cider().compute_score(t.gts, t.res)
     return float(corpus), np.asarray(per_item, dtype=np.float64)
+
+
+def rouge_l_of(t: Tokenized) -> tuple[float, np.ndarray]:
+    """Corpus ROUGE-L (COCO's: the mean over candidates of the LCS F-measure, beta 1.2, best precision and best
+    recall over the references) and the per-candidate scores."""
+    corpus, per_item = Rouge().compute_score(t.gts, t.res)
+    return float(corpus), np.asarray(per_item, dtype=np.float64)
+
+
+def meteor_of(
+    t: Tokenized, cache: ResultCache | None = None, resamples: int = 1000, jar: MeteorJar | None = None
+) -> MeteorResult:
+    """Corpus METEOR 1.5 (COCO's), the per-candidate scores and a bootstrap interval of the corpus score
+    (:func:`capsearch.evaluation.meteor.meteor`)."""
+    candidates = [t.res[key][0] for key in t.keys]
+    return meteor_of_tokens(candidates, [t.gts[key] for key in t.keys], cache, resamples, jar=jar)
+
+
+# The same from plain captions, tokenized for the one metric (to score several, tokenize once: ``tokenize_pairs``)
+
+
+def bleu(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[dict[str, float], np.ndarray]:
+    """:func:`bleu_of` the captions."""
+    return bleu_of(tokenize_pairs(candidates, references))
+
+
+def cider_d(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
+    """:func:`cider_d_of` the captions."""
+    return cider_d_of(tokenize_pairs(candidates, references))
 
 
 def rouge_l(candidates: Mapping[str, str], references: Mapping[str, Sequence[str]]) -> tuple[float, np.ndarray]:
-    """Corpus ROUGE-L (COCO's: the mean over candidates of the LCS F-measure, beta 1.2, best reference) and the
-    per-candidate scores."""
-    if not candidates:
-        raise ValueError("no candidates to score")
-    _, gts, res = _prepare(candidates, references)
-    corpus, per_item = Rouge().compute_score(gts, res)
-    return float(corpus), np.asarray(per_item, dtype=np.float64)
+    """:func:`rouge_l_of` the captions."""
+    return rouge_l_of(tokenize_pairs(candidates, references))
 
 
 def meteor(
@@ -74,9 +105,5 @@ def meteor(
     resamples: int = 1000,
     jar: MeteorJar | None = None,
 ) -> MeteorResult:
-    """Corpus METEOR 1.5 (COCO's), the per-candidate scores and a bootstrap interval of the corpus score
-    (:func:`capsearch.evaluation.meteor.meteor`)."""
-    if not candidates:
-        raise ValueError("no candidates to score")
-    keys, gts, res = _prepare(candidates, references)
-    return meteor_of_tokens([res[key][0] for key in keys], [gts[key] for key in keys], cache, resamples, jar=jar)
+    """:func:`meteor_of` the captions."""
+    return meteor_of(tokenize_pairs(candidates, references), cache, resamples, jar)

@@ -22,7 +22,7 @@ from scipy.stats import kendalltau
 
 from capsearch.cache import ResultCache
 from capsearch.evaluation.clipscore import clip_score, ref_clip_score, with_prefix
-from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
+from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, meteor_of, rouge_l_of, tokenize_pairs
 
 EXPERT_FILE = "ExpertAnnotations.txt"
 CROWDFLOWER_FILE = "CrowdFlowerAnnotations.txt"
@@ -108,8 +108,8 @@ def score_judged_pairs(
     """Per-pair BLEU-1, BLEU-4, METEOR, ROUGE-L, CIDEr-D, CLIP-S and RefCLIP-S; ``embed`` gives normalised
     CLIPScore text embeddings; ``cache`` keeps METEOR's result."""
     keys = [str(i) for i in range(len(pairs))]
-    by_key, refs_by_key = dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True))
-    bleu_items = bleu(by_key, refs_by_key)[1]
+    tokenized = tokenize_pairs(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))
+    bleu_items = bleu_of(tokenized)[1]
     texts = sorted(set(candidates) | {r for refs in references for r in refs})
     vectors = embed(with_prefix(texts))
     row = {text: i for i, text in enumerate(texts)}
@@ -120,9 +120,9 @@ def score_judged_pairs(
     return {
         "BLEU-1": bleu_items[:, 0],
         "BLEU-4": bleu_items[:, 3],
-        "METEOR": np.asarray(meteor(by_key, refs_by_key, cache, resamples=0).items),
-        "ROUGE-L": rouge_l(by_key, refs_by_key)[1],
-        "CIDEr-D": cider_d(by_key, refs_by_key)[1],
+        "METEOR": np.asarray(meteor_of(tokenized, cache, resamples=0).items),
+        "ROUGE-L": rouge_l_of(tokenized)[1],
+        "CIDEr-D": cider_d_of(tokenized)[1],
         "CLIP-S": clip_score(candidate_vectors, images),
         "RefCLIP-S": ref_clip_score(candidate_vectors, images, reference_vectors, owner),
     }

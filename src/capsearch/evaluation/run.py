@@ -11,7 +11,7 @@ import numpy as np
 from capsearch.artifacts import References, check_rows
 from capsearch.cache import ResultCache
 from capsearch.evaluation.clipscore import best_reference_similarity, clip_score, harmonic_mean
-from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
+from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, meteor_of, rouge_l_of, tokenize_pairs
 from capsearch.evaluation.ranks import index_of
 from capsearch.evaluation.recall import bootstrap_mean_interval, retrieval_report, summarise_ranks, with_intervals
 from capsearch.fusion import fusion_ranks
@@ -89,11 +89,11 @@ def caption_quality(run: EvaluationInputs, cache: ResultCache | None = None) -> 
     (its jar takes seconds to start).
     """
     candidates = dict(zip(run.image_ids, run.generated, strict=True))
-    references = run.references.by_image()
-    bleu_corpus, bleu_items = bleu(candidates, references)
-    cider_corpus, cider_items = cider_d(candidates, references)
-    meteor_result = meteor(candidates, references, cache)
-    rouge_corpus, rouge_items = rouge_l(candidates, references)
+    tokenized = tokenize_pairs(candidates, run.references.by_image())  # once, for the four scorers
+    bleu_corpus, bleu_items = bleu_of(tokenized)
+    cider_corpus, cider_items = cider_d_of(tokenized)
+    meteor_result = meteor_of(tokenized, cache)
+    rouge_corpus, rouge_items = rouge_l_of(tokenized)
     rouge_low, rouge_high = bootstrap_mean_interval(rouge_items)
     clip_s = clip_score(run.generated_clipscore_vectors, run.image_vectors)
     best_reference = best_reference_similarity(

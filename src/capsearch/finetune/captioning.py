@@ -14,7 +14,7 @@ from typing import Any
 
 import torch
 
-from capsearch.evaluation.coco_captions import bleu, cider_d
+from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, tokenize_pairs
 from capsearch.finetune.checkpoint import CheckpointStore
 from capsearch.finetune.loop import Logger, Named, Outcome, Pairs, Task, add_lora, train
 from capsearch.models.captioner import Captioner, DecodingSettings
@@ -104,9 +104,9 @@ def dev_metrics(
     images against their references."""
     captions = captioner.caption_images(dev.source, dev.image_ids, greedy, batch_size, workers)
     candidates = dict(zip(dev.image_ids, captions, strict=True))
-    references = dict(zip(dev.image_ids, dev.captions, strict=True))
-    cider, _ = cider_d(candidates, references)
-    bleu_corpus, _ = bleu(candidates, references)
+    tokenized = tokenize_pairs(candidates, dict(zip(dev.image_ids, dev.captions, strict=True)))
+    cider, _ = cider_d_of(tokenized)
+    bleu_corpus, _ = bleu_of(tokenized)
     return {"CIDEr-D": round(100 * cider, 4), "BLEU-4": round(100 * bleu_corpus["BLEU-4"], 4)}
 
 
