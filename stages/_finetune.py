@@ -7,13 +7,13 @@ import logging
 from pathlib import Path
 from typing import Any
 
-import _common  # noqa: F401  (puts this project's src/ first, before capsearch is imported)
+from _common import fail, summary  # first: puts this project's src/ on the path, before capsearch
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.subset import build_subset, check_workers, open_source
 from capsearch.finetune.handover import write_record
 from capsearch.io import atomic_folder, write_json, write_text
-from capsearch.params import FinetuneParams, RuntimeParams, SourceParams
+from capsearch.params import FinetuneParams, ModelParams, ParamError, RuntimeParams, SourceParams
 
 
 class LiveLogger:
@@ -51,6 +51,24 @@ def _numbers(values: dict, prefix: str) -> list[tuple[str, float]]:
         elif isinstance(value, int | float) and not isinstance(value, bool):
             found.append((f"{prefix}/{key}", value))
     return found
+
+
+def base_unless_off(
+    stage: str, p: FinetuneParams, reported_split: str, model: ModelParams, out: tuple[Path, Path, tuple]
+) -> dict[str, Any] | None:
+    """The base model's record of a fine-tuning stage, after checking ``p`` against the reported split (one error
+    line); with ``epochs: 0`` the stage is done here (:func:`write_off`, its summary) and None is returned.
+    ``out``: the model folder, the DVCLive folder and the curves."""
+    try:
+        p.check_against(reported_split)
+    except ParamError as exc:
+        fail(stage, exc)
+    base = {"model": model.model, "revision": model.revision}
+    if p.epochs:
+        return base
+    write_off(*out[:2], base, out[2])
+    summary(stage, f"off ({p.name('epochs')}: 0): the run uses {model.model} as it is")
+    return None
 
 
 def write_off(model_dir: Path, log_dir: Path, base: dict[str, Any], curves: tuple[tuple[str, str], ...]) -> None:

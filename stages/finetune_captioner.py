@@ -8,15 +8,16 @@ the dev CIDEr-D and BLEU-4 per epoch (``dvc plots show``); a killed run resumes 
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, checkpoint_store, fine_tune, model_path, train_and_dev, where, write_off
+from _finetune import LiveLogger, base_unless_off, checkpoint_store, fine_tune, model_path, train_and_dev, where
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
 from capsearch.data.webdataset import ShardError
-from capsearch.params import CaptionParams, FinetuneCaptionerParams, ParamError, RuntimeParams, SourceParams
+from capsearch.params import CaptionParams, FinetuneCaptionerParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 CURVES = (("plots/metrics/train/loss.tsv", "loss"), ("plots/metrics/dev/CIDEr-D.tsv", "CIDEr-D"))  # dvc.yaml
+OUTPUTS = (RUN.captioner_model, RUN.finetune_captioner_log, CURVES)  # the model folder, the DVCLive folder, its curves
 
 
 def main() -> None:
@@ -24,14 +25,8 @@ def main() -> None:
     p, reported_split, source_params, caption, knobs = read_params(
         "finetune_captioner", FinetuneCaptionerParams, "subset.split", SourceParams, CaptionParams, RuntimeParams
     )
-    try:
-        p.check_against(reported_split)
-    except ParamError as exc:
-        fail("finetune_captioner", exc)
-    base = {"model": caption.model, "revision": caption.revision}
-    if p.epochs == 0:
-        write_off(RUN.captioner_model, RUN.finetune_captioner_log, base, CURVES)
-        summary("finetune_captioner", f"off (finetune.captioner.epochs: 0): the run uses {caption.model} as it is")
+    base = base_unless_off("finetune_captioner", p, reported_split, caption, OUTPUTS)
+    if base is None:
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial

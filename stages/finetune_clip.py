@@ -8,15 +8,16 @@ checkpoint (under the result cache's folder, removed when the stage finishes).
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, checkpoint_store, fine_tune, model_path, train_and_dev, where, write_off
+from _finetune import LiveLogger, base_unless_off, checkpoint_store, fine_tune, model_path, train_and_dev, where
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
 from capsearch.data.webdataset import ShardError
-from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, ParamError, RuntimeParams, SourceParams
+from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 CURVES = (("plots/metrics/train/loss.tsv", "loss"), ("plots/metrics/dev/mean_recall.tsv", "mean_recall"))  # dvc.yaml
+OUTPUTS = (RUN.clip_model, RUN.finetune_clip_log, CURVES)  # the model folder, the DVCLive folder, its curves
 
 
 def main() -> None:
@@ -24,14 +25,8 @@ def main() -> None:
     p, reported_split, source_params, clip, evaluate, knobs = read_params(
         "finetune_clip", FinetuneClipParams, "subset.split", SourceParams, ClipParams, EvaluateParams, RuntimeParams
     )
-    try:
-        p.check_against(reported_split)
-    except ParamError as exc:
-        fail("finetune_clip", exc)
-    base = {"model": clip.model, "revision": clip.revision}
-    if p.epochs == 0:
-        write_off(RUN.clip_model, RUN.finetune_clip_log, base, CURVES)
-        summary("finetune_clip", f"off (finetune.clip.epochs: 0): the run uses {clip.model} as it is")
+    base = base_unless_off("finetune_clip", p, reported_split, clip, OUTPUTS)
+    if base is None:
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial

@@ -131,17 +131,11 @@ def _model_ref(project: Path, stage: str, section: str) -> ModelRef:
     return ModelRef(values["model"], values.get("revision"), values.get("precision", "auto"))
 
 
-def _clip_ref(run: RunLayout) -> ModelRef:
-    """The dual encoder that embedded the run's images: fine-tuned by finetune_clip, or clip.* as it ran."""
-    ref = _model_ref(run.root, "embed_images", "clip")
-    tuned = tuned_model(run.clip_model)
-    return replace(ref, model=str(tuned.resolve()), revision=None) if tuned is not None else ref
-
-
-def _captioner_ref(run: RunLayout) -> ModelRef:
-    """The captioner that captioned the run's images: fine-tuned by finetune_captioner, or caption.* as it ran."""
-    ref = _model_ref(run.root, "caption", "caption")
-    tuned = tuned_model(run.captioner_model)
+def _tuned_ref(run: RunLayout, stage: str, section: str, tuned_folder: Path) -> ModelRef:
+    """The model ``section`` names as ``stage`` ran with it, or the fine-tuned one in ``tuned_folder`` where its
+    fine-tuning stage trained one (finetune_clip, finetune_captioner)."""
+    ref = _model_ref(run.root, stage, section)
+    tuned = tuned_model(tuned_folder)
     return replace(ref, model=str(tuned.resolve()), revision=None) if tuned is not None else ref
 
 
@@ -177,8 +171,8 @@ def load_pipeline_index(project: str | Path = ".") -> SearchIndex:
         generated,
         load_vectors(run.generated_vectors, mmap=True),
         source=_run_images(run.root),
-        clip=_clip_ref(run),
-        captioner=_captioner_ref(run),
+        clip=_tuned_ref(run, "embed_images", "clip", run.clip_model),
+        captioner=_tuned_ref(run, "caption", "caption", run.captioner_model),
         alpha=alpha,
     )
 

@@ -229,7 +229,7 @@ def source_images(kind: str, images: str | Path) -> ImageSource:
     if kind == "coco":
         return ImageSource(path / COCO_IMAGES_ZIP)
     if kind == "imagefolder":
-        return ImageSource(path, member_prefix="", recursive=True)
+        return ImageSource(path, recursive=True)
     return ImageSource(path)
 
 

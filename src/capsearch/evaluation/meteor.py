@@ -11,6 +11,7 @@ statistics and lets the same jar score the sum: every resample is scored exactly
 from __future__ import annotations
 
 import contextlib
+import functools
 import hashlib
 import json
 import shutil
@@ -111,5 +112,6 @@ def resampled_sums(statistics: Sequence[str], resamples: int, seed: int) -> list
     return [" ".join(repr(float(v)) for v in row) for row in counts @ table]
 
 
+@functools.cache
 def _jar_digest() -> str:
     return hashlib.sha256(JAR.read_bytes()).hexdigest()[:16]
