@@ -1,11 +1,13 @@
 """Stage fetch: download (or verify user-placed) the source's files (Flickr8k zips; Flickr30k or COCO images and
-Karpathy's split file), check them, extract the annotations."""
+Karpathy's split file; a Hugging Face dataset's images and captions), check them, extract the annotations."""
 
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
 from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
+from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
+from capsearch.data.hf_dataset import HfDatasetError, fetch_hf_dataset
 from capsearch.data.kaggle import pack_kaggle_folder
 from capsearch.data.karpathy import KARPATHY_FILES, fetch_karpathy
 from capsearch.io import write_text
@@ -35,6 +37,9 @@ def main() -> None:
             f"{source.kind}: {'; '.join(got.actions)}; {got.annotations.name} extracted to {RUN.text_dir}; "
             f"{got.image_count} images at {got.images} in {timer.seconds:.1f}s",
         )
+        return
+    if source.kind == "hf_dataset":
+        fetch_dataset(source, timer)
         return
     if source.kind in LOCAL_SOURCES:  # nothing to download: the subset stage reads the shards or folder where they are
         note = f"source.kind is {source.kind}: images and captions are read from {source.images}, nothing fetched\n"
@@ -67,6 +72,28 @@ def main() -> None:
         f"{TEXT_ZIP_NAME} {text.action}, {len(text_files)} text files extracted to {RUN.text_dir} "
         f"in {timer.seconds:.1f}s",
     )
+
+
+def fetch_dataset(source: SourceParams, timer: Timer) -> None:
+    """A Hugging Face dataset's images and captions, saved to data/raw/hf_dataset."""
+    out = RUN.image_zip.parent / HF_FOLDER
+    try:
+        got = fetch_hf_dataset(
+            source.dataset or "",
+            source.revision,
+            source.config,
+            source.image_column,
+            source.caption_column,
+            source.splits,
+            out,
+        )
+    except HfDatasetError as exc:
+        fail("fetch", exc)
+    (RUN.image_zip.parent / "SOURCE.txt").unlink(missing_ok=True)
+    write_text(RUN.text_dir / "SOURCE.txt", f"source.kind is hf_dataset: captions are in {out} with the images\n")
+    rows = ", ".join(f"{split} {count}" for split, count in got.rows.items())
+    where = f"{source.dataset}@{got.commit}" if got.commit else str(source.dataset)
+    summary("fetch", f"{where}: {rows} images with their captions saved to {out} in {timer.seconds:.1f}s")
 
 
 if __name__ == "__main__":

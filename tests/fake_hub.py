@@ -6,7 +6,11 @@ Point ``HF_ENDPOINT`` at :attr:`FakeHub.endpoint`. It answers what huggingface_h
   resolved to), ``ETag`` (plus ``X-Linked-Etag``/``X-Linked-Size`` for weights, as for LFS files) and
   ``Content-Length``; 404 with ``X-Error-Code`` ``RepoNotFound``, ``RevisionNotFound`` or ``EntryNotFound``;
 * ``GET /api/models/{repo}/refs``: branches and (``include_prs=1``) pull-request refs;
-* ``GET /api/models/{repo}/revision/{revision}``: the commit and its files.
+* ``GET /api/models/{repo}/revision/{revision}``: the commit and its files;
+* ``GET /api/models/{repo}/tree/{revision}``: every file of the commit (one page), LFS files with their SHA-256.
+
+Dataset repos (:meth:`FakeHub.dataset`) answer the same under ``/datasets/{repo}/resolve/...`` and
+``/api/datasets/{repo}/...``, which is what ``snapshot_download(..., repo_type="dataset")`` asks.
 
 Each repo has commits (a file listing each) and refs (``main``, ``refs/pr/N``) pointing at commits. Every request
 is logged in :attr:`FakeHub.requests`.
@@ -22,7 +26,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import parse_qs, unquote, urlsplit
 
-LFS_SUFFIXES = (".safetensors", ".bin")
+LFS_SUFFIXES = (".safetensors", ".bin", ".parquet", ".arrow")
 
 
 def commit_id(files: dict[str, bytes], parent: str = "") -> str:
@@ -93,6 +97,10 @@ class FakeHub:
         """The repo ``repo_id`` (created empty)."""
         return self.repos.setdefault(repo_id, Repo())
 
+    def dataset(self, repo_id: str) -> Repo:
+        """The dataset repo ``repo_id`` (created empty)."""
+        return self.repo(f"datasets/{repo_id}")
+
     def _send(self, handler: BaseHTTPRequestHandler, status: int, headers: dict[str, str], data: bytes, body: bool):
         handler.send_response(status)
         for key, value in {**headers, "Content-Length": str(len(data))}.items():
@@ -116,6 +124,10 @@ class FakeHub:
         parts = url.path.strip("/").split("/")
         if parts[:2] == ["api", "models"]:
             self._api(handler, parts[2:], parse_qs(url.query), body)
+        elif parts[:2] == ["api", "datasets"]:
+            self._api(handler, ["datasets", *parts[2:]], parse_qs(url.query), body)
+        elif parts[0] == "datasets" and len(parts) >= 6 and parts[3] == "resolve":
+            self._resolve(handler, "/".join(parts[:3]), unquote(parts[4]), unquote("/".join(parts[5:])), body)
         elif len(parts) >= 5 and parts[2] == "resolve":
             self._resolve(handler, "/".join(parts[:2]), unquote(parts[3]), unquote("/".join(parts[4:])), body)
         else:
@@ -138,7 +150,7 @@ class FakeHub:
         return self._send(handler, 200, headers, data, body)
 
     def _api(self, handler: BaseHTTPRequestHandler, parts: list[str], query: dict, body: bool) -> None:
-        for split in (2, 1):  # repo ids are org/name
+        for split in (3, 2, 1) if parts[0] == "datasets" else (2, 1):  # repo ids are org/name
             repo_id = "/".join(parts[:split])
             if repo_id in self.repos:
                 break
@@ -165,5 +177,22 @@ class FakeHub:
             if sha is None:
                 return self._error(handler, "RevisionNotFound", body)
             siblings = [{"rfilename": name} for name in sorted(repo.commits[sha])]
-            return self._json(handler, {"id": repo_id, "modelId": repo_id, "sha": sha, "siblings": siblings}, body)
+            name = repo_id.removeprefix("datasets/")
+            return self._json(handler, {"id": name, "modelId": name, "sha": sha, "siblings": siblings}, body)
+        if len(rest) >= 2 and rest[0] == "tree":
+            sha = repo.resolve(unquote(rest[1]))
+            if sha is None:
+                return self._error(handler, "RevisionNotFound", body)
+            return self._json(
+                handler, [_tree_entry(name, data) for name, data in sorted(repo.commits[sha].items())], body
+            )
         return self._error(handler, "EntryNotFound", body)
+
+
+def _tree_entry(name: str, data: bytes) -> dict:
+    """A file as the Hub's tree listing describes it (a git blob id; LFS files with their SHA-256 and size)."""
+    blob = hashlib.sha1(f"blob {len(data)}\0".encode() + data).hexdigest()
+    entry: dict = {"type": "file", "oid": blob, "size": len(data), "path": name}
+    if name.endswith(LFS_SUFFIXES):
+        entry["lfs"] = {"oid": hashlib.sha256(data).hexdigest(), "size": len(data), "pointerSize": 134}
+    return entry

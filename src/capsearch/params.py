@@ -21,7 +21,7 @@ PRECISIONS = ("auto", "fp32", "fp16", "bf16")
 DEVICES = ("auto", "cpu", "cuda")
 SEARCH_METHODS = ("image", "caption", "fusion")
 BATCH_TASKS = ("caption", "embed_images", "embed_texts")
-SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset", "imagefolder")
+SOURCE_KINDS = ("flickr8k", "flickr30k", "coco", "webdataset", "imagefolder", "hf_dataset")
 LOCAL_SOURCES = ("webdataset", "imagefolder")  # read where they are: nothing to fetch
 FETCHED_IMAGES = "data/raw"  # where fetch puts the downloads
 ENGINES = ("local", "ray")
@@ -170,12 +170,16 @@ class FetchParams(Section):
 @dataclass(frozen=True)
 class SourceParams(Section):
     """Where the images and their captions come from: Flickr8k, Flickr30k or COCO (fetch's download; the last two
-    with Karpathy's splits), webdataset shards, or a captioned image folder (Hugging Face ImageFolder layout).
+    with Karpathy's splits), webdataset shards, a captioned image folder (Hugging Face ImageFolder layout), or a
+    Hugging Face dataset (fetch loads it with ``datasets``).
 
     ``images`` is the path the image-reading stages list as their DVC dependency: ``data/raw`` for the fetched
     sources; for webdataset a folder of ``.tar`` shards or a list file of shard paths (a glob works in the library and
     ``capsearch``, but DVC cannot track one); for imagefolder the folder. ``caption_column`` and ``split_column``
-    name an imagefolder's metadata columns (:mod:`capsearch.data.imagefolder`).
+    name an imagefolder's metadata columns (:mod:`capsearch.data.imagefolder`). An ``hf_dataset`` is ``dataset``
+    (a hub id at ``revision``, or a local folder) with ``config``, its ``image_column`` and ``caption_column``, and
+    ``splits``: capsearch's test/dev/train mapped to the dataset's split names, or one name whose rows are divided
+    by hash (:mod:`capsearch.data.hf_dataset`).
     """
 
     NAME = "source"
@@ -183,9 +187,23 @@ class SourceParams(Section):
     images: str = field(default=FETCHED_IMAGES, metadata={OPTIONAL: True})
     caption_column: str = field(default="text", metadata={OPTIONAL: True})
     split_column: str | None = field(default=None, metadata={OPTIONAL: True})
+    dataset: str | None = field(default=None, metadata={OPTIONAL: True})
+    revision: str | None = field(default=None, metadata={OPTIONAL: True})
+    config: str | None = field(default=None, metadata={OPTIONAL: True})
+    image_column: str = field(default="image", metadata={OPTIONAL: True})
+    splits: str | dict[str, str | None] = field(
+        default_factory=lambda: {"test": "test", "dev": "validation", "train": "train"}, metadata={OPTIONAL: True}
+    )
 
     def check(self) -> None:
         _choice(self.kind, self.name("kind"), SOURCE_KINDS, "source kind")
+        for key in ("dataset", "revision", "config"):
+            if getattr(self, key) is not None:
+                _text(getattr(self, key), self.name(key))
+        _text(self.image_column, self.name("image_column"))
+        self._check_splits()
+        if self.kind == "hf_dataset" and self.dataset is None:
+            raise ParamError("source.dataset: source.kind hf_dataset needs a Hugging Face dataset id or a local folder")
         _text(self.images, self.name("images"))
         _text(self.caption_column, self.name("caption_column"))
         if self.split_column is not None:
@@ -200,6 +218,19 @@ class SourceParams(Section):
                 f"source.images: {self.images!r} is a glob, which DVC cannot track as a dependency; "
                 "give the shard folder or a list file of shard paths"
             )
+
+    def _check_splits(self) -> None:
+        if isinstance(self.splits, str):
+            _text(self.splits, self.name("splits"))
+            return
+        if not isinstance(self.splits, Mapping) or set(self.splits) - {"test", "dev", "train"}:
+            raise ParamError(
+                f"source.splits: expected test/dev/train mapped to split names (or null), or one split name; "
+                f"got {self.splits!r}"
+            )
+        for ours, theirs in self.splits.items():
+            if theirs is not None:
+                _text(theirs, self.name(f"splits.{ours}"))
 
     @property
     def columns(self) -> tuple[str, str | None]:

@@ -6,6 +6,7 @@
 from __future__ import annotations
 
 import os
+import sys
 from typing import Any
 
 from tqdm.auto import tqdm
@@ -15,6 +16,12 @@ def enabled() -> bool | None:
     """Whether progress bars are shown: False (off), True (on), None (on where stderr is a terminal)."""
     setting = os.environ.get("CAPSEARCH_PROGRESS", "")
     return {"0": False, "1": True}.get(setting)
+
+
+def shown() -> bool:
+    """Whether progress bars are shown here and now (a library's own bars follow this too)."""
+    setting = enabled()
+    return sys.stderr.isatty() if setting is None else setting
 
 
 def progress(*args: Any, **kwargs: Any) -> tqdm:

@@ -92,17 +92,19 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
             raise MetadataError(f"{path}:{done + 1}: invalid CSV ({exc})") from None
 
 
-def _texts(value: Any, where: str, column: str) -> list[str]:
+def caption_texts(value: Any, where: str, column: str, error: type[ValueError] = MetadataError) -> list[str]:
+    """A caption cell as a list of stripped texts (a text, or a list of texts); ``error`` names ``where`` when it is
+    not text, is empty or holds none."""
     values = value if isinstance(value, list) else [value]
     texts = []
     for text in values:
         if not isinstance(text, str):
-            raise MetadataError(f"{where}: {column} must be text or a list of texts, got {text!r}")
+            raise error(f"{where}: {column} must be text or a list of texts, got {text!r}")
         if not text.strip():
-            raise MetadataError(f"{where}: empty caption in column {column!r}")
+            raise error(f"{where}: empty caption in column {column!r}")
         texts.append(text.strip())
     if not texts:
-        raise MetadataError(f"{where}: no caption in column {column!r}")
+        raise error(f"{where}: no caption in column {column!r}")
     return texts
 
 
@@ -134,7 +136,7 @@ def read_imagefolder(
             if not target.is_file():
                 raise MetadataError(f"{where}: file_name {name!r}: no such file ({target})")
             image_id = target.relative_to(base).as_posix()
-            result.captions.setdefault(image_id, []).extend(_texts(row[caption_column], where, caption_column))
+            result.captions.setdefault(image_id, []).extend(caption_texts(row[caption_column], where, caption_column))
             if split_column:
                 value = str(row[split_column]).strip().lower()
                 if value not in SPLIT_NAMES:

@@ -15,6 +15,8 @@ import numpy as np
 from PIL import Image, ImageOps
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
+from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
+from capsearch.data.hf_dataset import SavedImages, is_saved_folder
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards, shards_digest
 
@@ -66,7 +68,8 @@ ZIP_IMAGE_FOLDERS = {IMAGE_ZIP_NAME: IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP: COCO_IM
 
 class ImageSource:
     """Images by id from ``Flickr8k_Dataset.zip`` (member ``Flicker8k_Dataset/<id>``), from webdataset shards (id =
-    the image's member name, unique across shards; see :mod:`capsearch.data.webdataset`) or from a folder.
+    the image's member name, unique across shards; see :mod:`capsearch.data.webdataset`), from a Hugging Face
+    dataset fetch saved (:mod:`capsearch.data.hf_dataset`) or from a folder.
 
     Safe to use from DataLoader worker processes and Ray tasks: each process opens its own file handles.
     """
@@ -80,6 +83,7 @@ class ImageSource:
         self.is_zip = self.location.is_file() and zipfile.is_zipfile(self.location)
         self.shards: list[ShardReader] = []
         self._shard_of: dict[str, ShardReader] = {}
+        self.saved = SavedImages(self.location) if self.location.is_dir() and is_saved_folder(self.location) else None
         if not self.is_zip and is_shard_spec(location):
             self.shards = [ShardReader(path) for path in resolve_shards(location)]
             for reader in self.shards:
@@ -108,6 +112,8 @@ class ImageSource:
         """All image ids (``.jpg``, ``.jpeg``, ``.png``, ``.webp`` files) in this source, sorted (shards: in order)."""
         if self.shards:
             return list(self._shard_of)
+        if self.saved:
+            return self.saved.ids()
         if self.is_zip:
             prefix = self.member_prefix
             names = self._archive().namelist()
@@ -157,6 +163,8 @@ class ImageSource:
             return f"{self._shard_of[image_id].path}:{image_id}"
         if self.is_zip:
             return f"{self.location}:{self.member_prefix}{image_id}"
+        if self.saved:
+            return f"{self.location}:{image_id}"
         return str(self.location / image_id)
 
     def read_bytes(self, image_id: str) -> bytes:
@@ -164,6 +172,8 @@ class ImageSource:
         try:
             if self.shards:
                 return self._shard_of[image_id].read(image_id)
+            if self.saved:
+                return self.saved.read_bytes(image_id)
             if self.is_zip:
                 return self._archive().read(self.member_prefix + image_id)
             return (self.location / image_id).read_bytes()
@@ -220,7 +230,8 @@ class ImageSource:
 
 def source_images(kind: str, images: str | Path) -> ImageSource:
     """The images of a ``source`` params section: what fetch put in ``images`` (``data/raw``: Flickr8k's release
-    zip, Flickr30k's extracted folder, COCO's ``val2014.zip``), or the webdataset shards ``images`` names."""
+    zip, Flickr30k's extracted folder, COCO's ``val2014.zip``, a Hugging Face dataset's saved Arrow files), or the
+    webdataset shards or image folder ``images`` names."""
     path = Path(images)
     if kind == "flickr8k":
         return ImageSource(path / IMAGE_ZIP_NAME)
@@ -230,6 +241,8 @@ def source_images(kind: str, images: str | Path) -> ImageSource:
         return ImageSource(path / COCO_IMAGES_ZIP)
     if kind == "imagefolder":
         return ImageSource(path, recursive=True)
+    if kind == "hf_dataset":
+        return ImageSource(path / HF_FOLDER)
     return ImageSource(path)
 
 

@@ -17,6 +17,8 @@ from capsearch.data.flickr8k import (
     sampling_order,
     split_candidates,
 )
+from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
+from capsearch.data.hf_dataset import read_saved_captions
 from capsearch.data.imagefolder import read_imagefolder
 from capsearch.data.images import ImageReadError, ImageSource, source_images
 from capsearch.data.karpathy import KARPATHY_FILES, parse_karpathy_json
@@ -52,12 +54,15 @@ def find_text_dir(extracted: str | Path, kind: str = "flickr8k") -> Path:
 
 def open_source(kind: str, images: Path, extracted_text: Path) -> tuple[ImageSource, Path | None]:
     """The images of a source and the folder of its annotations: fetch's text folder (``extracted_text``) for the
-    downloaded sources, the folder itself for an imagefolder, None for shards (their captions are inside)."""
+    downloaded sources, the folder itself for an imagefolder, fetch's saved folder for a Hugging Face dataset, None
+    for shards (their captions are inside)."""
     source = source_images(kind, images)
     if kind == "webdataset":
         return source, None
     if kind == "imagefolder":
         return source, Path(images)
+    if kind == "hf_dataset":
+        return source, Path(images) / HF_FOLDER
     return source, find_text_dir(extracted_text, kind)
 
 
@@ -170,7 +175,8 @@ def build_subset(
     ``count_param`` the param ``num_images`` comes from (default ``<section>.num_images``). Flickr8k
     reads its captions and splits from ``text_dir``, Flickr30k and COCO (``kind``) from the Karpathy split file
     there (:mod:`capsearch.data.karpathy`), an imagefolder from its metadata file(s) in ``text_dir`` with the
-    caption and split ``columns`` (:mod:`capsearch.data.imagefolder`); webdataset shards (``text_dir`` None) carry
+    caption and split ``columns`` (:mod:`capsearch.data.imagefolder`), a Hugging Face dataset from the folder fetch
+    saved (:mod:`capsearch.data.hf_dataset`); webdataset shards (``text_dir`` None) carry
     one caption per image (``KEY.txt``) and are split by a hash of the key
     (:func:`capsearch.data.webdataset.split_of`). The decoding checks run in ``workers`` processes (the same subset
     for any number).
@@ -195,6 +201,8 @@ def build_subset(
         folder = read_imagefolder(text_dir, *columns)
         captions = folder.captions
         splits = {name: [i for i, s in folder.split_of.items() if s == name] for name in ("train", "dev", "test")}
+    elif kind == "hf_dataset":
+        captions, splits = read_saved_captions(text_dir)
     else:
         caption_file = load_captions(text_dir)
         captions, splits = caption_file.captions, read_splits(text_dir)

@@ -75,3 +75,34 @@ def write_radiology_imagefolder(out_dir: str | Path, count: int, seed: int = 0) 
     for split, lines in rows.items():
         write_text(out / split / "metadata.jsonl", "".join(f"{line}\n" for line in lines))
     return out
+
+
+def write_radiology_dataset_repo(out_dir: str | Path, count: int, seed: int = 0) -> Path:
+    """The same films as a Hugging Face dataset repo's files: ``data/<split>-00000-of-00001.parquet`` (an ``image``
+    column of encoded PNGs, a ``findings`` column of caption lists) and a README whose YAML names the splits, as the
+    Hub's Parquet datasets are laid out. Written through ``datasets`` (needs ``capsearch[hf]``)."""
+    from capsearch.data.hf_dataset import datasets_library
+
+    datasets = datasets_library()
+    out = Path(out_dir)
+    folder = write_radiology_imagefolder(out / ".films", count, seed)
+    features = datasets.Features({"image": datasets.Image(), "findings": datasets.List(datasets.Value("string"))})
+    files = []
+    for split, _ in SPLITS:
+        rows = [json.loads(line) for line in (folder / split / "metadata.jsonl").read_text().splitlines()]
+        table = {
+            "image": [{"bytes": (folder / split / row["file_name"]).read_bytes(), "path": None} for row in rows],
+            "findings": [row["text"] for row in rows],
+        }
+        name = f"data/{split}-00000-of-00001.parquet"
+        (out / "data").mkdir(parents=True, exist_ok=True)
+        datasets.Dataset.from_dict(table, features=features).to_parquet(str(out / name))
+        files.append(f"  - split: {split}\n    path: {name}\n")
+    readme = "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
+        "  " + entry.replace("\n    ", "\n      ") for entry in files
+    )
+    write_text(out / "README.md", readme + "---\n# Generated radiology-like films (not medical data)\n")
+    for path in sorted(folder.rglob("*"), reverse=True):
+        path.unlink() if path.is_file() else path.rmdir()
+    folder.rmdir()
+    return out
