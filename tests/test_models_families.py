@@ -173,3 +173,23 @@ def test_a_blank_probe_shows_the_pixel_check_catches_a_wrong_pipeline(siglip, to
     assert processor_difference(siglip.pixels, siglip.image_processor) < 1e-5
     clip_like = replace(siglip.pixels, mean=(0.48145466, 0.4578275, 0.40821073))
     assert processor_difference(clip_like, siglip.image_processor) > 1e-2
+
+
+def test_loading_a_siglip_on_a_pipe_prints_nothing_but_a_real_config_problem_still_warns(toy_families, tmp_path):
+    code = (
+        "import sys; from capsearch.models.embedder import DualEncoder\n"
+        "e = DualEncoder(sys.argv[1], precision='fp32', device='cpu'); e.embed_texts(['a red circle'])\n"
+    )
+    env = {key: value for key, value in os.environ.items() if key != "CAPSEARCH_PROGRESS"}
+    run = [sys.executable, "-c", code, str(toy_families / "toy-siglip")]
+    quiet = subprocess.run(run, capture_output=True, text=True, env=env, check=True)
+    assert quiet.stderr == "", quiet.stderr  # no token-id warnings, no weight-loading bar on a pipe
+    broken = tmp_path / "siglip"
+    broken.mkdir()
+    for path in (toy_families / "toy-siglip").iterdir():
+        (broken / path.name).write_bytes(path.read_bytes())
+    config = json.loads((broken / "config.json").read_text())
+    config["text_config"]["eos_token_id"] = 49407  # out of the toy's vocabulary: the model's own problem
+    (broken / "config.json").write_text(json.dumps(config))
+    warned = subprocess.run([*run[:3], str(broken)], capture_output=True, text=True, env=env, check=True)
+    assert "eos_token_id must be `None` or an integer within the vocabulary" in warned.stderr

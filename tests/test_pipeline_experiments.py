@@ -1,12 +1,17 @@
 """Comparing models the DVC way: `dvc exp run --queue -S clip.model=A,B`, then `dvc exp show` and `dvc plots diff`,
-on a generated COCO (Karpathy split) with two toy dual encoders of different families (CLIP and SigLIP)."""
+on a generated COCO (Karpathy split, made and run by `capsearch demo --dataset coco`) with two toy dual encoders of
+different families (CLIP and SigLIP)."""
 
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 from helpers import experiment_rows
 
-from capsearch.demo.workspace import create_demo_workspace, run_dvc
+from capsearch.demo.workspace import run_dvc
 
 
 def experiments(shown: object) -> list[dict]:
@@ -23,7 +28,19 @@ def experiments(shown: object) -> list[dict]:
 
 @pytest.mark.slow
 def test_queued_experiments_compare_clip_and_siglip(toy_models, toy_families, tmp_path):
-    workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=240, num_images=24, karpathy="coco")
+    workspace = tmp_path / "ws"
+    demo = [str(Path(sys.executable).parent / "capsearch"), "demo", "--dataset", "coco", "--dir", str(workspace)]
+    env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}  # a shell without the venv
+    made = subprocess.run(
+        [*demo, "--models", str(toy_models), "--images", "240", "--num-images", "24"],
+        capture_output=True,
+        text=True,
+        env=env,
+    )
+    assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
+    stages = [line.split("]")[0][1:] for line in made.stdout.splitlines() if line.startswith("[")]
+    assert stages[:2] == ["fetch", "subset"] and {"caption", "evaluate", "report"} <= set(stages)  # stage by stage
+    assert "coco: " in made.stdout and "text→image  R@1" in made.stdout and "source .venv/bin/activate" in made.stdout
     clip, siglip = str(toy_models / "toy-clip"), str(toy_families / "toy-siglip")
     run_dvc(workspace, "exp", "run", "--queue", "evaluate", "-S", f"clip.model={clip},{siglip}")
     ran = run_dvc(workspace, "exp", "run", "--run-all", "-j", "1", check=False)

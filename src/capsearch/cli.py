@@ -13,6 +13,7 @@ import argparse
 import functools
 import json
 import os
+import subprocess
 import sys
 import time
 from dataclasses import asdict
@@ -325,9 +326,12 @@ def _index(args: argparse.Namespace) -> int:
     return 0
 
 
+DEMO_DATASETS = ("flickr8k", "coco", "flickr30k", "shards")
+
+
 def _demo(args: argparse.Namespace) -> int:
     from capsearch.demo.model_cache import TOY_MODELS, cached_toy_models, set_folder
-    from capsearch.demo.workspace import commit_run, create_demo_workspace, run_dvc
+    from capsearch.demo.workspace import commit_run, create_demo_workspace, demo_summary, tool_env
 
     started = time.perf_counter()
     workspace = Path(args.dir).resolve()
@@ -338,29 +342,64 @@ def _demo(args: argparse.Namespace) -> int:
         if not TOY_MODELS.exist(set_folder(TOY_MODELS)):
             print("training the toy CLIP and BLIP side by side (about 2 minutes on 2 cores)...", flush=True)
         models = cached_toy_models()
-    create_demo_workspace(workspace, models, images=args.images, num_images=args.num_images, shards=args.shards)
-    result = run_dvc(workspace, "repro", check=False)
-    print(result.stdout + result.stderr, flush=True)
-    if result.returncode != 0:
+    shards = args.shards or (4 if args.dataset == "shards" else 0)
+    karpathy = args.dataset if args.dataset in ("coco", "flickr30k") else None
+    create_demo_workspace(
+        workspace, models, images=args.images, num_images=args.num_images, shards=shards, karpathy=karpathy
+    )
+    print(f"dvc repro in {workspace} ({args.dataset}; each stage prints one line when it is done):", flush=True)
+    dvc = str(Path(sys.executable).parent / "dvc")
+    repro = subprocess.run([dvc, "repro"], cwd=workspace, env=tool_env())  # live: stage by stage, bars on a terminal
+    if repro.returncode != 0:
         print(f"dvc repro failed in {workspace}", file=sys.stderr)
-        return result.returncode
+        return repro.returncode
     commit_run(workspace, "demo run")
-    print(run_dvc(workspace, "metrics", "show").stdout)
+    print(demo_summary(workspace / "metrics"))
+    here = Path(os.path.relpath(workspace))
+    venv = Path(sys.executable).parent  # `make demo` runs this with the venv on its own PATH, not on the user's
+    activated = os.environ.get("VIRTUAL_ENV") and Path(os.environ["VIRTUAL_ENV"]).resolve() == venv.parent.resolve()
+    activate = "" if activated else f"  first:   source {os.path.relpath(venv / 'activate')}   (capsearch and dvc)\n"
     print(
-        f"demo finished in {time.perf_counter() - started:.0f}s. Workspace: {workspace}\n"
-        f"  metrics: {workspace / 'metrics' / 'retrieval.json'} (recall curve: metrics/recall_curve.json)\n"
-        f"  compare: cd {workspace} && dvc exp run -S caption.num_beams=1 && dvc metrics diff\n"
-        f"           dvc exp show; dvc plots show (writes dvc_plots/index.html)\n"
-        f'  search:  cd {workspace} && capsearch search "a red circle" -k 3 --out hits.png\n'
-        f"  serve:   cd {workspace} && capsearch serve   (a search page at http://127.0.0.1:8765)"
+        f"demo finished in {time.perf_counter() - started:.0f}s. Workspace: {here}\n{activate}"
+        f'  search:  cd {here} && capsearch search "a red circle" -k 3\n'
+        f"  compare: dvc exp run -S caption.num_beams=1 && dvc metrics diff\n"
+        f"  serve:   capsearch serve   (a search page at http://127.0.0.1:8765)"
     )
     return 0
 
 
-def _toy_models(args: argparse.Namespace) -> int:
-    from capsearch.demo.toy_models import build_toy_models
+def _plots(args: argparse.Namespace) -> int:
+    from capsearch.plots import PlotsError, render_plots
 
-    print(json.dumps(build_toy_models(args.dir), indent=2))
+    def dvc(*words: str) -> str:
+        result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *words], capture_output=True, text=True)
+        if result.returncode != 0:
+            lines = (result.stderr or result.stdout).strip().splitlines()
+            raise UsageError(f"dvc {' '.join(words)} failed: {lines[-1] if lines else result.returncode}")
+        return result.stdout
+
+    if not Path("dvc.yaml").is_file():
+        raise UsageError("no dvc.yaml here: run capsearch plots in a capsearch project (e.g. build/demo)")
+    revisions = args.revisions or ["HEAD", *dvc("exp", "ls", "--name-only").split()]
+    shown = dvc("plots", "diff", "--json", *revisions)
+    try:
+        drawn = render_plots(json.loads(shown[shown.index("{") :])["data"], args.out)
+    except PlotsError as exc:
+        raise UsageError(str(exc)) from None
+    print(f"{len(drawn)} plots of {', '.join(revisions)} drawn to {Path(args.out) / 'index.html'}")
+    return 0
+
+
+def _toy_models(args: argparse.Namespace) -> int:
+    from capsearch.demo.model_cache import TOY_FAMILIES, TOY_MODELS, build_models, ensure_toy_models
+
+    sets = [TOY_MODELS, TOY_FAMILIES] if args.families else [TOY_MODELS]
+    if args.dir is None:  # the shared cache the demo and the tests use
+        for folder in ensure_toy_models(sets):
+            print(folder)
+        return 0
+    out = Path(args.dir)
+    print(json.dumps(build_models([(model, out) for models in sets for model in models.models])[out], indent=2))
     return 0
 
 
@@ -464,7 +503,9 @@ def build_parser() -> argparse.ArgumentParser:
     index.add_argument("--out", help="index folder (default: FOLDER/.capsearch)")
     index.add_argument("--batch-size", type=int, help="default: runtime.batch_size of params.yaml")
     index.add_argument(
-        "--no-cache", action="store_true", help="recompute everything (default: reuse the result cache, see README)"
+        "--no-cache",
+        action="store_true",
+        help="recompute everything (default: reuse the result cache, see docs/speed.md)",
     )
     _model_options(index, captioner=True, clip=True)
     index.set_defaults(func=_index)
@@ -477,11 +518,25 @@ def build_parser() -> argparse.ArgumentParser:
     demo.add_argument("--images", type=int, default=800, help="generated images; the test split is 1/8 of them")
     demo.add_argument("--num-images", type=int, default=80, help="subset.num_images of the demo run")
     demo.add_argument(
-        "--shards", type=int, default=0, help="read the images from this many webdataset shards instead of the zips"
+        "--dataset",
+        choices=DEMO_DATASETS,
+        default="flickr8k",
+        help="the generated source: Flickr8k's release zips, COCO's or Flickr30k's download with Karpathy's split "
+        "file, or webdataset shards (default: flickr8k)",
     )
+    demo.add_argument("--shards", type=int, default=0, help="with --dataset shards: how many shards (default: 4)")
     demo.set_defaults(func=_demo)
-    toy = commands.add_parser("toy-models", help="train and save the toy CLIP and BLIP models")
-    toy.add_argument("dir")
+    plots = commands.add_parser(
+        "plots", help="draw the recall curves of the run and its experiments to PNG + HTML, offline"
+    )
+    plots.add_argument(
+        "revisions", nargs="*", help="git revisions or experiment names (default: HEAD and its experiments)"
+    )
+    plots.add_argument("--out", default="dvc_plots/offline", help="folder to write (default: dvc_plots/offline)")
+    plots.set_defaults(func=_plots)
+    toy = commands.add_parser("toy-models", help="train and save the toy models (CLIP and BLIP; SigLIP and GIT too)")
+    toy.add_argument("dir", nargs="?", help="where to save them (default: the shared cache the demo uses; prints it)")
+    toy.add_argument("--families", action="store_true", help="also the toy SigLIP and GIT (other model families)")
     toy.set_defaults(func=_toy_models)
     data = commands.add_parser("toy-data", help="write generated Flickr8k zips in the release layout, or shards")
     data.add_argument("dir")

@@ -11,7 +11,7 @@ The images:
 * Flickr30k: ``flickr30k-images.tar.gz`` (the dataset's own download, after its form), extracted by fetch to
   ``data/raw/flickr30k-images/``;
 * COCO: ``val2014.zip``, read in place (member ``val2014/<file name>``). It holds every test, val and restval
-  image; the 82,783 ``train`` images of ``train2014.zip`` are not read (see README "Datasets").
+  image; the 82,783 ``train`` images of ``train2014.zip`` are not read (see docs/datasets.md).
 """
 
 from __future__ import annotations

@@ -76,7 +76,11 @@ def train_toy_siglip(images: list[Image.Image], captions: list[list[str]], out_d
         processor = SiglipProcessor(image_processor=image_processor, tokenizer=tokenizer)
         config = SiglipConfig(
             text_config=_text_config(
-                len(tokenizer), SIGLIP_CONTEXT, pad_token_id=tokenizer.pad_token_id, eos_token_id=tokenizer.eos_token_id
+                len(tokenizer),
+                SIGLIP_CONTEXT,
+                pad_token_id=tokenizer.pad_token_id,
+                eos_token_id=tokenizer.eos_token_id,
+                bos_token_id=None,  # the tokenizer has no start token (transformers' default, 49406, is CLIP's)
             ),
             vision_config=_vision_config(),
         )

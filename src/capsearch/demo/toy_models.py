@@ -93,7 +93,7 @@ def _vision_config() -> dict[str, int]:
     return {**TOWER, "num_hidden_layers": 3, "image_size": IMAGE_SIZE, "patch_size": 16}
 
 
-def _text_config(vocab_size: int, max_positions: int, **token_ids: int) -> dict[str, int]:
+def _text_config(vocab_size: int, max_positions: int, **token_ids: int | None) -> dict[str, int | None]:
     return {
         **TOWER,
         "vocab_size": vocab_size,

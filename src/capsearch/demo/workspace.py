@@ -8,6 +8,7 @@ their real MD5s, so every stage runs exactly the code it runs on real Flickr8k.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import subprocess
@@ -21,7 +22,7 @@ import yaml
 from capsearch.data.fetch import md5_of
 from capsearch.demo.karpathy_layout import write_karpathy_layout
 from capsearch.demo.model_cache import TOY_MODEL_NAMES
-from capsearch.demo.scenes import write_flickr8k_layout
+from capsearch.demo.scenes import iter_scenes, write_flickr8k_layout
 from capsearch.demo.shards import write_webdataset_shards
 from capsearch.params import (
     CaptionParams,
@@ -71,6 +72,7 @@ def run_dvc(workspace: Path, *args: str, check: bool = True) -> subprocess.Compl
     return run_tool([str(Path(sys.executable).parent / "dvc"), *args], workspace, check)
 
 
+DEMO_PHOTOS = 12  # generated scenes in the workspace's photos/, a folder to index as one's own
 SHARDS_DIR = "source/shards"  # in the workspace: the webdataset demo's shards
 
 
@@ -154,9 +156,14 @@ def create_demo_workspace(
         per_shard = -(-images // shards)
         write_webdataset_shards(workspace / SHARDS_DIR, images, per_shard, seed, corrupt=(per_shard + 5,))
     downloads = write_karpathy_layout(karpathy, source_dir / karpathy, images, seed) if karpathy else None
+    for number, (_, image, _) in enumerate(iter_scenes(DEMO_PHOTOS, seed + 1)):  # for `capsearch index photos`
+        (workspace / "photos").mkdir(exist_ok=True)
+        image.save(workspace / "photos" / f"scene_{number:02d}.jpg", quality=90)
     params = demo_params(source_dir, models_dir, num_images, shards=bool(shards), karpathy=downloads)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")
-    (workspace / ".gitignore").write_text("/data/\n/source/\n__pycache__/\n", encoding="utf-8")
+    (workspace / ".gitignore").write_text(
+        "/data/\n/source/\n/photos/.capsearch/\n/dvc_plots/\n__pycache__/\n", encoding="utf-8"
+    )
     run_tool(["git", "init", "-q"], workspace)
     run_dvc(workspace, "init", "-q")
     run_dvc(workspace, "config", "core.analytics", "false")
@@ -169,3 +176,20 @@ def commit_run(workspace: Path, message: str) -> None:
     """Commit dvc.lock, params and metrics so ``dvc metrics diff`` compares against this run."""
     run_tool(["git", "add", "-A"], workspace)
     run_tool(["git", "commit", "-q", "-m", message], workspace)
+
+
+def demo_summary(metrics: Path) -> str:
+    """The run's headline numbers in three short lines (``dvc metrics show`` has them all)."""
+    retrieval = json.loads((metrics / "retrieval.json").read_text(encoding="utf-8"))
+    quality = json.loads((metrics / "caption_quality.json").read_text(encoding="utf-8"))
+
+    def recalls(direction: str) -> str:
+        return "  ".join(f"R@{k} {retrieval[direction][f'R@{k}']:.1f}" for k in (1, 5, 10))
+
+    scores = "  ".join(f"{name} {quality[name]:.1f}" for name in ("BLEU-4", "METEOR", "ROUGE-L", "CIDEr-D"))
+    return (
+        f"text→image  {recalls('text_to_image')}   ({retrieval['query_captions']} captions, "
+        f"{retrieval['gallery_images']} images)\n"
+        f"image→text  {recalls('image_to_text')}\n"
+        f"captions    {scores}   (all metrics: dvc metrics show)"
+    )

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import logging
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, TypeVar
@@ -228,6 +230,34 @@ def model_config_path(source: ModelSource) -> Path:
     return Path(hf_hub_download(source.model_id, "config.json", revision=source.commit))
 
 
+# transformers' own SiglipTextConfig defaults (a 32,000-token vocabulary with CLIP's start and end ids 49406/49407)
+# fail its own token-id check: every SigLIP load warns about a config it builds itself, not the model's.
+_DEFAULT_SIGLIP_TOKENS = re.compile(
+    r"Model config: (bos|eos)_token_id must be .* \(between 0 and 31999\), got 4940[67]\."
+)
+
+
+class _TransformersDefaults(logging.Filter):
+    """Drops transformers' warning about its own default SigLIP text config (:data:`_DEFAULT_SIGLIP_TOKENS`)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not _DEFAULT_SIGLIP_TOKENS.match(record.getMessage())
+
+
+def _quiet_loading() -> None:
+    """Before loading: transformers' weight-loading bar only where capsearch shows progress, and its false warning
+    about default SigLIP configs dropped (both once per process)."""
+    import transformers
+
+    from capsearch.progress import shown
+
+    config_logger = logging.getLogger("transformers.configuration_utils")
+    if not any(isinstance(f, _TransformersDefaults) for f in config_logger.filters):
+        config_logger.addFilter(_TransformersDefaults())
+    if not shown():
+        transformers.utils.logging.disable_progress_bar()
+
+
 def load_pretrained(
     loader: Any, model_id: str, revision: str | None, param: str, weights: bool = True, **kwargs: Any
 ) -> Any:
@@ -238,6 +268,7 @@ def load_pretrained(
     ``weights=False`` loads a processor or tokenizer (no checkpoint).
     """
     _is_local_folder(model_id, param)
+    _quiet_loading()
     try:
         if weights:
             kwargs["use_safetensors"] = True
