@@ -96,7 +96,6 @@ def test_the_readme_from_a_new_terminal_to_a_readable_comparison(project):
     out = run_page("README.md", project, bare)
     quick, queue, back = out[0], out[1], out[2]
     assert re.search(r"^\s*1\s+[\d.]+\s+\S+\.jpg", quick, re.M), quick  # a ranked table of images
-    assert "text_to_image" in quick and "R@10" in quick  # dvc metrics show
     assert "Success" in queue and "Failed" not in queue, queue  # the queued experiment ran on the hand-placed data
     table = [line for line in queue.splitlines() if line.startswith("|")]
     assert len(table) >= 4 and max(len(line) for line in table) <= 200 and "…" not in queue, table
