@@ -113,3 +113,35 @@ def test_the_readme_from_a_new_terminal_to_a_readable_comparison(project):
 @pytest.mark.parametrize("page", [page for page in PAGES if page != "README.md" and blocks(page)])
 def test_each_docs_page_runs_in_the_demo_workspace(run_copy, page):
     run_page(page, run_copy, str(Path(sys.executable).parent) + os.pathsep + "/usr/bin:/bin")
+
+
+def documented_keys(page: str) -> set[str]:
+    """The params a page's table documents: each row's backticked `section.key` names, and bare `key` names after one
+    in the same row (`caption.num_beams`, `max_new_tokens`) or `.{a,b}` lists."""
+    found = set()
+    for row in (PROJECT / page).read_text(encoding="utf-8").splitlines():
+        names = re.findall(r"`([\w.{},]+)(?:\.\*)?`", row.split("|")[1]) if row.startswith("| `") else []
+        section = None
+        for name in names:
+            if "." in name:
+                section, _, leaf = name.rpartition(".")
+                for key in leaf.strip("{}").split(","):
+                    found.add(f"{section}.{key}")
+            elif section:
+                found.add(f"{section}.{name}")
+    return found
+
+
+def test_every_param_is_documented_and_every_link_leads_somewhere():
+    params = yaml.safe_load((PROJECT / "params.yaml").read_text(encoding="utf-8"))
+    keys = {f"{name}.{key}" for name, section in params.items() if name != "finetune" for key in section}
+    keys |= {f"finetune.{name}" for name in params["finetune"]}  # its own page documents every key
+    documented = documented_keys("docs/params.md")
+    documented |= {key.rsplit(".", 1)[0] for key in documented}  # `runtime.batch_size.{caption,...}`
+    assert sorted(keys - documented) == []
+    broken = []
+    for page in PAGES:
+        for target in re.findall(r"\]\(([^)#\s]+)", (PROJECT / page).read_text(encoding="utf-8")):
+            if not target.startswith(("http://", "https://")) and not ((PROJECT / page).parent / target).exists():
+                broken.append(f"{page}: {target}")
+    assert broken == []
