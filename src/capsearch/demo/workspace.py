@@ -191,5 +191,5 @@ def demo_summary(metrics: Path) -> str:
         f"text→image  {recalls('text_to_image')}   ({retrieval['query_captions']} captions, "
         f"{retrieval['gallery_images']} images)\n"
         f"image→text  {recalls('image_to_text')}\n"
-        f"captions    {scores}   (all metrics: dvc metrics show)"
+        f"captions    {scores}   (all of them: metrics/*.json)"
     )
