@@ -369,10 +369,11 @@ def _demo(args: argparse.Namespace) -> int:
 
 
 def _plots(args: argparse.Namespace) -> int:
+    from capsearch.demo.workspace import run_dvc
     from capsearch.plots import PlotsError, render_plots
 
     def dvc(*words: str) -> str:
-        result = subprocess.run([str(Path(sys.executable).parent / "dvc"), *words], capture_output=True, text=True)
+        result = run_dvc(Path.cwd(), *words, check=False)
         if result.returncode != 0:
             lines = (result.stderr or result.stdout).strip().splitlines()
             raise UsageError(f"dvc {' '.join(words)} failed: {lines[-1] if lines else result.returncode}")

@@ -31,6 +31,7 @@ from capsearch.io import atomic_folder
 
 FOLDER = "hf_dataset"  # under fetch's data/raw
 IMAGE, CAPTIONS, IMAGE_ID = "image", "captions", "image_id"  # the saved columns
+DICT_FILE = "dataset_dict.json"  # what save_to_disk writes for a DatasetDict, as fetch saves one
 SOURCE_FILE = "SOURCE.json"  # what was loaded: dataset, revision, commit, config, columns, splits
 OUR_SPLITS = ("test", "dev", "train")
 MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"RIFF", ".webp"), (b"GIF8", ".gif"), (b"BM", ".bmp"))
@@ -64,7 +65,7 @@ def datasets_library() -> Any:
 
 def is_saved_folder(folder: Path) -> bool:
     """Whether ``folder`` was written by ``save_to_disk`` (a DatasetDict or one Dataset)."""
-    return (folder / "dataset_dict.json").is_file() or (folder / "state.json").is_file()
+    return (folder / DICT_FILE).is_file() or (folder / "state.json").is_file()
 
 
 def _snapshot(dataset: str, revision: str | None) -> tuple[Path, str]:
@@ -164,6 +165,21 @@ def _columns(part: Any, image_column: str, caption_column: str, where: str) -> A
     return part.rename_columns({image_column: IMAGE, caption_column: CAPTIONS})
 
 
+def _ids_and_captions(part: Any, where: str, image_column: str, caption_column: str) -> tuple[list[str], list]:
+    """Each row's image id (``<row>.<format>``) and its captions checked; image bytes are only peeked at."""
+    ids, texts = [], []
+    for batch in part.data.to_batches(max_chunksize=1024):  # row-aligned across the two columns
+        data, paths = batch.column(IMAGE).field("bytes"), batch.column(IMAGE).field("path")
+        for i, value in enumerate(batch.column(CAPTIONS).to_pylist()):
+            at = f"{where} row {len(ids)}"
+            head = data[i].as_buffer()[:8].to_pybytes() if data[i].is_valid else b""
+            if not head:
+                raise HfDatasetError(f"{at}: no image bytes in column {image_column!r}")
+            ids.append(f"{len(ids):06d}{_suffix(head, paths[i].as_py())}")
+            texts.append(caption_texts(value, at, caption_column, HfDatasetError))
+    return ids, texts
+
+
 def fetch_hf_dataset(
     dataset: str,
     revision: str | None,
@@ -185,19 +201,7 @@ def fetch_hf_dataset(
         for theirs in dict.fromkeys(plan.values()):
             where = f"{dataset} split {theirs!r}"
             part = _columns(loaded[theirs], image_column, caption_column, where)
-            ids, texts, row = [], [], 0
-            for batch in part.data.to_batches(max_chunksize=1024):  # row-aligned across the two columns
-                data, paths = batch.column(IMAGE).field("bytes"), batch.column(IMAGE).field("path")
-                for i, value in enumerate(
-                    batch.column(CAPTIONS).to_pylist()
-                ):  # image bytes are only peeked at, never copied
-                    at = f"{where} row {row}"
-                    head = data[i].as_buffer()[:8].to_pybytes() if data[i].is_valid else b""
-                    if not head:
-                        raise HfDatasetError(f"{at}: no image bytes in column {image_column!r}")
-                    ids.append(f"{row:06d}{_suffix(head, paths[i].as_py())}")
-                    texts.append(caption_texts(value, at, caption_column, HfDatasetError))
-                    row += 1
+            ids, texts = _ids_and_captions(part, where, image_column, caption_column)
             part = part.remove_columns(CAPTIONS).add_column(CAPTIONS, texts).add_column(IMAGE_ID, ids)
             parts[theirs] = part
         saved = {}
@@ -230,9 +234,14 @@ class SavedImages:
 
     def __init__(self, folder: str | Path) -> None:
         self.folder = Path(folder)
-        if not (self.folder / "dataset_dict.json").is_file():
+        if not self.holds(self.folder):
             raise FileNotFoundError(f"{self.folder}: no fetched Hugging Face dataset here; run the fetch stage")
         self._rows: dict[str, tuple[Any, int]] | None = None
+
+    @staticmethod
+    def holds(folder: Path) -> bool:
+        """Whether ``folder`` is a dataset fetch saved (a DatasetDict)."""
+        return (folder / DICT_FILE).is_file()
 
     def __getstate__(self) -> dict[str, Any]:
         return {**self.__dict__, "_rows": None}

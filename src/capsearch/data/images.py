@@ -16,7 +16,7 @@ from PIL import Image, ImageOps
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
 from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
-from capsearch.data.hf_dataset import SavedImages, is_saved_folder
+from capsearch.data.hf_dataset import SavedImages
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards, shards_digest
 
@@ -83,7 +83,7 @@ class ImageSource:
         self.is_zip = self.location.is_file() and zipfile.is_zipfile(self.location)
         self.shards: list[ShardReader] = []
         self._shard_of: dict[str, ShardReader] = {}
-        self.saved = SavedImages(self.location) if self.location.is_dir() and is_saved_folder(self.location) else None
+        self.saved = SavedImages(self.location) if SavedImages.holds(self.location) else None
         if not self.is_zip and is_shard_spec(location):
             self.shards = [ShardReader(path) for path in resolve_shards(location)]
             for reader in self.shards:

@@ -17,7 +17,6 @@ from capsearch.data.flickr8k import (
     sampling_order,
     split_candidates,
 )
-from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
 from capsearch.data.hf_dataset import read_saved_captions
 from capsearch.data.imagefolder import read_imagefolder
 from capsearch.data.images import ImageReadError, ImageSource, source_images
@@ -62,7 +61,7 @@ def open_source(kind: str, images: Path, extracted_text: Path) -> tuple[ImageSou
     if kind == "imagefolder":
         return source, Path(images)
     if kind == "hf_dataset":
-        return source, Path(images) / HF_FOLDER
+        return source, source.location  # the saved dataset holds the captions beside the images
     return source, find_text_dir(extracted_text, kind)
 
 

@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import json
 import random
+import tempfile
 from pathlib import Path
 
+import yaml
 from PIL import Image, ImageDraw, ImageFilter
 
 from capsearch.io import write_text
@@ -85,24 +87,20 @@ def write_radiology_dataset_repo(out_dir: str | Path, count: int, seed: int = 0)
 
     datasets = datasets_library()
     out = Path(out_dir)
-    folder = write_radiology_imagefolder(out / ".films", count, seed)
+    (out / "data").mkdir(parents=True, exist_ok=True)
     features = datasets.Features({"image": datasets.Image(), "findings": datasets.List(datasets.Value("string"))})
-    files = []
-    for split, _ in SPLITS:
-        rows = [json.loads(line) for line in (folder / split / "metadata.jsonl").read_text().splitlines()]
-        table = {
-            "image": [{"bytes": (folder / split / row["file_name"]).read_bytes(), "path": None} for row in rows],
-            "findings": [row["text"] for row in rows],
-        }
-        name = f"data/{split}-00000-of-00001.parquet"
-        (out / "data").mkdir(parents=True, exist_ok=True)
-        datasets.Dataset.from_dict(table, features=features).to_parquet(str(out / name))
-        files.append(f"  - split: {split}\n    path: {name}\n")
-    readme = "---\nconfigs:\n- config_name: default\n  data_files:\n" + "".join(
-        "  " + entry.replace("\n    ", "\n      ") for entry in files
-    )
-    write_text(out / "README.md", readme + "---\n# Generated radiology-like films (not medical data)\n")
-    for path in sorted(folder.rglob("*"), reverse=True):
-        path.unlink() if path.is_file() else path.rmdir()
-    folder.rmdir()
+    data_files = []
+    with tempfile.TemporaryDirectory() as scratch:
+        folder = write_radiology_imagefolder(scratch, count, seed)
+        for split, _ in SPLITS:
+            rows = [json.loads(line) for line in (folder / split / "metadata.jsonl").read_text().splitlines()]
+            table = {
+                "image": [{"bytes": (folder / split / row["file_name"]).read_bytes(), "path": None} for row in rows],
+                "findings": [row["text"] for row in rows],
+            }
+            name = f"data/{split}-00000-of-00001.parquet"
+            datasets.Dataset.from_dict(table, features=features).to_parquet(str(out / name))
+            data_files.append({"split": split, "path": name})
+    card = yaml.safe_dump({"configs": [{"config_name": "default", "data_files": data_files}]}, sort_keys=False)
+    write_text(out / "README.md", f"---\n{card}---\n# Generated radiology-like films (not medical data)\n")
     return out
