@@ -121,6 +121,8 @@ def test_meteor_of_a_resample_is_the_jar_score_of_its_summed_statistics_and_a_ca
         draws = np.random.default_rng(seed).integers(0, len(statistics), size=(1, len(statistics)))[0]
         (summed,) = resampled_sums(statistics, 1, seed)
         assert jar.aggregate([summed])[1] == jar.aggregate([statistics[i] for i in draws])[1]
+    sums = resampled_sums(statistics, 50, 7)  # all resamples in one EVAL: each line's answer is its sum's score
+    assert jar.aggregate(sums)[0] == [jar.aggregate([line])[1] for line in sums]
     cache = ResultCache(tmp_path)
     first = meteor_of_tokens([c for c, _ in texts], [refs for _, refs in texts], cache, jar=jar)
     monkeypatch.setattr("capsearch.evaluation.meteor.MeteorJar", None)  # a second run must not start Java

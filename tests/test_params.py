@@ -88,3 +88,14 @@ def test_an_unknown_section_is_refused_with_the_known_ones(tmp_path):
     params.write_text(yaml.safe_dump(raw), encoding="utf-8")
     with pytest.raises(ParamError, match=r"^finetune.captoiner: unknown section; finetune has clip, captioner$"):
         load_raw(params)
+
+
+def test_malformed_yaml_and_a_list_are_one_line_naming_the_file(tmp_path):
+    params = tmp_path / "params.yaml"
+    params.write_text("caption:\n  model: [unclosed\n", encoding="utf-8")
+    with pytest.raises(ParamError) as error:
+        load_raw(params)
+    assert str(error.value) == f"{params}:3:1: not valid YAML (did not find expected ',' or ']')"
+    params.write_text("- caption\n", encoding="utf-8")
+    with pytest.raises(ParamError, match=rf"^{params}: expected a mapping of sections$"):
+        load_raw(params)

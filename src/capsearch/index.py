@@ -23,7 +23,6 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import yaml
 
 from capsearch.artifacts import (
     RunLayout,
@@ -38,7 +37,7 @@ from capsearch.artifacts import (
 )
 from capsearch.data.images import ImageSource, source_images
 from capsearch.finetune.handover import tuned_model
-from capsearch.io import atomic_folder, write_json
+from capsearch.io import atomic_folder, read_yaml, write_json
 from capsearch.params import FETCHED_IMAGES, IndexParams
 
 INDEX_DIR_NAME = ".capsearch"
@@ -117,7 +116,7 @@ def _ran_with(project: Path, stage: str, section: str) -> dict[str, Any]:
     the lock has none."""
     lock = project / "dvc.lock"
     if lock.exists():
-        data = yaml.safe_load(lock.read_text(encoding="utf-8")) or {}
+        data = read_yaml(lock) or {}
         params = (((data.get("stages") or {}).get(stage) or {}).get("params") or {}).get("params.yaml") or {}
         if params.get(section) is not None:
             return params[section]

@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import yaml
 
 
 def _umask() -> int:
@@ -84,6 +85,13 @@ def write_text(path: str | os.PathLike[str], text: str) -> None:
     """Write UTF-8 text atomically."""
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
+
+
+def read_yaml(path: str | os.PathLike[str]) -> Any:
+    """A YAML file's data, safely loaded by libyaml where PyYAML has it (its pure-Python parser takes 0.4 s for a
+    60 KB dvc.lock, read by every stage that names its models)."""
+    loader = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+    return yaml.load(Path(path).read_text(encoding="utf-8"), Loader=loader)  # a safe loader either way
 
 
 def write_json(path: str | os.PathLike[str], data: Any) -> None:

@@ -15,6 +15,8 @@ from typing import Any, TypeVar
 
 import yaml
 
+from capsearch.io import read_yaml
+
 PARAMS_FILE = "params.yaml"
 SPLITS = ("test", "dev", "train", "all")
 PRECISIONS = ("auto", "fp32", "fp16", "bf16")
@@ -577,9 +579,11 @@ def load_raw(path: str | Path = PARAMS_FILE) -> dict[str, Any]:
     if not path.exists():
         raise ParamError(f"{path.resolve()} not found: run from the project root (where dvc.yaml is)")
     try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ParamError(f"{path}: not valid YAML ({exc})") from exc
+        data = read_yaml(path) or {}
+    except yaml.YAMLError as exc:  # one line: the file, the line and column, what the parser found
+        mark = getattr(exc, "problem_mark", None)
+        where = f"{path}:{mark.line + 1}:{mark.column + 1}" if mark is not None else str(path)
+        raise ParamError(f"{where}: not valid YAML ({getattr(exc, 'problem', None) or exc})") from exc
     if not isinstance(data, dict):
         raise ParamError(f"{path}: expected a mapping of sections")
     top = dict.fromkeys(name.split(".")[0] for name in SECTIONS)

@@ -23,6 +23,7 @@ from scipy.stats import kendalltau
 from capsearch.cache import ResultCache
 from capsearch.evaluation.clipscore import clip_score, ref_clip_score, with_prefix
 from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, meteor_of, rouge_l_of, tokenize_pairs
+from capsearch.evaluation.meteor import MeteorJar
 
 EXPERT_FILE = "ExpertAnnotations.txt"
 CROWDFLOWER_FILE = "CrowdFlowerAnnotations.txt"
@@ -104,9 +105,11 @@ def score_judged_pairs(
     image_vectors: np.ndarray,
     embed: Callable[[list[str]], np.ndarray],
     cache: ResultCache | None = None,
+    jar: MeteorJar | None = None,
 ) -> dict[str, np.ndarray]:
     """Per-pair BLEU-1, BLEU-4, METEOR, ROUGE-L, CIDEr-D, CLIP-S and RefCLIP-S; ``embed`` gives normalised
-    CLIPScore text embeddings; ``cache`` keeps METEOR's result."""
+    CLIPScore text embeddings; ``cache`` keeps METEOR's result; ``jar``: a METEOR jar to share (else one is
+    started where METEOR is not cached)."""
     keys = [str(i) for i in range(len(pairs))]
     tokenized = tokenize_pairs(dict(zip(keys, candidates, strict=True)), dict(zip(keys, references, strict=True)))
     bleu_items = bleu_of(tokenized)[1]
@@ -120,7 +123,7 @@ def score_judged_pairs(
     return {
         "BLEU-1": bleu_items[:, 0],
         "BLEU-4": bleu_items[:, 3],
-        "METEOR": np.asarray(meteor_of(tokenized, cache, resamples=0).items),
+        "METEOR": np.asarray(meteor_of(tokenized, cache, resamples=0, jar=jar).items),
         "ROUGE-L": rouge_l_of(tokenized)[1],
         "CIDEr-D": cider_d_of(tokenized)[1],
         "CLIP-S": clip_score(candidate_vectors, images),
@@ -147,31 +150,33 @@ def human_agreement(
     """
     row_of = {image_id: i for i, image_id in enumerate(image_ids)}
     report = {}
-    for name, judgments, per_rating in (
-        ("flickr8k_expert", expert, True),
-        ("flickr8k_crowdflower", crowdflower, False),
-    ):
-        usable = [j for j in judgments if j.image in row_of and j.caption_image in captions]
-        if per_rating:
-            usable = expert_protocol(usable)
-        if len(usable) < 2:
-            report[name] = {"pairs": len(usable), "coverage": len(usable) / max(1, len(judgments))}
-            continue
-        candidates = [captions[j.caption_image][j.caption_index] for j in usable]
-        references = [
-            [c for k, c in enumerate(captions[j.image]) if not (j.own_caption and k == j.caption_index)] for j in usable
-        ]
-        rows = np.array([row_of[j.image] for j in usable])
-        scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed, cache)
-        if per_rating:
-            taus = {metric: agreement(usable, values) for metric, values in scores.items()}
-            taus |= {f"{m}_vs_mean_rating": agreement(usable, v, per_rating=False) for m, v in scores.items()}
-        else:
-            human = np.array([j.ratings[0] for j in usable])
-            taus = {metric: kendall_tau_b(human, values) for metric, values in scores.items()}
-        report[name] = {
-            "pairs": len(usable),
-            "coverage": round(len(usable) / len(judgments), 4),
-            **{f"tau_{metric}": round(value, 4) for metric, value in taus.items()},
-        }
+    with MeteorJar() as jar:  # one jar for both sets, started only where METEOR is not cached (6 s a start)
+        for name, judgments, per_rating in (
+            ("flickr8k_expert", expert, True),
+            ("flickr8k_crowdflower", crowdflower, False),
+        ):
+            usable = [j for j in judgments if j.image in row_of and j.caption_image in captions]
+            if per_rating:
+                usable = expert_protocol(usable)
+            if len(usable) < 2:
+                report[name] = {"pairs": len(usable), "coverage": len(usable) / max(1, len(judgments))}
+                continue
+            candidates = [captions[j.caption_image][j.caption_index] for j in usable]
+            references = [
+                [c for k, c in enumerate(captions[j.image]) if not (j.own_caption and k == j.caption_index)]
+                for j in usable
+            ]
+            rows = np.array([row_of[j.image] for j in usable])
+            scores = score_judged_pairs(usable, candidates, references, rows, image_vectors, embed, cache, jar)
+            if per_rating:
+                taus = {metric: agreement(usable, values) for metric, values in scores.items()}
+                taus |= {f"{m}_vs_mean_rating": agreement(usable, v, per_rating=False) for m, v in scores.items()}
+            else:
+                human = np.array([j.ratings[0] for j in usable])
+                taus = {metric: kendall_tau_b(human, values) for metric, values in scores.items()}
+            report[name] = {
+                "pairs": len(usable),
+                "coverage": round(len(usable) / len(judgments), 4),
+                **{f"tau_{metric}": round(value, 4) for metric, value in taus.items()},
+            }
     return report

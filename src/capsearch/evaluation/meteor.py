@@ -5,7 +5,9 @@ The jar needs Java (the project installs Java 17) and loads its paraphrase table
 result is kept in the result cache under a key of the jar and the exact inputs, and a repeated evaluation of the
 same captions never starts Java. The corpus score is the jar's score of the candidates' statistics summed (tested:
 equal to its ``EVAL`` over all of them), so the bootstrap interval of the corpus score sums each resample's
-statistics and lets the same jar score the sum: every resample is scored exactly as the corpus is.
+statistics and lets the same jar score the sums: every resample is scored exactly as the corpus is. All the
+resamples' sums go to the jar as one ``EVAL`` line, whose per-line answers are each sum's score (tested: equal to
+scoring each sum alone): one round trip instead of one per resample (1,000 took about 4 seconds).
 """
 
 from __future__ import annotations
@@ -16,6 +18,7 @@ import hashlib
 import json
 import shutil
 import subprocess
+import threading
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -40,39 +43,70 @@ class MeteorResult:
 
 
 class MeteorJar:
-    """The METEOR 1.5 jar running in ``-stdio`` mode; use as a context manager."""
+    """The METEOR 1.5 jar running in ``-stdio`` mode, started on its first question (so that one jar can serve
+    several scorings of which all may come from the result cache); use as a context manager."""
 
     def __init__(self) -> None:
-        if shutil.which("java") is None:
-            raise OSError("METEOR needs Java on the PATH (apt install openjdk-17-jre-headless; `make venv` does)")
-        self.process = subprocess.Popen(
-            COMMAND, cwd=JAR.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
-        )
+        self._process: subprocess.Popen[bytes] | None = None
+
+    @property
+    def process(self) -> subprocess.Popen[bytes]:
+        """The running jar (started here on first use)."""
+        if self._process is None:
+            if shutil.which("java") is None:
+                raise OSError("METEOR needs Java on the PATH (apt install openjdk-17-jre-headless; `make venv` does)")
+            self._process = subprocess.Popen(
+                COMMAND, cwd=JAR.parent, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL
+            )
+        return self._process
+
+    @property
+    def started(self) -> bool:
+        """Whether the jar has been started (asked anything)."""
+        return self._process is not None
 
     def __enter__(self) -> MeteorJar:
         return self
 
     def __exit__(self, *_: object) -> None:
-        self.process.stdin.close()
-        self.process.kill()
-        self.process.wait()
+        if self._process is not None:
+            self._process.stdin.close()
+            self._process.kill()
+            self._process.wait()
 
-    def _ask(self, line: str, answers: int) -> list[str]:
-        self.process.stdin.write(f"{line}\n".encode())
-        self.process.stdin.flush()
-        lines = [self.process.stdout.readline().decode().strip() for _ in range(answers)]
-        if any(not line for line in lines):
-            raise OSError(f"the METEOR jar ({JAR}) stopped answering (exit code {self.process.poll()})")
-        return lines
+    def _ask(self, lines: Sequence[str], answers: int) -> list[str]:
+        """Send ``lines`` and read ``answers`` lines back. A thread writes while the answers are read, so the jar
+        works through many questions without waiting on a round trip for each (and no pipe fills up)."""
+        process = self.process
+
+        def write() -> None:
+            with contextlib.suppress(BrokenPipeError):  # the jar died: the reading below says so
+                process.stdin.write("".join(f"{line}\n" for line in lines).encode())
+                process.stdin.flush()
+
+        writer = threading.Thread(target=write, daemon=True)
+        writer.start()
+        answered = [process.stdout.readline().decode().strip() for _ in range(answers)]
+        writer.join()
+        if any(not line for line in answered):
+            raise OSError(f"the METEOR jar ({JAR}) stopped answering (exit code {process.poll()})")
+        return answered
 
     def statistics(self, candidate: str, references: Sequence[str]) -> str:
         """The jar's statistics line of one tokenized candidate against its tokenized references."""
-        candidate = candidate.replace("|||", "").replace("  ", " ")  # as pycocoevalcap cleans it
-        return self._ask(" ||| ".join(("SCORE", " ||| ".join(references), candidate)), 1)[0]
+        return self.statistics_of([candidate], [references])[0]
+
+    def statistics_of(self, candidates: Sequence[str], references: Sequence[Sequence[str]]) -> list[str]:
+        """The statistics line of each tokenized candidate against its tokenized references, in one stream."""
+        lines = [
+            " ||| ".join(("SCORE", " ||| ".join(refs), candidate.replace("|||", "").replace("  ", " ")))
+            for candidate, refs in zip(candidates, references, strict=True)
+        ]  # the candidate cleaned as pycocoevalcap cleans it
+        return self._ask(lines, len(lines))
 
     def aggregate(self, statistics: Sequence[str]) -> tuple[list[float], float]:
         """Each candidate's METEOR and the corpus METEOR of these statistics lines."""
-        answers = self._ask("EVAL ||| " + " ||| ".join(statistics), len(statistics) + 1)
+        answers = self._ask(["EVAL ||| " + " ||| ".join(statistics)], len(statistics) + 1)
         return [float(a) for a in answers[:-1]], float(answers[-1])
 
 
@@ -92,9 +126,9 @@ def meteor(
     if cache is not None and (found := cache.get_many(space, [key])):
         return MeteorResult(**json.loads(found[key]))
     with contextlib.nullcontext(jar) if jar is not None else MeteorJar() as running:
-        statistics = [running.statistics(c, r) for c, r in zip(candidates, references, strict=True)]
+        statistics = running.statistics_of(candidates, references)
         items, corpus = running.aggregate(statistics)
-        scores = [running.aggregate([line])[1] for line in resampled_sums(statistics, resamples, seed)]
+        scores = running.aggregate(resampled_sums(statistics, resamples, seed))[0] if resamples else []
     low, high = np.percentile(scores, [2.5, 97.5]) if scores else (corpus, corpus)  # no resamples: no interval
     result = MeteorResult(corpus, items, float(low), float(high))
     if cache is not None:
