@@ -116,7 +116,7 @@ def test_meteor_of_a_resample_is_the_jar_score_of_its_summed_statistics_and_a_ca
     tmp_path, monkeypatch, jar
 ):
     texts = [(c.lower().rstrip("."), [r.lower() for r in refs]) for c, refs in CAPTIONS.values()]
-    statistics = [jar.statistics(c, refs) for c, refs in texts]
+    statistics = jar.statistics_of([c for c, _ in texts], [refs for _, refs in texts])
     for seed in range(3):  # a resample's sum, scored by the jar = the jar's EVAL over the resampled rows
         draws = np.random.default_rng(seed).integers(0, len(statistics), size=(1, len(statistics)))[0]
         (summed,) = resampled_sums(statistics, 1, seed)

@@ -331,7 +331,7 @@ DEMO_DATASETS = ("flickr8k", "coco", "flickr30k", "shards")
 
 def _demo(args: argparse.Namespace) -> int:
     from capsearch.demo.model_cache import TOY_MODELS, cached_toy_models, set_folder
-    from capsearch.demo.workspace import commit_run, create_demo_workspace, demo_summary, tool_env
+    from capsearch.demo.workspace import commit_run, create_demo_workspace, demo_summary, dvc_command, tool_env
 
     started = time.perf_counter()
     workspace = Path(args.dir).resolve()
@@ -348,8 +348,8 @@ def _demo(args: argparse.Namespace) -> int:
         workspace, models, images=args.images, num_images=args.num_images, shards=shards, karpathy=karpathy
     )
     print(f"dvc repro in {workspace} ({args.dataset}; each stage prints one line when it is done):", flush=True)
-    dvc = str(Path(sys.executable).parent / "dvc")
-    repro = subprocess.run([dvc, "repro"], cwd=workspace, env=tool_env())  # live: stage by stage, bars on a terminal
+    # live output: stage by stage, progress bars on a terminal
+    repro = subprocess.run([dvc_command(), "repro"], cwd=workspace, env=tool_env())
     if repro.returncode != 0:
         print(f"dvc repro failed in {workspace}", file=sys.stderr)
         return repro.returncode

@@ -26,6 +26,5 @@ def shown() -> bool:
 
 def progress(*args: Any, **kwargs: Any) -> tqdm:
     """``tqdm(...)`` on stderr, hidden when progress bars are off (see :func:`enabled`)."""
-    shown = enabled()
-    kwargs.setdefault("disable", None if shown is None else not shown)
+    kwargs.setdefault("disable", not shown())
     return tqdm(*args, **kwargs)

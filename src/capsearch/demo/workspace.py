@@ -67,9 +67,14 @@ def run_tool(args: list[str], cwd: Path, check: bool = True) -> subprocess.Compl
     return result
 
 
+def dvc_command() -> str:
+    """The dvc of this environment (beside its python)."""
+    return str(Path(sys.executable).parent / "dvc")
+
+
 def run_dvc(workspace: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     """``dvc ARGS`` in the workspace with this environment's python on PATH."""
-    return run_tool([str(Path(sys.executable).parent / "dvc"), *args], workspace, check)
+    return run_tool([dvc_command(), *args], workspace, check)
 
 
 DEMO_PHOTOS = 12  # generated scenes in the workspace's photos/, a folder to index as one's own
@@ -156,8 +161,8 @@ def create_demo_workspace(
         per_shard = -(-images // shards)
         write_webdataset_shards(workspace / SHARDS_DIR, images, per_shard, seed, corrupt=(per_shard + 5,))
     downloads = write_karpathy_layout(karpathy, source_dir / karpathy, images, seed) if karpathy else None
+    (workspace / "photos").mkdir()
     for number, (_, image, _) in enumerate(iter_scenes(DEMO_PHOTOS, seed + 1)):  # for `capsearch index photos`
-        (workspace / "photos").mkdir(exist_ok=True)
         image.save(workspace / "photos" / f"scene_{number:02d}.jpg", quality=90)
     params = demo_params(source_dir, models_dir, num_images, shards=bool(shards), karpathy=downloads)
     (workspace / "params.yaml").write_text(yaml.safe_dump(params, sort_keys=False), encoding="utf-8")

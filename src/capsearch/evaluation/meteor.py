@@ -60,11 +60,6 @@ class MeteorJar:
             )
         return self._process
 
-    @property
-    def started(self) -> bool:
-        """Whether the jar has been started (asked anything)."""
-        return self._process is not None
-
     def __enter__(self) -> MeteorJar:
         return self
 
@@ -91,10 +86,6 @@ class MeteorJar:
         if any(not line for line in answered):
             raise OSError(f"the METEOR jar ({JAR}) stopped answering (exit code {process.poll()})")
         return answered
-
-    def statistics(self, candidate: str, references: Sequence[str]) -> str:
-        """The jar's statistics line of one tokenized candidate against its tokenized references."""
-        return self.statistics_of([candidate], [references])[0]
 
     def statistics_of(self, candidates: Sequence[str], references: Sequence[Sequence[str]]) -> list[str]:
         """The statistics line of each tokenized candidate against its tokenized references, in one stream."""
