@@ -15,7 +15,6 @@ image bytes); a missing column or split names the param and what the dataset has
 
 from __future__ import annotations
 
-import json
 import shutil
 import tempfile
 from collections.abc import Mapping
@@ -27,7 +26,7 @@ from capsearch.data.flickr8k import IMAGE_SUFFIXES
 from capsearch.data.imagefolder import caption_texts
 from capsearch.data.webdataset import split_of
 from capsearch.hub import offline_when_unreachable
-from capsearch.io import atomic_folder
+from capsearch.io import atomic_folder, write_json
 
 FOLDER = "hf_dataset"  # under fetch's data/raw
 IMAGE, CAPTIONS, IMAGE_ID = "image", "captions", "image_id"  # the saved columns
@@ -222,7 +221,7 @@ def fetch_hf_dataset(
                 "caption_column": caption_column,
                 "splits": plan if not isinstance(splits, str) else splits,
             }
-            (building / SOURCE_FILE).write_text(json.dumps(described, indent=2) + "\n")
+            write_json(building / SOURCE_FILE, described)
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
     return HfFetchResult(out, commit, {ours: len(part) for ours, part in saved.items()})
