@@ -99,3 +99,55 @@ def test_malformed_yaml_and_a_list_are_one_line_naming_the_file(tmp_path):
     params.write_text("- caption\n", encoding="utf-8")
     with pytest.raises(ParamError, match=rf"^{params}: expected a mapping of sections$"):
         load_raw(params)
+
+
+# Every float param, each set in a form a person or DVC writes (DVC writes `-S x=1e-5` back as `1e-05`).
+FLOAT_FORMS = {
+    "finetune.clip.learning_rate": ("1e-5", 1e-5),
+    "finetune.clip.weight_decay": ("5e-05", 5e-5),
+    "finetune.captioner.learning_rate": ("1E-3", 1e-3),
+    "finetune.captioner.weight_decay": (".5", 0.5),
+    "fusion.alphas": ("[0, .25, 1e-1, 1.0e+0, 5E-1]", (0.0, 0.25, 0.1, 1.0, 0.5)),
+}
+
+
+def test_every_float_form_reads_as_a_number(tmp_path):
+    params = tmp_path / "params.yaml"
+    text = (PROJECT / "params.yaml").read_text(encoding="utf-8")
+    text = text.replace("learning_rate: 1.0e-05", "learning_rate: 1e-5")
+    text = text.replace("weight_decay: 0.1", "weight_decay: 1E+2")
+    params.write_text(text, encoding="utf-8")
+    raw = load_raw(params)
+    assert raw["finetune"]["clip"]["learning_rate"] == 1e-5 and raw["finetune"]["clip"]["weight_decay"] == 100.0
+    assert read_section(raw, SECTIONS["finetune.captioner"]).learning_rate == 1e-5
+    assert raw["subset"]["num_images"] == 1000 and raw["runtime"]["ray_stall_seconds"] == 600  # integers stay
+    assert raw["fetch"]["images_md5"] == "f18a1e2920de5bd84dae7cf08ec78978"  # strings stay
+
+
+def test_float_params_set_through_dvc_exp_run_are_numbers(tmp_path):
+    """`dvc exp run -S` writes params.yaml with ruamel (YAML 1.2); every stage reads what it wrote as numbers."""
+    import json
+    import shutil
+    import sys
+
+    from capsearch.demo.workspace import run_dvc, run_tool
+
+    shutil.copy(PROJECT / "params.yaml", tmp_path / "params.yaml")
+    reader = (
+        "import json; from capsearch.params import SECTIONS, load_raw, read_section; raw = load_raw(); "
+        "json.dump({n: getattr(read_section(raw, SECTIONS[n.rsplit('.', 1)[0]]), n.rsplit('.', 1)[1]) "
+        f"for n in {sorted(FLOAT_FORMS)!r}}}, open('read.json', 'w'))"
+    )
+    stage = {"cmd": f'"{sys.executable}" -c "{reader}"', "params": ["finetune", "fusion"], "outs": ["read.json"]}
+    (tmp_path / "dvc.yaml").write_text(yaml.safe_dump({"stages": {"read": stage}}), encoding="utf-8")
+    run_tool(["git", "init", "-q"], tmp_path)
+    run_dvc(tmp_path, "init", "-q")
+    (tmp_path / ".gitignore").write_text("/read.json\n", encoding="utf-8")
+    run_tool(["git", "add", "-A"], tmp_path)
+    run_tool(["git", "commit", "-qm", "params"], tmp_path)
+    sets = [arg for name, (form, _) in FLOAT_FORMS.items() for arg in ("-S", f"{name}={form}")]
+    run_dvc(tmp_path, "exp", "run", *sets)
+    read = json.loads((tmp_path / "read.json").read_text(encoding="utf-8"))
+    expected = {name: list(value) if isinstance(value, tuple) else value for name, (_, value) in FLOAT_FORMS.items()}
+    assert read == expected
+    assert "1e-05" in (tmp_path / "params.yaml").read_text(encoding="utf-8")  # the form DVC writes, read as 1e-5
