@@ -83,7 +83,8 @@ def write_off(model_dir: Path, log_dir: Path, base: dict[str, Any], curves: tupl
 
 
 def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams, workers_param: Any) -> tuple:
-    """The train and dev pairs ``p`` asks for (seeded samples of the source's splits)."""
+    """The train and dev pairs ``p`` asks for: seeded samples of the source's splits, ``train_images`` and
+    ``dev_images`` at most (a smaller split gives all it has, so the defaults work on a small collection)."""
     from capsearch.finetune.loop import pairs_of
 
     # absolute: Ray Train's workers run in folders of their own
@@ -93,6 +94,7 @@ def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams
         split: build_subset(
             text_dir, source, split, count, p.seed, section=p.NAME, workers=workers,
             kind=source_params.kind, count_param=p.name(f"{split}_images"), columns=source_params.columns,
+            at_most=True,
         )
         for split, count in (("train", p.train_images), ("dev", p.dev_images))
     }  # fmt: skip
@@ -144,6 +146,18 @@ def fine_tune(
             save_task(task, folder)
         write_record(folder, {**record, "fine_tuned": True, "best_epoch": outcome.best_epoch, "params": p.as_yaml()})
     return outcome
+
+
+def kept(outcome: Any, p: FinetuneParams, images: int) -> str:
+    """The summary's words on which model was kept, and on the images an epoch's whole batches leave out."""
+    chosen = (
+        f"best epoch {outcome.best_epoch}" if outcome.best_epoch
+        else "no epoch beat the base model on dev: the base model is kept"
+    )  # fmt: skip
+    left = images % p.batch_size
+    return chosen + (
+        f"; {left} of {images} train images per epoch wait for a later one (whole batches)" if left else ""
+    )
 
 
 def where(knobs: RuntimeParams, device: Any) -> str:

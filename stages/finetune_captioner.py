@@ -8,7 +8,16 @@ the dev CIDEr-D and BLEU-4 per epoch (``dvc plots show``); a killed run resumes 
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, base_unless_off, checkpoint_store, fine_tune, model_path, train_and_dev, where
+from _finetune import (
+    LiveLogger,
+    base_unless_off,
+    checkpoint_store,
+    fine_tune,
+    kept,
+    model_path,
+    train_and_dev,
+    where,
+)
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
@@ -72,7 +81,7 @@ def main() -> None:
         "finetune_captioner",
         f"{p.epochs} epochs on {len(train.image_ids)} train images (batch {p.batch_size}, lr {p.learning_rate:g}, "
         f"freeze {p.freeze}, LoRA rank {p.lora_rank}): dev CIDEr-D {start['CIDEr-D']:.1f} -> {best['CIDEr-D']:.1f}, "
-        f"BLEU-4 {start['BLEU-4']:.1f} -> {best['BLEU-4']:.1f} (best epoch {outcome.best_epoch}){resumed}; "
+        f"BLEU-4 {start['BLEU-4']:.1f} -> {best['BLEU-4']:.1f} ({kept(outcome, p, len(train.image_ids))}){resumed}; "
         f"{outcome.seconds_per_epoch:.1f}s per epoch on {where(knobs, rt.device)}, {timer.seconds:.1f}s in all "
         f"-> {RUN.captioner_model}",
     )

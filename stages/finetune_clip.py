@@ -8,7 +8,16 @@ checkpoint (under the result cache's folder, removed when the stage finishes).
 """
 
 from _common import Timer, fail, read_params, summary
-from _finetune import LiveLogger, base_unless_off, checkpoint_store, fine_tune, model_path, train_and_dev, where
+from _finetune import (
+    LiveLogger,
+    base_unless_off,
+    checkpoint_store,
+    fine_tune,
+    kept,
+    model_path,
+    train_and_dev,
+    where,
+)
 
 from capsearch.artifacts import RunLayout
 from capsearch.data.images import ImageReadError
@@ -70,8 +79,9 @@ def main() -> None:
         f"{p.epochs} epochs on {len(train.image_ids)} train images (batch {p.batch_size}, lr {p.learning_rate:g}, "
         f"freeze {p.freeze}, LoRA rank {p.lora_rank}): dev text→image R@{k} {start['text_to_image'][f'R@{k}']:.1f} "
         f"-> {best['text_to_image'][f'R@{k}']:.1f}, mean recall {start['mean_recall']:.1f} -> "
-        f"{best['mean_recall']:.1f} (best epoch {outcome.best_epoch}){resumed}; {outcome.seconds_per_epoch:.1f}s per "
-        f"epoch on {where(knobs, rt.device)}, {timer.seconds:.1f}s in all -> {RUN.clip_model}",
+        f"{best['mean_recall']:.1f} ({kept(outcome, p, len(train.image_ids))}){resumed}; "
+        f"{outcome.seconds_per_epoch:.1f}s per epoch on {where(knobs, rt.device)}, {timer.seconds:.1f}s in all -> "
+        f"{RUN.clip_model}",
     )
 
 

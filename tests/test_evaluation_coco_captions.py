@@ -8,7 +8,7 @@ import pytest
 
 from capsearch.cache import ResultCache
 from capsearch.evaluation.coco_captions import bleu, cider_d, meteor, rouge_l
-from capsearch.evaluation.meteor import MeteorJar, resampled_sums
+from capsearch.evaluation.meteor import MeteorJar, resampled_sums, summable
 from capsearch.evaluation.meteor import meteor as meteor_of_tokens
 
 
@@ -116,7 +116,14 @@ def test_meteor_of_a_resample_is_the_jar_score_of_its_summed_statistics_and_a_ca
     tmp_path, monkeypatch, jar
 ):
     texts = [(c.lower().rstrip("."), [r.lower() for r in refs]) for c, refs in CAPTIONS.values()]
+    texts += [("a dog runs on the grass", ["a dog runs on the grass", "a dog"])]  # one whole match: chunks not added
     statistics = jar.statistics_of([c for c, _ in texts], [refs for _, refs in texts])
+    assert statistics[-1].split()[20] == "1.0"  # its one chunk, which the jar's corpus sum leaves out
+    table = np.array([[float(v) for v in line.split()] for line in statistics])
+    corpus = jar.aggregate(statistics)[1]
+    line = lambda row: " ".join(repr(float(v)) for v in row)  # noqa: E731
+    assert jar.aggregate([line(summable(table).sum(axis=0))])[1] == corpus
+    assert jar.aggregate([line(table.sum(axis=0))])[1] != corpus  # a plain sum is not the corpus's
     for seed in range(3):  # a resample's sum, scored by the jar = the jar's EVAL over the resampled rows
         draws = np.random.default_rng(seed).integers(0, len(statistics), size=(1, len(statistics)))[0]
         (summed,) = resampled_sums(statistics, 1, seed)

@@ -92,3 +92,17 @@ def test_top_k_matches_a_stable_full_sort_with_ties(k):
     expected = np.argsort(-scores, axis=1, kind="stable")[:, :k]
     assert (order == expected).all()
     assert np.array_equal(values, np.take_along_axis(scores, expected, axis=1))
+
+
+def test_a_nan_score_is_never_a_hit():
+    # a broken model's NaN vectors: every score NaN (before, no image scored >= NaN: rank 0, a hit at every K)
+    broken = np.full((3, 3), np.nan, dtype=np.float32)
+    assert text_to_image_ranks(broken, np.eye(3, dtype=np.float32), np.array([0, 1, 2])).tolist() == [3, 3, 3]
+    assert image_to_text_ranks(broken, np.eye(3, dtype=np.float32), np.array([0, 1, 2])).tolist() == [3, 3, 3]
+    # one NaN image: the texts of the others are not pushed down by it, its own text ranks last
+    images = np.eye(3, dtype=np.float32)
+    images[2] = np.nan
+    texts = np.array([[0.9, 0.1, 0.0], [0.1, 0.9, 0.0], [0.0, 0.0, 1.0]], dtype=np.float32)
+    assert text_to_image_ranks(texts, images, np.array([0, 1, 2])).tolist() == [1, 1, 3]
+    order, scores = top_k_of_scores(np.array([[np.nan, 0.2, 0.5]], dtype=np.float32), 2)
+    assert order.tolist() == [[2, 1]] and scores.tolist() == [[0.5, pytest.approx(0.2)]]

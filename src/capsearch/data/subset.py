@@ -68,7 +68,7 @@ def open_source(kind: str, images: Path, extracted_text: Path) -> tuple[ImageSou
 def _too_many(param: str, wanted: int, available: int, split: str) -> ValueError:
     return ValueError(
         f"{param}: {wanted} is larger than the {available} captioned images of split {split!r}; "
-        "use a smaller num_images or 'all'"
+        f"use a smaller {param.rsplit('.', 1)[-1]} or 'all'"
     )
 
 
@@ -151,7 +151,7 @@ def _choose(
     if wanted is not None and len(chosen) < target:
         raise ValueError(
             f"{param}: only {len(chosen)} of the {len(order)} images of split {split!r} are readable "
-            f"({len(excluded)} excluded); use a smaller num_images"
+            f"({len(excluded)} excluded); use a smaller {param.rsplit('.', 1)[-1]}"
         )
     return chosen
 
@@ -167,6 +167,7 @@ def build_subset(
     kind: str = "flickr8k",
     count_param: str | None = None,
     columns: tuple[str, str | None] = ("text", None),
+    at_most: bool = False,
 ) -> Subset:
     """Pick ``num_images`` decodable images of ``split`` in a seeded order; ``all`` takes every one.
 
@@ -182,11 +183,12 @@ def build_subset(
 
     Images are tried in a seeded permutation of the split; an image missing from the archive or failing to
     decode is excluded with its reason and the next one is tried, so the subset has exactly ``num_images`` good
-    images (or an error says the split is too small).
+    images (or an error says the split is too small). With ``at_most``, ``num_images`` is a ceiling: a smaller
+    split gives all its readable images (fine-tuning's samples, whose defaults must work on a small collection).
     """
     count_param = count_param or f"{section}.num_images"
     if images.shards:
-        return _build_shard_subset(images, split, num_images, seed, count_param, workers)
+        return _build_shard_subset(images, split, num_images, seed, count_param, workers, at_most)
     if text_dir is None:
         raise ValueError("a Flickr8k subset needs the extracted text folder")
     wanted = None if num_images == "all" else int(num_images)
@@ -207,6 +209,8 @@ def build_subset(
         captions, splits = caption_file.captions, read_splits(text_dir)
         stray_keys_folded = caption_file.stray_keys_folded
     candidates = split_candidates(captions, splits, split, section)
+    if at_most and wanted is not None and wanted >= len(candidates.images):
+        wanted = None
     if wanted is not None and wanted > len(candidates.images):
         raise _too_many(count_param, wanted, len(candidates.images), split)
     excluded: list[tuple[str, str]] = [
@@ -225,7 +229,13 @@ def build_subset(
 
 
 def _build_shard_subset(
-    images: ImageSource, split: str, num_images: int | str, seed: int, count_param: str, workers: int
+    images: ImageSource,
+    split: str,
+    num_images: int | str,
+    seed: int,
+    count_param: str,
+    workers: int,
+    at_most: bool = False,
 ) -> Subset:
     """:func:`build_subset` over webdataset shards: one reference caption per image, splits by key hash."""
     wanted = None if num_images == "all" else int(num_images)
@@ -243,6 +253,8 @@ def _build_shard_subset(
             captions[image_id] = caption
         else:
             excluded.append((image_id, "no caption (KEY.txt) beside it in its shard"))
+    if at_most and wanted is not None and wanted >= len(captions):
+        wanted = None
     if wanted is not None and wanted > len(captions):
         raise _too_many(count_param, wanted, len(captions), split)
     chosen = _choose(images, sampling_order(sorted(captions), seed), wanted, excluded, count_param, split, workers)

@@ -3,8 +3,9 @@ one ``SCORE`` line per candidate, then one ``EVAL`` line over all their statisti
 
 The jar needs Java (the project installs Java 17) and loads its paraphrase table on start, about 6 seconds; so a
 result is kept in the result cache under a key of the jar and the exact inputs, and a repeated evaluation of the
-same captions never starts Java. The corpus score is the jar's score of the candidates' statistics summed (tested:
-equal to its ``EVAL`` over all of them), so the bootstrap interval of the corpus score sums each resample's
+same captions never starts Java. The corpus score is the jar's score of the candidates' statistics summed as the jar
+sums them (the chunk count of a candidate matching its reference whole is left out; tested: equal to its ``EVAL``
+over all of them, with such candidates among them), so the bootstrap interval of the corpus score sums each resample's
 statistics and lets the same jar score the sums: every resample is scored exactly as the corpus is. All the
 resamples' sums go to the jar as one ``EVAL`` line, whose per-line answers are each sum's score (tested: equal to
 scoring each sum alone): one round trip instead of one per resample (1,000 took about 4 seconds).
@@ -127,9 +128,26 @@ def meteor(
     return result
 
 
+MODULES = 4  # the jar's stage columns: (test content, reference content, test function, reference function) each
+CHUNKS = 4 + 4 * MODULES  # the column after the lengths, function-word counts and the stages' matches
+
+
+def summable(table: np.ndarray) -> np.ndarray:
+    """Statistics rows as the jar adds them up (``MeteorStats.addStats``): the chunk count of a candidate that
+    matches its reference whole (every word of both matched, in one chunk) is not added, so a row's chunks are
+    zeroed there before rows are summed."""
+    test_matches = table[:, 4:CHUNKS:4].sum(axis=1) + table[:, 6:CHUNKS:4].sum(axis=1)
+    reference_matches = table[:, 5:CHUNKS:4].sum(axis=1) + table[:, 7:CHUNKS:4].sum(axis=1)
+    whole = (test_matches == table[:, 0]) & (reference_matches == table[:, 1]) & (table[:, CHUNKS] == 1)
+    summed = table.copy()
+    summed[whole, CHUNKS] = 0
+    return summed
+
+
 def resampled_sums(statistics: Sequence[str], resamples: int, seed: int) -> list[str]:
-    """The summed statistics of ``resamples`` bootstrap resamples (drawn with replacement, seeded), as lines."""
-    table = np.array([[float(value) for value in line.split()] for line in statistics])
+    """The summed statistics of ``resamples`` bootstrap resamples (drawn with replacement, seeded), as lines, each
+    summed as the jar sums a corpus (:func:`summable`)."""
+    table = summable(np.array([[float(value) for value in line.split()] for line in statistics]))
     n = len(table)
     draws = np.random.default_rng(seed).integers(0, n, size=(resamples, n))
     counts = np.zeros((resamples, n))

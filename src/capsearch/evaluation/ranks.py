@@ -1,7 +1,8 @@
 """Ranking over cosine similarities: where the correct item lands for each query.
 
 A rank is ``1 + (number of wrong gallery items scoring at least as high as the best correct one)``: ties are
-counted against the query, so a model that scores everything equally gets the worst rank, never the best.
+counted against the query, so a model that scores everything equally gets the worst rank, never the best. A NaN
+score (a broken model's) ranks below every number: a query whose own item scores NaN gets the worst rank, never a hit.
 """
 
 from __future__ import annotations
@@ -13,13 +14,18 @@ import numpy as np
 CHUNK = 2048
 
 
+def _ordered(scores: np.ndarray) -> np.ndarray:
+    """``scores`` with NaN as -inf, the lowest of all (a comparison with NaN is false either way)."""
+    return np.where(np.isnan(scores), -np.inf, scores)
+
+
 def text_to_image_ranks(
     text_vectors: np.ndarray, image_vectors: np.ndarray, text_image_index: np.ndarray
 ) -> np.ndarray:
     """Rank (1-based) of each text's own image among all images; ``text_image_index[t]`` is its image row."""
     ranks = np.empty(len(text_vectors), dtype=np.int64)
     for start in range(0, len(text_vectors), CHUNK):
-        scores = text_vectors[start : start + CHUNK] @ image_vectors.T
+        scores = _ordered(text_vectors[start : start + CHUNK] @ image_vectors.T)
         rows = np.arange(len(scores))
         target = scores[rows, text_image_index[start : start + CHUNK]]
         ranks[start : start + CHUNK] = (scores >= target[:, None]).sum(axis=1)  # includes the target itself
@@ -33,7 +39,7 @@ def image_to_text_ranks(
     ranks = np.empty(len(image_vectors), dtype=np.int64)
     owner = np.asarray(text_image_index)
     for start in range(0, len(image_vectors), CHUNK):
-        scores = image_vectors[start : start + CHUNK] @ text_vectors.T
+        scores = _ordered(image_vectors[start : start + CHUNK] @ text_vectors.T)
         own = owner[None, :] == np.arange(start, start + len(scores))[:, None]
         if not own.any(axis=1).all():
             missing = start + int(np.flatnonzero(~own.any(axis=1))[0])
@@ -48,6 +54,7 @@ def top_k_of_scores(scores: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]
     if k <= 0:
         raise ValueError(f"k must be positive, got {k}")
     k = min(k, scores.shape[1])
+    scores = _ordered(scores)
     if k < scores.shape[1]:
         candidates = np.argpartition(-scores, k - 1, axis=1)[:, :k]
         # argpartition may cut through a tie: widen to every item scoring at least the k-th score

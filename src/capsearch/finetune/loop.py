@@ -4,10 +4,13 @@ checkpoints.
 
 What is trained and how its loss and dev score are computed is a :class:`Task`'s job
 (:mod:`capsearch.finetune.contrastive` for dual encoders, :mod:`capsearch.finetune.captioning` for captioners).
-Each epoch visits every train image once, in a seeded order, each with one of its captions drawn by the same
-seed; so the step number alone says where a run is, and a run resumed from a checkpoint continues exactly as an
-uninterrupted one. Pixels come through the inference stages' loader (:class:`capsearch.models.loader.ImageLoader`)
-and preprocessing, so training and inference see the same pixels.
+Each epoch takes the train images in a seeded order, each with one of its captions drawn by the same seed, in
+whole batches: the ``n mod batch_size`` images at the end of an epoch's order (a different seeded few each epoch)
+wait for a later epoch, so the step number alone says where a run is, and a run resumed from a checkpoint continues
+exactly as an uninterrupted one. The base model is evaluated on dev first (epoch 0) and is kept when no epoch beats
+it; a non-finite loss or weight stops the run with one line naming the learning rate. Pixels come through the
+inference stages' loader (:class:`capsearch.models.loader.ImageLoader`) and preprocessing, so training and inference
+see the same pixels.
 """
 
 from __future__ import annotations
@@ -200,11 +203,7 @@ def train(
     :mod:`capsearch.finetune.distributed`) this is worker ``rank``, training on its slice of each batch; only rank 0
     writes checkpoints."""
     logger = logger or Logger()
-    if p.batch_size > len(train_pairs.image_ids):
-        raise ValueError(
-            f"{p.name('batch_size')}: {p.batch_size} is more than the {len(train_pairs.image_ids)} train images; "
-            f"lower it or raise {p.name('train_images')}"
-        )
+    check_run(p, len(train_pairs.image_ids))
     model, device = task.model, task.device
     torch.manual_seed(p.seed)
     params = task.trainable()
@@ -232,17 +231,22 @@ def train(
         torch.set_rng_state(state["rng"])
         history = History(state["history"]["steps"], state["history"]["epochs"])
         step = int(state["step"])
-    resumed_from = step
+    resumed_from, best_saved = step, best is not None
     if not history.epochs:
         history.epochs.append({"epoch": 0, "step": 0, **evaluate(task, dev)})
+    if best is None:  # the base model is the best so far: kept until an epoch beats it on dev
+        best = {name: parameter.detach().clone() for name, parameter in params}
     for row in history.steps:
         logger.step(int(row[0]), row[1], row[2])
     for row in history.epochs:
         logger.epoch(row["epoch"], row["step"], row)
 
     def save(new_best: dict[str, torch.Tensor] | None) -> None:
+        nonlocal best_saved
         if rank != 0:
             return
+        if not best_saved:  # the first save holds the base weights (or a better epoch's): a resumed run keeps them
+            new_best, best_saved = best, True
         state = {
             "optimizer": optimizer.state_dict(),
             "scheduler": scheduler.state_dict(),
@@ -265,6 +269,8 @@ def train(
         loader = ImageLoader(train_pairs.source, ids, task.pixels, batch_size=share, num_workers=workers, device=device)
         for batch in loader:
             loss = train_step(task, batch.pixels, [texts[i] for i in batch.positions], dtype, optimizer, p)
+            if not math.isfinite(loss):
+                raise ValueError(diverged(p, f"the training loss is {loss} at step {step + 1} (epoch {epoch + 1})"))
             scheduler.step()
             task.after_step()
             step += 1
@@ -273,10 +279,14 @@ def train(
             logger.step(step, loss, learning_rate)
             bar.update(1)
             if step % steps_per_epoch == 0:
+                broken = [name for name, parameter in params if not bool(torch.isfinite(parameter).all())]
+                if broken:
+                    raise ValueError(diverged(p, f"{len(broken)} of {len(params)} trained tensors hold NaN or inf "
+                                                 f"after epoch {epoch + 1} ({broken[0]}, ...)"))  # fmt: skip
                 dev_row = {"epoch": step // steps_per_epoch, "step": step, **evaluate(task, dev)}
                 history.epochs.append(dev_row)
                 logger.epoch(dev_row["epoch"], step, dev_row)
-                earlier = (row[task.score] for row in history.epochs[1:-1])
+                earlier = (row[task.score] for row in history.epochs[:-1])  # the base model (epoch 0) included
                 is_best = dev_row[task.score] > max(earlier, default=-math.inf)
                 if is_best:
                     best = {name: parameter.detach().clone() for name, parameter in params}
@@ -284,9 +294,8 @@ def train(
             elif step % checkpoint_steps == 0:
                 save(None)
     bar.close()
-    best_row = max(history.epochs[1:], key=lambda row: (row[task.score], -row["epoch"]))
-    if best is not None:
-        _load(params, best)
+    best_row = max(history.epochs, key=lambda row: (row[task.score], -row["epoch"]))  # a tie keeps the earlier
+    _load(params, best)
     task.wrapped = None
     task.finish()
     for parameter in model.parameters():
@@ -305,6 +314,33 @@ def train(
         steps=total,
         seconds_per_epoch=seconds / done_epochs if done_epochs else 0.0,
     )
+
+
+def check_run(p: FinetuneParams, images: int) -> None:
+    """Refuse, in one line naming the param, a run that cannot train as asked on ``images`` train images: none at
+    all, a batch larger than them, or a warm-up that does not end before the run does (the learning rate would
+    never reach ``learning_rate``)."""
+    if images == 0:
+        raise ValueError(f"{p.name('train_images')}: the train split has no captioned images to fine-tune on")
+    if p.batch_size > images:
+        raise ValueError(
+            f"{p.name('batch_size')}: {p.batch_size} is more than the {images} train images; lower it"
+            + ("" if p.train_images == "all" else f" or raise {p.name('train_images')} (or set it to all)")
+        )
+    total = images // p.batch_size * p.epochs
+    if p.warmup_steps >= total:
+        raise ValueError(
+            f"{p.name('warmup_steps')}: {p.warmup_steps} warm-up steps, but the run has {total} steps in all "
+            f"({p.epochs} epoch{'s' * (p.epochs != 1)} of {images // p.batch_size}: {images} train images in batches "
+            f"of {p.batch_size}), "
+            f"so the learning rate would never reach {p.learning_rate:g}; set warmup_steps below {total} "
+            "(about a tenth of the run is usual)"
+        )
+
+
+def diverged(p: FinetuneParams, what: str) -> str:
+    """The one line of a run that diverged: what went non-finite, and the param to change."""
+    return f"{p.name('learning_rate')}: the run diverged, {what}; lower learning_rate (now {p.learning_rate:g})"
 
 
 def train_step(
@@ -351,6 +387,15 @@ def add_lora(model: torch.nn.Module, rank: int, targets: Sequence[str], param: s
         raise ValueError(
             f"{param}: {type(model).__name__} has none of the attention projections LoRA adapts "
             f"({', '.join(targets)}); set lora_rank: 0"
+        )
+    widths = [
+        min(module.in_features, module.out_features) for name, module in model.named_modules()
+        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in chosen
+    ]  # fmt: skip
+    if rank > min(widths):
+        raise ValueError(
+            f"{param}: rank {rank} is more than the {min(widths)} features of {type(model).__name__}'s narrowest "
+            f"adapted projection, so the adapters could not be of that rank; set lora_rank to at most {min(widths)}"
         )
     config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=chosen, bias="none")
     return get_peft_model(model, config)
