@@ -20,7 +20,8 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
     from capsearch.models.captioner import Captioner, DecodingSettings
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import ModelLoadError, model_label, resolve_runtime
+    from capsearch.progress import counted
 
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
@@ -33,8 +34,8 @@ def main() -> None:
         fail("caption", exc)
     summary(
         "caption",
-        f"captioned by {run.manifest['model']}@{run.manifest['revision']} ({p.precision}, {settings.num_beams} "
-        f"beams): {run.describe()} in {run.seconds:.1f}s -> {RUN.generated}",
+        f"captioned by {model_label(run.manifest['model'], run.manifest['revision'])} ({p.precision}, "
+        f"{counted(settings.num_beams, 'beam')}): {run.describe()} in {run.seconds:.1f}s -> {RUN.generated}",
     )
 
 

@@ -19,7 +19,7 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import EngineError, ImageTask, compute_parts
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import ModelLoadError, model_label, resolve_runtime
 
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
@@ -31,7 +31,7 @@ def main() -> None:
         fail("embed_images", exc)
     summary(
         "embed_images",
-        f"embedded by {run.manifest['model']}@{run.manifest['revision']} into {run.manifest['dims']} dims "
+        f"embedded by {model_label(run.manifest['model'], run.manifest['revision'])} into {run.manifest['dims']} dims "
         f"({p.precision}): {run.describe()} in {run.seconds:.1f}s -> {RUN.image_vectors}",
     )
 

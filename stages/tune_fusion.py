@@ -59,10 +59,11 @@ def main() -> None:
         fail("tune_fusion", exc)
     write_json(RUN.alpha, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)
+    image_only = next((f"{row['mean_recall']:.1f}" for row in grid if row["alpha"] == 1.0), "n/a")
     summary(
         "tune_fusion",
         f"alpha={alpha} chosen on {len(image_ids)} {p.split} images (mean R@1/5/10 {best['mean_recall']:.1f}; "
-        f"image only {grid[-1]['mean_recall'] if grid[-1]['alpha'] == 1.0 else 'n/a'}) in {timer.seconds:.1f}s",
+        f"image only {image_only}) in {timer.seconds:.1f}s",
     )
 
 

@@ -56,9 +56,12 @@ def test_search_table_methods_and_queries_file(demo_run, tmp_path):
     lines = [line for line in table.stdout.splitlines() if line.strip()]
     assert lines[0].startswith('"a blue square"') and "rank" in lines[1]
     assert lines[2].split()[0] == "1" and "Flicker8k_Dataset/" in lines[2] and lines[3].split()[0] == "2"
+    assert table.stderr.startswith("1 query in "), table.stderr  # not "1 queries"
     queries = tmp_path / "queries.txt"
     queries.write_text("a blue square\n\na yellow triangle\n")
-    image = json.loads(capsearch_here("search", "--queries-file", str(queries), "--json", cwd=demo_run).stdout)
+    both = capsearch_here("search", "--queries-file", str(queries), "--json", cwd=demo_run)
+    assert both.stderr.startswith("2 queries in "), both.stderr
+    image = json.loads(both.stdout)
     assert [e["query"] for e in image] == ["a blue square", "a yellow triangle"]
     fusion1 = json.loads(
         capsearch_here("search", "a blue square", "--method", "fusion", "--alpha", "1", "--json", cwd=demo_run).stdout

@@ -216,8 +216,8 @@ def test_a_diverging_run_stops_with_one_line_naming_the_learning_rate(toy_models
     encoder = DualEncoder(str(toy_models / "toy-clip"), "main", "fp32", "cpu")
     with pytest.raises(ValueError, match=r"^finetune.clip.learning_rate: the run diverged, (the training loss is "
                                          r"nan|\d+ of \d+ trained tensors hold NaN or inf).*; lower learning_rate "
-                                         r"\(now 1000\)$"):  # fmt: skip
-        train(encoder, striped, settings(learning_rate=1e3), tmp_path)
+                                         r"\(now 1e\+20\)$"):  # fmt: skip
+        train(encoder, striped, settings(learning_rate=1e20), tmp_path)  # weights past fp32's range after one step
 
 
 def test_the_base_model_is_kept_when_no_epoch_beats_it_on_dev(toy_models, plain, tmp_path):
@@ -274,11 +274,14 @@ def test_captioner_fine_tuning_learns_a_new_domain_and_keeps_the_old_one(toy_mod
     )  # fmt: skip
     after = {name: caption_dev_metrics(captioner, d["test"], GREEDY, 64, 0) for name, d in (
         ("striped", striped), ("plain", plain))}  # fmt: skip
-    # CIDEr-D (x100) of greedy captions of the 60 test images, measured on the 2-core CI Xeon (avx512_bf16) with
-    # lr 1e-4, 3 epochs of 360 striped images: striped 153 -> 223, plain 347 -> 306 (lr 5e-5: striped -> 173,
-    # plain -> 353). The toy BLIP is trained anew on each machine, hence the margins.
-    assert after["striped"]["CIDEr-D"] >= before["striped"]["CIDEr-D"] + 35, (before, after)
-    assert after["plain"]["CIDEr-D"] >= 0.75 * before["plain"]["CIDEr-D"], (before, after)
+    # CIDEr-D (x100) of greedy captions of the 60 test images with lr 1e-4, 3 epochs of 360 striped images. The toy
+    # BLIP is trained anew on each machine, and each CPU kind trains another one (docs/finetuning.md):
+    #   Xeon avx512_bf16:                   striped 153 -> 223 (+70),   plain 347 -> 306 (-12%)
+    #   EPYC AVX2 only:                     striped 195.5 -> 217.2 (+21.7)
+    #   Xeon with AVX2 kernels (emulated):  striped 150.0 -> 180.5 (+30.5), plain 359.5 -> 284.6 (-21%)
+    # hence margins below the smallest gain and above the largest loss seen.
+    assert after["striped"]["CIDEr-D"] >= before["striped"]["CIDEr-D"] + 15, (before, after)
+    assert after["plain"]["CIDEr-D"] >= 0.7 * before["plain"]["CIDEr-D"], (before, after)
     assert outcome.best_dev["CIDEr-D"] > outcome.base_dev["CIDEr-D"]
     assert [row["epoch"] for row in outcome.history.epochs] == [0, 1, 2, 3]
     save_model(captioner, tmp_path / "saved")  # what the stage saves: a captioner caption.model can name

@@ -48,13 +48,16 @@ def test_fine_tuning_on_reaches_every_later_stage_and_its_learning_rate_reruns_o
     assert ran == {"finetune_clip", "embed_images", "embed_texts"}  # not caption
     assert pending(run_copy) == {"tune_fusion", "evaluate", "index", "report", "agreement"}  # the rest it reaches
     summary = next(line for line in result.stdout.splitlines() if line.startswith("[finetune_clip]"))
-    assert "2 epochs on 64 train images (batch 16, lr 0.0001" in summary and "(best epoch" in summary, summary
+    assert "2 epochs on 64 train images (batch 16, lr 0.0001" in summary, summary
+    live = json.loads((run_copy / "metrics/finetune_clip/metrics.json").read_text())
+    kept = f"(best epoch {live['best_epoch']})" if live["best_epoch"] else "the base model is kept"  # plain scenes:
+    assert kept in summary, summary  # the toy CLIP's own domain, where an epoch may not beat it (tested in the library)
+    assert "embedded by data/models/clip into" in result.stdout  # a local folder: no "@None"
 
     model = run_copy / "data/models/clip"
     assert {"model.safetensors", "config.json", "finetune.json"} <= {p.name for p in model.iterdir()}
     assert json.loads((run_copy / "data/embeddings/images/manifest.json").read_text())["model"] == "data/models/clip"
-    live = json.loads((run_copy / "metrics/finetune_clip/metrics.json").read_text())
-    assert live["best_epoch"] in (1, 2) and set(live["dev"]) == {"base", "best"}
+    assert live["best_epoch"] in (0, 1, 2) and set(live["dev"]) == {"base", "best"}
     losses = (run_copy / "metrics/finetune_clip/plots/metrics/train/loss.tsv").read_text().splitlines()
     assert losses[0] == "step\tloss" and len(losses) == 1 + 2 * 4  # 4 steps per epoch
     diff = run_dvc(run_copy, "metrics", "diff").stdout  # against the run without fine-tuning (HEAD)

@@ -214,8 +214,13 @@ def _search(args: argparse.Namespace) -> int:
                 weak = "  (weak match)" if hit["weak"] else ""
                 print(f"{hit['rank']:>4}  {hit['score']:>6.3f}  {hit['path']:<60}  {hit['caption']}{weak}")
             print()
+    from capsearch.progress import counted
+
     per_query = 1000 * seconds / len(queries)
-    print(f"{len(queries)} queries in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query); {where}", file=sys.stderr)
+    print(
+        f"{counted(len(queries), 'query')} in {1000 * seconds:.1f} ms ({per_query:.1f} ms/query); {where}",
+        file=sys.stderr,
+    )
     if args.out:
         print(f"contact sheet: {args.out}", file=sys.stderr)
     return 0

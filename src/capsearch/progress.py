@@ -1,4 +1,5 @@
-"""Progress bars (tqdm) for long work: shown on a terminal, nothing on a pipe or in a log file.
+"""What a person sees of long work: progress bars (tqdm), shown on a terminal, nothing on a pipe or in a log file;
+and counts worded for the summary lines ("1 query", "3 queries").
 
 ``CAPSEARCH_PROGRESS=0`` turns them off everywhere, ``CAPSEARCH_PROGRESS=1`` shows them on a pipe too.
 """
@@ -10,6 +11,13 @@ import sys
 from typing import Any
 
 from tqdm.auto import tqdm
+
+
+def counted(count: int, noun: str, plural: str | None = None) -> str:
+    """``count`` and ``noun``, plural unless one: "1 query", "3 queries", "1 beam"."""
+    if count == 1:
+        return f"{count} {noun}"
+    return f"{count} {plural or (noun[:-1] + 'ies' if noun.endswith('y') else noun + 's')}"
 
 
 def enabled() -> bool | None:

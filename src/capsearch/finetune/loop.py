@@ -325,7 +325,7 @@ def check_run(p: FinetuneParams, images: int) -> None:
     if p.batch_size > images:
         raise ValueError(
             f"{p.name('batch_size')}: {p.batch_size} is more than the {images} train images; lower it"
-            + ("" if p.train_images == "all" else f" or raise {p.name('train_images')} (or set it to all)")
+            + (f" or raise {p.name('train_images')} (or set it to all)" if p.train_images == images else "")
         )
     total = images // p.batch_size * p.epochs
     if p.warmup_steps >= total:

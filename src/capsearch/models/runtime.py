@@ -87,7 +87,12 @@ class ModelSource:
 
     def __str__(self) -> str:
         """``id@commit`` for a hub model (the commit to pin), the folder for a local one."""
-        return f"{self.model_id}@{self.commit}" if self.commit else self.model_id
+        return model_label(self.model_id, self.commit)
+
+
+def model_label(model_id: str, commit: str | None) -> str:
+    """How summaries name a model: ``id@commit`` for a hub model, the folder alone for a local one (no commit)."""
+    return f"{model_id}@{commit}" if commit else model_id
 
 
 def _is_local_folder(model_id: str, param: str) -> bool:
