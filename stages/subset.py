@@ -5,6 +5,7 @@ from _common import Timer, fail, read_params, summary
 from capsearch.artifacts import RunLayout, write_excluded, write_image_table, write_references
 from capsearch.data.subset import build_subset, check_workers, open_source
 from capsearch.data.webdataset import ShardError, describe_unread, unread_files
+from capsearch.io import atomic_paths
 from capsearch.params import RuntimeParams, SourceParams, SubsetParams
 
 RUN = RunLayout()
@@ -21,9 +22,10 @@ def main() -> None:
         )
     except (ValueError, FileNotFoundError, ShardError) as exc:
         fail("subset", exc)
-    write_image_table(RUN.subset_images, result.images)
-    write_references(RUN.references, result.references)
-    write_excluded(RUN.excluded, result.excluded)
+    with atomic_paths(RUN.subset_images, RUN.references, RUN.excluded) as (images_csv, references_csv, excluded_csv):
+        write_image_table(images_csv, result.images)  # the three tables are replaced together or not at all
+        write_references(references_csv, result.references)
+        write_excluded(excluded_csv, result.excluded)
     shards = len({row[3] for row in result.images})
     unread = describe_unread(unread_files(RUN.root / source.images)) if source.kind == "webdataset" else ""
     summary(

@@ -138,11 +138,13 @@ def test_caption_errors(toy_models, photo_folder, tmp_path):
     assert broken.returncode == 1
     assert "cannot decode image" in broken.stderr and "broken.jpg" in broken.stderr
     assert len(broken.stdout.splitlines()) == 9  # the readable images are still captioned
+    from capsearch.data.flickr8k import SUFFIXES_SHOWN
+
     (tmp_path / "empty").mkdir()
     empty = capsearch_here("caption", "empty", "--blip-model", blip, cwd=tmp_path)
     assert (
         empty.returncode == 1
-        and empty.stderr.strip() == "capsearch caption: empty: no images (.jpg, .jpeg, .png, .webp) in this folder"
+        and empty.stderr.strip() == f"capsearch caption: empty: no images ({SUFFIXES_SHOWN}) in this folder"
     )
     missing = capsearch_here("caption", "nope.jpg", "--blip-model", blip, cwd=tmp_path)
     assert missing.returncode == 1 and "nope.jpg: no such file or folder" in missing.stderr

@@ -2,7 +2,7 @@
 
 import pytest
 
-from capsearch.io import atomic_path, write_json
+from capsearch.io import atomic_path, atomic_paths, write_json
 
 
 def test_atomic_path_leaves_nothing_on_failure(tmp_path):
@@ -36,3 +36,17 @@ def test_atomic_outputs_get_the_mode_of_a_normal_file(tmp_path, umask):
         os.umask(previous)
     modes = {path.name: path.stat().st_mode & 0o777 for path in tmp_path.iterdir()}
     assert modes == dict.fromkeys(("m.json", "t.csv", "v.npy", "p.png", "plain.txt"), 0o666 & ~umask)
+
+
+def test_files_that_belong_together_are_replaced_together_or_not_at_all(tmp_path):
+    a, b = tmp_path / "a.csv", tmp_path / "b.csv"
+    a.write_text("old a")
+    with pytest.raises(UnicodeEncodeError), atomic_paths(a, b) as (new_a, new_b):
+        new_a.write_text("new a")
+        new_b.write_text("\ud800", encoding="utf-8")  # the second file fails midway
+    assert a.read_text() == "old a" and not b.exists() and sorted(p.name for p in tmp_path.iterdir()) == ["a.csv"]
+    with atomic_paths(a, b) as (new_a, new_b):
+        new_a.write_text("new a")
+        new_b.write_text("new b")
+    assert (a.read_text(), b.read_text()) == ("new a", "new b")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["a.csv", "b.csv"]

@@ -135,13 +135,20 @@ def write_excluded(path: PathLike, rows: Iterable[tuple[str, str]]) -> None:
 
 
 def write_ids(path: PathLike, ids: Sequence[str]) -> None:
-    """One id per line: the row order of the arrays beside it."""
+    """One id per line (``\\n``): the row order of the arrays beside it. An id holding ``\\n`` or ``\\r`` is refused
+    (it would be two lines); any other character, U+2028 and form feeds included, is kept as it is."""
+    for image_id in ids:
+        if "\n" in image_id or "\r" in image_id:
+            raise ValueError(f"image id {image_id!r} holds a line break: rename the file")
     write_text(path, "".join(f"{image_id}\n" for image_id in ids))
 
 
 def read_ids(path: PathLike) -> list[str]:
-    """The ids written by :func:`write_ids` (ids may contain spaces; one per line)."""
-    return Path(path).read_text(encoding="utf-8").splitlines()
+    """The ids written by :func:`write_ids`: split at ``\\n`` only (``str.splitlines`` would also split at U+2028,
+    U+0085 or a form feed inside an id)."""
+    with Path(path).open(encoding="utf-8", newline="") as handle:
+        ids = handle.read().split("\n")
+    return ids[:-1] if ids[-1] == "" else ids  # the last line's end
 
 
 def save_vectors(path: PathLike, vectors: np.ndarray) -> None:

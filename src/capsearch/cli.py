@@ -307,7 +307,9 @@ def _index(args: argparse.Namespace) -> int:
     from capsearch.data.images import find_images
 
     if not find_images([folder]):  # before any model loads: an empty folder is not a model problem
-        raise UsageError(f"{folder}: no images (.jpg, .jpeg, .png, .webp) in it or below it")
+        from capsearch.data.flickr8k import SUFFIXES_SHOWN
+
+        raise UsageError(f"{folder}: no images ({SUFFIXES_SHOWN}) in it or below it")
     _quiet_libraries()
     from capsearch.index import INDEX_DIR_NAME
     from capsearch.params import IndexParams

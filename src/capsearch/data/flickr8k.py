@@ -28,7 +28,9 @@ IMAGES_DIR_IN_ZIP = "Flicker8k_Dataset/"  # sic: the release misspells the folde
 TOKEN_FILE = "Flickr8k.token.txt"
 KAGGLE_CAPTIONS = "captions.txt"
 KAGGLE_IMAGES_DIR = "Images"
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp")
+# what PIL decodes and an image collection holds (16-bit TIFF and PNG, palette GIF: see images.to_rgb)
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".gif", ".bmp", ".tif", ".tiff")
+SUFFIXES_SHOWN = ", ".join(IMAGE_SUFFIXES)
 SPLIT_FILES = {
     "train": "Flickr_8k.trainImages.txt",
     "dev": "Flickr_8k.devImages.txt",

@@ -8,14 +8,20 @@ column ``source.split_column`` where set, else from ``train/``, ``validation/`` 
 name that the webdataset source uses (:func:`capsearch.data.webdataset.split_of`: 80/10/10). Image ids are the
 files' paths relative to the folder (``train/0001.png``).
 
-A bad metadata file is one error naming the file and the line: invalid JSON or CSV, a missing column, a file name
-that is not there or that leaves the folder, an empty caption, an unknown split.
+A bad metadata file is one error naming the file and the line: a file that is not UTF-8, invalid JSON or CSV, a
+missing column, a file name that is not there, that leaves the folder, that is too long for the file system or holds
+a control character or line break (an image id is one line of the stages' id files), text that is no Unicode (a
+lone surrogate escape such as ``"\\ud800"``), an empty caption, an unknown split. JSON lines end at ``\\n`` only: a
+raw U+2028 or U+0085 inside a caption is part of it. Metadata both at the top and in split folders is refused (which
+one counts would be a guess).
 """
 
 from __future__ import annotations
 
 import csv
+import io
 import json
+import unicodedata
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
@@ -24,8 +30,9 @@ from typing import Any
 from capsearch.data.webdataset import split_of
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
-SPLIT_FOLDERS = {"train": "train", "validation": "dev", "valid": "dev", "dev": "dev", "test": "test"}
-SPLIT_NAMES = {**SPLIT_FOLDERS, "val": "dev"}  # values of source.split_column, lower-cased
+# the split folders Hugging Face's ImageFolder reads (val/ and valid/ as validation), as capsearch's splits
+SPLIT_FOLDERS = {"train": "train", "validation": "dev", "valid": "dev", "val": "dev", "dev": "dev", "test": "test"}
+SPLIT_NAMES = SPLIT_FOLDERS  # values of source.split_column, lower-cased
 
 
 class MetadataError(ValueError):
@@ -46,14 +53,19 @@ def metadata_files(root: Path) -> list[Path]:
     own = [root / name for name in METADATA_FILES if (root / name).is_file()]
     if len(own) > 1:
         raise MetadataError(f"{root}: both metadata.jsonl and metadata.csv; keep one")
-    if own:
-        return own
     found = []
     for folder in sorted(SPLIT_FOLDERS):
         files = [root / folder / name for name in METADATA_FILES if (root / folder / name).is_file()]
         if len(files) > 1:
             raise MetadataError(f"{root / folder}: both metadata.jsonl and metadata.csv; keep one")
         found += files
+    if own and found:
+        raise MetadataError(
+            f"{root}: metadata both at the top ({own[0].name}) and in split folders ({found[0].relative_to(root)}); "
+            "keep one layout: one file at the top (splits from source.split_column or by hash), or one per split folder"
+        )
+    if own:
+        return own
     if not found:
         raise MetadataError(
             f"{root}: no metadata.jsonl or metadata.csv (nor in train/, validation/, test/): an imagefolder source "
@@ -64,8 +76,16 @@ def metadata_files(root: Path) -> list[Path]:
 
 def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
     """(line number, row) of a metadata file."""
+    try:
+        text = path.read_text(encoding="utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = path.read_bytes()[: exc.start].count(b"\n") + 1
+        raise MetadataError(
+            f"{path}:{line}: not UTF-8 (byte 0x{exc.object[exc.start]:02x}); save the file as UTF-8"
+        ) from None
     if path.suffix == ".jsonl":
-        for number, line in enumerate(path.read_text(encoding="utf-8-sig").splitlines(), start=1):
+        for number, line in enumerate(text.split("\n"), start=1):  # JSON lines end at \n (U+2028 is text)
+            line = line.removesuffix("\r")
             if not line.strip():
                 continue
             try:
@@ -76,7 +96,7 @@ def _rows(path: Path) -> Iterator[tuple[int, dict[str, Any]]]:
                 raise MetadataError(f"{path}:{number}: expected a JSON object, got {type(row).__name__}")
             yield number, row
         return
-    with path.open(encoding="utf-8-sig", newline="") as handle:
+    with io.StringIO(text, newline="") as handle:
         reader = csv.DictReader(handle, strict=True)
         done = 1  # the last line of the last record read (the header's, first)
         try:
@@ -100,12 +120,33 @@ def caption_texts(value: Any, where: str, column: str, error: type[ValueError] =
     for text in values:
         if not isinstance(text, str):
             raise error(f"{where}: {column} must be text or a list of texts, got {text!r}")
+        if not is_unicode(text):
+            raise error(f"{where}: {column} {text!r} holds a lone surrogate (an escape such as \\ud800), not text")
         if not text.strip():
             raise error(f"{where}: empty caption in column {column!r}")
         texts.append(text.strip())
     if not texts:
         raise error(f"{where}: no caption in column {column!r}")
     return texts
+
+
+def is_unicode(text: str) -> bool:
+    """Whether ``text`` is Unicode text (no lone surrogate, which JSON's ``\\ud800`` escapes can make)."""
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def name_problem(name: str) -> str | None:
+    """Why a file name cannot be an image id (one line of the stages' id files, one CSV cell), or None."""
+    if not is_unicode(name):
+        return "holds a lone surrogate (an escape such as \\ud800), not text"
+    bad = next((ch for ch in name if unicodedata.category(ch) == "Cc"), None)
+    if bad is not None:
+        return f"holds a control character (U+{ord(bad):04X}; line breaks among them); rename the file"
+    return None
 
 
 def read_imagefolder(
@@ -129,11 +170,20 @@ def read_imagefolder(
             name = row["file_name"]
             if not isinstance(name, str) or not name.strip():
                 raise MetadataError(f"{where}: file_name must be a relative path, got {name!r}")
+            problem = name_problem(name)
+            if problem:
+                raise MetadataError(f"{where}: file_name {name!r} {problem}")
             relative = PurePosixPath(name.replace("\\", "/"))
             target = (path.parent / relative).resolve()
             if relative.is_absolute() or ".." in relative.parts or not target.is_relative_to(base):
                 raise MetadataError(f"{where}: file_name {name!r} leaves the folder {root}")
-            if not target.is_file():
+            try:
+                found = target.is_file()
+            except OSError as exc:  # a name too long for the file system
+                raise MetadataError(
+                    f"{where}: file_name {name[:60]!r}... ({len(name)} characters): {exc.strerror}"
+                ) from None
+            if not found:
                 raise MetadataError(f"{where}: file_name {name!r}: no such file ({target})")
             image_id = target.relative_to(base).as_posix()
             result.captions.setdefault(image_id, []).extend(caption_texts(row[caption_column], where, caption_column))

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 from PIL import Image, ImageOps
 
-from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP
+from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP, SUFFIXES_SHOWN
 from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
 from capsearch.data.hf_dataset import SavedImages
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
@@ -109,7 +109,7 @@ class ImageSource:
         return self._zip
 
     def ids(self) -> list[str]:
-        """All image ids (``.jpg``, ``.jpeg``, ``.png``, ``.webp`` files) in this source, sorted (shards: in order)."""
+        """All image ids (files named with one of ``IMAGE_SUFFIXES``) in this source, sorted (shards: in order)."""
         if self.shards:
             return list(self._shard_of)
         if self.saved:
@@ -277,7 +277,7 @@ def find_images(paths: Sequence[str | Path], skipped: list[tuple[str, str]] | No
             images = sorted(p for p in path.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
             images = [p for p in images if not any(part.startswith(".") for part in p.relative_to(path).parts)]
             if not images:
-                raise FileNotFoundError(f"{path}: no images (.jpg, .jpeg, .png, .webp) in this folder")
+                raise FileNotFoundError(f"{path}: no images ({SUFFIXES_SHOWN}) in this folder")
             found += images
         elif any(ch in str(raw) for ch in "*?["):
             anchor = Path(path.anchor) if path.is_absolute() else Path()
