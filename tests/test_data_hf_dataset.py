@@ -74,7 +74,7 @@ def _broken_repo(tmp_path: Path, findings: list) -> Path:
     import datasets
 
     features = datasets.Features({"image": datasets.Image(), "findings": datasets.Value("string")})
-    if isinstance(findings[0], list):
+    if findings and isinstance(findings[0], list):
         features["findings"] = datasets.List(datasets.Value("string"))
     buffer = BytesIO()
     Image.new("L", (8, 8), 90).save(buffer, "PNG")
@@ -96,11 +96,14 @@ def _broken_repo(tmp_path: Path, findings: list) -> Path:
         (["clear"], {"image_column": "findings"}, r"source.image_column: .*'findings' holds .*, not images"),
         (["clear"], {"splits": {"test": "validation"}}, r"source.splits.test: .* has no split 'validation' \(it has"),
         (["clear"], {"splits": {"test": None}}, r"source.splits: no split mapped"),
+        (["clear"], {"splits": {"test": "test", "train": "test"}}, r"source.splits.test: 'test' is mapped to train"),
+        (["clear"], {"splits": "test"}, r"source.splits: dividing .* split 'test' \(1 rows\) by hash leaves \w+ with"),
+        ([], {}, r"source.dataset: .*: Instruction \"test\" corresponds to no data"),  # an empty Parquet file
     ],
 )
 def test_a_bad_dataset_is_one_line_naming_the_param_or_the_row(tmp_path, findings, change, message):
     args = {"image_column": "image", "caption_column": "findings", "splits": {"test": "test"}} | change
-    folder = _broken_repo(tmp_path, findings)
+    folder = _broken_repo(tmp_path, findings or [])
     with pytest.raises(HfDatasetError, match=message) as caught:
         fetch_hf_dataset(str(folder), None, None, out=tmp_path / "out", **args)
     assert "\n" not in str(caught.value) and not (tmp_path / "out").exists()
@@ -157,3 +160,42 @@ def test_by_id_and_commit_from_the_hub_then_offline_from_its_cache(repo, tmp_pat
     assert offline[0] == {"commit": commit, "rows": rows}
     assert "is not in the Hugging Face cache and the Hub cannot be reached" in offline[1]["error"]
     assert read_saved_captions(tmp_path / "d") == read_saved_captions(tmp_path / "a")
+
+
+def test_a_damaged_or_misnamed_local_dataset_is_one_line(repo, tmp_path, monkeypatch):
+    saved = tmp_path / "saved"
+    fetch_hf_dataset(str(repo), None, None, "image", "findings", SPLITS, saved)
+    fetch = lambda dataset, **kw: fetch_hf_dataset(  # noqa: E731
+        dataset, kw.get("revision"), kw.get("config"), "image", "captions", {"test": "test"}, tmp_path / "out"
+    )
+    for change, message in (
+        ({"revision": "main"}, r"^source.revision: 'main' is set, but .* is a local folder, which has no revisions"),
+        ({"config": "default"}, r"^source.config: 'default' is set, but .* is a save_to_disk folder"),
+    ):
+        with pytest.raises(HfDatasetError, match=message):
+            fetch(str(saved), **change)
+    damaged = tmp_path / "damaged"
+    import shutil
+
+    shutil.copytree(saved, damaged)
+    arrow = next((damaged / "test").glob("*.arrow"))
+    arrow.write_bytes(arrow.read_bytes()[: arrow.stat().st_size // 2])  # truncated
+    with pytest.raises(HfDatasetError, match=rf"^source.dataset: {damaged} is not a readable saved dataset \("):
+        fetch(str(damaged))
+    (damaged / "dataset_dict.json").write_text("{not json")
+    with pytest.raises(HfDatasetError, match=rf"^source.dataset: {damaged} is not a readable saved dataset \("):
+        fetch(str(damaged))
+    with pytest.raises(HfDatasetError, match=rf"^source.images: {damaged} is not a readable saved dataset"):
+        read_saved_captions(damaged)  # what subset reads: fetch's folder, damaged after fetch
+    import datasets
+
+    empty = datasets.load_from_disk(str(saved))
+    empty["test"] = empty["test"].select([])
+    empty.save_to_disk(str(tmp_path / "empty"))
+    with pytest.raises(HfDatasetError, match=r"^source.dataset: .*empty is not a readable saved dataset \("):
+        fetch(str(tmp_path / "empty"))  # datasets itself cannot load a saved 0-row split
+    monkeypatch.chdir(tmp_path)  # tmp_path/saved is a folder here: "saved/no-such" names a folder, not a hub id
+    with pytest.raises(HfDatasetError, match=r"^source.dataset: local dataset folder 'saved/no-such' does not exist "
+                                             r"\(saved/ is a folder here, so this is no hub id\)$"):  # fmt: skip
+        fetch("saved/no-such")
+    assert not (tmp_path / "out").exists()

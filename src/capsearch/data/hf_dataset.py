@@ -10,7 +10,10 @@ files (image files a local dataset names by path are read in, never re-encoded).
 the webdataset source uses (80/10/10). Image ids are ``<split>/<row>.<format>`` (``test/000017.png``).
 
 A bad row is one error naming the dataset, split and row (an empty caption, a caption that is not text, a row without
-image bytes); a missing column or split names the param and what the dataset has.
+image bytes); a missing column or split names the param and what the dataset has. Two of capsearch's splits mapped to
+one split of the dataset (train = test), a split left with no rows, a damaged saved folder (an invalid
+``dataset_dict.json``, a truncated ``.arrow`` file), a local folder that is not there, and ``source.revision`` or
+``source.config`` where they cannot apply are each one line naming the param or the folder.
 """
 
 from __future__ import annotations
@@ -102,23 +105,49 @@ def _snapshot(dataset: str, revision: str | None) -> tuple[Path, str]:
     return folder, folder.name  # .../snapshots/<commit>
 
 
+def load_saved(folder: str | Path, param: str) -> Any:
+    """``load_from_disk`` of a saved folder; a damaged one (an invalid ``dataset_dict.json`` or ``state.json``, a
+    truncated or missing ``.arrow`` file) is one line naming the folder and ``param``."""
+    datasets = datasets_library()
+    try:
+        return datasets.load_from_disk(str(folder))
+    except Exception as exc:  # json, pyarrow and datasets each raise their own kind
+        first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
+        why = f"{type(exc).__name__}: {first}"
+        raise HfDatasetError(f"{param}: {folder} is not a readable saved dataset ({why})") from None
+
+
 def load_source(dataset: str, revision: str | None, config: str | None, cache_dir: Path) -> tuple[Any, str | None]:
     """The DatasetDict of ``dataset`` (a hub id or a local folder) and the commit it came from (None: local)."""
     datasets = datasets_library()
     local = Path(dataset).expanduser()
     commit = None
     if local.is_dir():
+        if revision:
+            raise HfDatasetError(
+                f"source.revision: {revision!r} is set, but {dataset!r} is a local folder, which has no revisions; "
+                "set it to null (or name a hub id)"
+            )
         if is_saved_folder(local):
-            loaded = datasets.load_from_disk(str(local))
+            if config:
+                raise HfDatasetError(
+                    f"source.config: {config!r} is set, but {dataset!r} is a save_to_disk folder, which has no "
+                    "configurations; set it to null"
+                )
+            loaded = load_saved(local, "source.dataset")
             return (loaded if isinstance(loaded, datasets.DatasetDict) else datasets.DatasetDict(train=loaded)), None
-    elif dataset.startswith((".", "/", "~")):
-        raise HfDatasetError(f"source.dataset: local dataset folder {dataset!r} does not exist")
+    elif dataset.startswith((".", "/", "~")) or (local.parent.is_dir() and local.parent != Path(".")):
+        named_as_path = dataset.startswith((".", "/", "~"))
+        hint = "" if named_as_path else f" ({local.parent}/ is a folder here, so this is no hub id)"
+        raise HfDatasetError(f"source.dataset: local dataset folder {dataset!r} does not exist{hint}")
     else:
         local, commit = _snapshot(dataset, revision)
     try:
         loaded = datasets.load_dataset(str(local), name=config, cache_dir=str(cache_dir))
-    except ValueError as exc:  # an unknown config names the ones there are
-        raise HfDatasetError(f"source.config: {dataset!r}: {str(exc).strip().splitlines()[0]}") from None
+    except ValueError as exc:  # an unknown config names the ones there are; an empty data file says so
+        first = str(exc).strip().splitlines()[0]
+        param = "source.config" if "onfig" in first else "source.dataset"
+        raise HfDatasetError(f"{param}: {dataset!r}: {first}") from None
     except FileNotFoundError as exc:
         raise HfDatasetError(f"source.dataset: {dataset!r}: {str(exc).strip().splitlines()[0]}") from None
     return loaded, commit
@@ -132,6 +161,15 @@ def _split_plan(splits: str | Mapping[str, str | None], available: list[str], da
         if theirs not in available:
             param = "source.splits" if isinstance(splits, str) else f"source.splits.{ours}"
             raise HfDatasetError(f"{param}: {dataset!r} has no split {theirs!r} (it has {', '.join(available)})")
+    if not isinstance(splits, str):
+        for ours, theirs in plan.items():
+            same = [other for other, name in plan.items() if name == theirs and other != ours]
+            if same:
+                raise HfDatasetError(
+                    f"source.splits.{ours}: {theirs!r} is mapped to {same[0]} too, so one split's images would be "
+                    "trained or tuned on and reported; map each to a split of its own (null for none), or give one "
+                    "split name to divide it by hash"
+                )
     if not plan:
         raise HfDatasetError("source.splits: no split mapped (test, dev, train: each a split name or null)")
     return plan
@@ -208,6 +246,12 @@ def fetch_hf_dataset(
             part = parts[theirs]
             if isinstance(splits, str):  # one split for all three: each row goes where its hash says
                 part = part.select([i for i, name in enumerate(part[IMAGE_ID]) if split_of(name) == ours])
+            if len(part) == 0:
+                raise HfDatasetError(
+                    f"source.splits: dividing {dataset!r} split {theirs!r} ({len(parts[theirs])} rows) by hash leaves "
+                    f"{ours} with no rows; map the splits to the dataset's own" if isinstance(splits, str) else
+                    f"source.splits.{ours}: {dataset!r} split {theirs!r} has no rows"
+                )  # fmt: skip
             named = [f"{ours}/{name}" for name in part[IMAGE_ID]]
             saved[ours] = part.remove_columns(IMAGE_ID).add_column(IMAGE_ID, named)
         with atomic_folder(out) as building:
@@ -247,7 +291,7 @@ class SavedImages:
 
     def _index(self) -> dict[str, tuple[Any, int]]:
         if self._rows is None:
-            saved = datasets_library().load_from_disk(str(self.folder))
+            saved = load_saved(self.folder, "source.images")
             self._rows = {}
             for name in saved:
                 table = saved[name].data
@@ -267,7 +311,7 @@ class SavedImages:
 
 def read_saved_captions(folder: str | Path) -> tuple[dict[str, list[str]], dict[str, list[str]]]:
     """The captions of every image of a fetched dataset folder, and the image ids of each split."""
-    saved = datasets_library().load_from_disk(str(folder))
+    saved = load_saved(folder, "source.images")
     captions: dict[str, list[str]] = {}
     splits: dict[str, list[str]] = {name: [] for name in OUR_SPLITS}
     for name in saved:
