@@ -183,10 +183,16 @@ def test_files_of_a_shard_folder_that_are_not_read_are_named(shards, tmp_path):
     folder = tmp_path / "mixed"
     folder.mkdir()
     (folder / "00000.tar").write_bytes(shards[0].read_bytes())
-    (folder / "00001.tar.gz").write_bytes(b"compressed")
     (folder / "notes.md").write_text("about these shards")
     assert resolve_shards(folder) == [folder / "00000.tar"]
-    assert unread_files(folder) == [folder / "00001.tar.gz", folder / "notes.md"]
+    assert unread_files(folder) == [folder / "notes.md"]
+    assert describe_unread(unread_files(folder)) == "1 file in the shard folder not read: notes.md"
+    (folder / "00001.tar.gz").write_bytes(b"compressed")  # a part of the collection: refused, not left out
+    refused = r"mixed: 1 compressed shard \(00001.tar.gz\), which are not read .*: decompress them to .tar, or name"
+    with pytest.raises(ShardError, match=refused):
+        resolve_shards(folder)
+    with pytest.raises(ShardError, match=r"matches compressed shards \(00001.tar.gz\)"):
+        resolve_shards(str(folder / "*.tar*"))
     assert describe_unread(unread_files(folder)) == (
         "2 files in the shard folder not read: 00001.tar.gz, notes.md (compressed shards are not read: "
         "decompress them to .tar)"

@@ -4,7 +4,8 @@ caption) and ``KEY.json`` (metadata), named ``00000.tar``, ``00001.tar``, ...
 A shard set is given as a folder (its ``*.tar``), a list file (one shard path per line, relative to the file;
 blank lines and ``#`` comments ignored), a glob, or one ``.tar``. Each shard is indexed once by reading its tar
 headers (no image data); members are then read by offset, so any process can read any image without unpacking.
-A truncated shard (cut inside a member, or missing the tar end-of-archive blocks) is refused naming the file.
+A truncated shard (cut inside a member, or missing the tar end-of-archive blocks) is refused naming the file, and so
+are compressed shards (``.tar.gz``, ...) in a shard folder or pattern: leaving them out would change every number.
 
 Splits: webdataset shards carry none, so each image is placed in ``test``, ``dev`` or ``train`` by a stable hash of
 its key (:data:`SPLIT_SHARES`), the same on every machine and for any set of shards.
@@ -23,6 +24,7 @@ from pathlib import Path
 from capsearch.data.flickr8k import IMAGE_SUFFIXES
 
 SHARD_SUFFIX = ".tar"
+COMPRESSED = (".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz")  # shards webdataset can stream, not index
 CAPTION_SUFFIX = ".txt"
 END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE  # two zero blocks close every complete tar
 SPLIT_SHARES = (("test", 20), ("dev", 20), ("train", 60))  # percent of keys, by hash
@@ -61,6 +63,13 @@ def resolve_shards(spec: str | Path) -> list[Path]:
     path = Path(text).expanduser()
     if path.is_dir():
         shards = sorted(p for p in path.iterdir() if p.suffix == SHARD_SUFFIX and p.is_file())
+        compressed = [p.name for p in unread_files(path) if p.name.endswith(COMPRESSED)]
+        if compressed:  # a part of the collection left out would change every number without a word
+            raise ShardError(
+                f"{path}: {len(compressed)} compressed shard{'s' if len(compressed) != 1 else ''} ({compressed[0]}"
+                f"{', ...' if len(compressed) > 1 else ''}), which are not read (members are read by offset): "
+                "decompress them to .tar, or name the shards to use in a list file"
+            )
         if not shards:
             raise ShardError(f"{path}: no {SHARD_SUFFIX} shards in this folder")
         return shards
@@ -81,7 +90,12 @@ def resolve_shards(spec: str | Path) -> list[Path]:
             raise ShardError(f"{path}: the shard list names no shards")
         return shards
     if any(ch in text for ch in "*?["):
-        shards = sorted(Path(p) for p in glob.glob(os.path.expanduser(text)) if p.endswith(SHARD_SUFFIX))
+        matched = glob.glob(os.path.expanduser(text))
+        compressed = sorted(p for p in matched if p.endswith(COMPRESSED))
+        if compressed:
+            raise ShardError(f"{text}: matches compressed shards ({Path(compressed[0]).name}), which are not read: "
+                             "decompress them to .tar")  # fmt: skip
+        shards = sorted(Path(p) for p in matched if p.endswith(SHARD_SUFFIX))
         if not shards:
             raise ShardError(f"{text}: no {SHARD_SUFFIX} files match this pattern")
         return shards
@@ -102,7 +116,7 @@ def describe_unread(files: list[Path]) -> str:
     if not files:
         return ""
     names = ", ".join(p.name for p in files[:5]) + (f" and {len(files) - 5} more" if len(files) > 5 else "")
-    compressed = any(p.name.endswith((".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz")) for p in files)
+    compressed = any(p.name.endswith(COMPRESSED) for p in files)
     hint = " (compressed shards are not read: decompress them to .tar)" if compressed else ""
     return f"{len(files)} file{'s' if len(files) != 1 else ''} in the shard folder not read: {names}{hint}"
 
