@@ -56,3 +56,20 @@ def test_an_index_that_misses_rows_loses_recall_and_reranking_restores_the_order
     assert blind["recall_at_10"] == pytest.approx(1 - odd_share, abs=1e-4)
     even = targets % 2 == 0
     assert blind["index"]["R@10"] <= 100 * even.mean() + 1e-9  # odd targets can never be found
+
+
+def test_an_exact_index_agrees_with_exact_search_on_a_gallery_of_duplicates():
+    """Generated captions repeat (a toy captioner says "a red circle" of many images): the exact index and the
+    evaluate stage must rank those ties alike, whatever kernel rounds each copy's score (GEMM there, GEMV here)."""
+    import faiss
+
+    rng = np.random.default_rng(1)
+    distinct = rng.standard_normal((12, 64)).astype(np.float32)
+    distinct /= np.linalg.norm(distinct, axis=1, keepdims=True)
+    gallery = distinct[rng.integers(0, 12, 400)]
+    targets = rng.integers(0, 400, 600)
+    queries = (gallery[targets] + 0.5 * rng.standard_normal((600, 64))).astype(np.float32)
+    flat = faiss.IndexFlatIP(64)
+    flat.add(gallery)
+    quality = index_quality(queries, gallery, targets, lambda q, count: flat.search(q, count)[1], 400, (1, 5, 10))
+    assert quality["index"] == quality["exact"]

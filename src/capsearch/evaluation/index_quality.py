@@ -10,7 +10,7 @@ from collections.abc import Callable, Sequence
 
 import numpy as np
 
-from capsearch.evaluation.ranks import text_to_image_ranks, top_k_among
+from capsearch.evaluation.ranks import TIE, text_to_image_ranks, top_k_among
 from capsearch.evaluation.recall import recall_at_k
 
 Candidates = Callable[[np.ndarray, int], np.ndarray]  # (queries, count) -> candidate rows per query
@@ -51,7 +51,7 @@ def ranks_through(queries: np.ndarray, gallery: np.ndarray, targets: np.ndarray,
         rows = np.unique(rows[rows >= 0])
         if target in rows:
             scores = gallery[rows] @ query
-            ranks[i] = int((scores >= scores[rows == target][0]).sum())  # the same rounding for all scores
+            ranks[i] = int((scores >= scores[rows == target][0] - TIE).sum())  # ties as evaluate counts them
     return ranks
 
 

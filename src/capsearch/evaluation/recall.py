@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from capsearch.evaluation.ranks import image_to_text_ranks, text_to_image_ranks
+from capsearch.evaluation.ranks import image_to_text_ranks, text_to_image_ranks, tied
 
 
 def recall_at_k(ranks: np.ndarray, k: int) -> float:
@@ -50,18 +50,22 @@ def retrieval_report(
     * ``text_to_generated_caption``: each ground-truth caption queries the generated captions (one per image,
       row i for image i); a hit if its image's generated caption is in the top K.
 
+    Ties count against the query (:mod:`capsearch.evaluation.ranks`); ``tied_queries`` says for how many queries a
+    tie decided the rank (where CLIP_benchmark's ``torch.topk`` order could give a better one: identical generated
+    captions of different images, say).
+
     Each Recall@K comes with ``R@K_low``/``R@K_high``, a seeded 95% bootstrap interval over the queries.
     """
-    t2i = text_to_image_ranks(caption_vectors, image_vectors, caption_image_index)
-    i2t = image_to_text_ranks(image_vectors, caption_vectors, caption_image_index)
-    t2g = text_to_image_ranks(caption_vectors, generated_vectors, caption_image_index)
-    return {
-        "gallery_images": len(image_vectors),
-        "query_captions": len(caption_vectors),
-        "text_to_image": with_intervals(summarise_ranks(t2i, ks), t2i, ks),
-        "image_to_text": with_intervals(summarise_ranks(i2t, ks), i2t, ks),
-        "text_to_generated_caption": with_intervals(summarise_ranks(t2g, ks), t2g, ks),
-    }
+    report: dict[str, object] = {"gallery_images": len(image_vectors), "query_captions": len(caption_vectors)}
+    for name, ranked, queries, gallery in (
+        ("text_to_image", text_to_image_ranks, caption_vectors, image_vectors),
+        ("image_to_text", image_to_text_ranks, image_vectors, caption_vectors),
+        ("text_to_generated_caption", text_to_image_ranks, caption_vectors, generated_vectors),
+    ):
+        ranks = ranked(queries, gallery, caption_image_index)
+        best = ranked(queries, gallery, caption_image_index, ties_for=True)
+        report[name] = {**with_intervals(summarise_ranks(ranks, ks), ranks, ks), "tied_queries": tied(ranks, best)}
+    return report
 
 
 def bootstrap_recall_interval(
