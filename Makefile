@@ -17,11 +17,14 @@ $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock Makef
 	$(PY) -m pip install --quiet $(TORCH)
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
-	# open-clip-torch (below) lacks its dependencies on purpose: out of the check, also when the venv is refreshed
-	$(PY) -m pip uninstall --quiet --yes open-clip-torch
+	# open-clip-torch and clip_benchmark (below) lack their dependencies on purpose: out of the check, also when the
+	# venv is refreshed
+	$(PY) -m pip uninstall --quiet --yes open-clip-torch clip_benchmark
 	$(PY) -m pip check
 	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
 	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
+	# LAION's Recall@K code, the reference the tests compare capsearch's with (that module needs torch alone).
+	$(PY) -m pip install --quiet --no-deps 'clip_benchmark==1.6.2'
 	touch $@
 
 repro: venv
