@@ -244,3 +244,24 @@ def test_an_image_that_kills_or_hangs_the_model_ends_the_run_in_bounded_time_nam
     assert took < 200, took
     manifest = tmp_path / "out" / "manifest.json"
     assert not manifest.exists() or not json.loads(manifest.read_text())["complete"]  # nothing claims to be done
+
+
+def test_an_address_nothing_answers_at_is_one_line_within_seconds_not_minutes_of_retries():
+    import socket
+
+    from capsearch.ray_engine import PROBE_SECONDS, check_reachable
+
+    with socket.socket() as taken:  # a port that was free a moment ago: nothing listens there now
+        taken.bind(("127.0.0.1", 0))
+        port = taken.getsockname()[1]
+    for address in (f"127.0.0.1:{port}", f"ray://127.0.0.1:{port}"):
+        started = time.monotonic()
+        with pytest.raises(ValueError, match=rf"^runtime.ray_address: nothing answers at 127.0.0.1:{port} \("):
+            check_reachable(address)
+        assert time.monotonic() - started < PROBE_SECONDS + 1
+    with pytest.raises(ValueError, match=r"^runtime.ray_address: 'cluster' is not host:port, ray://host\[:port\]"):
+        check_reachable("cluster")
+    with socket.socket() as listening:  # something answers: Ray is asked (ray[client]'s grpc is installed)
+        listening.bind(("127.0.0.1", 0))
+        listening.listen()
+        check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")

@@ -154,6 +154,8 @@ def connect(address: str | None) -> bool:
     """
     if ray.is_initialized():
         return False
+    if address not in (None, "auto"):
+        check_reachable(address)
     library = str(Path(__file__).resolve().parents[1])
     inherited = os.environ.get("PYTHONPATH")
     runtime_env = {"env_vars": {"PYTHONPATH": library + (os.pathsep + inherited if inherited else "")}}
@@ -164,6 +166,40 @@ def connect(address: str | None) -> bool:
         ray.init(address=address, **quiet)
     quiet_ray_logs()
     return True
+
+
+PROBE_SECONDS = 5.0  # how long runtime.ray_address gets to accept a connection (Ray itself retries for minutes)
+CLIENT_PORT = 10001  # Ray Client's port where ray:// names none
+
+
+def check_reachable(address: str) -> None:
+    """Refuse, in one line naming ``runtime.ray_address``, an address nothing answers at within
+    :data:`PROBE_SECONDS` (``ray.init`` would retry for minutes without a word) and a ``ray://`` address without
+    Ray's client installed."""
+    client = address.startswith("ray://")
+    target = address.removeprefix("ray://").rstrip("/")
+    host, colon, port = target.rpartition(":")
+    if client and not colon:
+        host, port = target, str(CLIENT_PORT)
+    if not host or not port.isdigit():
+        raise ValueError(f"runtime.ray_address: {address!r} is not host:port, ray://host[:port] or auto")
+    if client:
+        try:
+            import grpc  # noqa: F401 - what Ray Client needs beyond ray itself
+        except ImportError:
+            raise ValueError(
+                f"runtime.ray_address: {address!r} needs Ray's client: pip install 'capsearch[ray]' (ray[client])"
+            ) from None
+    import socket
+
+    try:
+        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
+    except OSError as exc:
+        why = exc.strerror or type(exc).__name__
+        raise ValueError(
+            f"runtime.ray_address: nothing answers at {host}:{port} ({why}, {PROBE_SECONDS:g} s): start the cluster "
+            "there (`ray start --head`), fix the address, or set it to null for a Ray of this machine"
+        ) from None
 
 
 def quiet_ray_logs() -> None:
