@@ -27,22 +27,29 @@ PHRASES = (
     "£5", "€10", "¥100", "$5", "5%", "US$5", "¿qué?", "¡hola!", "soft\u00adhyphen", "1\u00ad000", "\u00ad\u00ad",
     "it’s", "dog’s", "don’t", "‘quoted’", "“double”", "„low“", "‚low‘", "«guillemets»", "‹single›", "it&apos;s",
     "TM™", "©2020", "®", "。", "、", "…", "...", "—dash", "a–b", "1½", "¼ cup", "⅛", "3×4", "°C", "x²", "H₂O",
-    "naïve café", "ÉCOLE", "Straße", "ab!cd", "a.b!c", "hi!there?you", "dog.cat.", "a!b!", "1a.b", "C++",
+    "naïve café", "ÉCOLE", "x\U0001d400y", "\U0001d400z", "a\U0001f600b", "cafe\u0301", "\u1c90\u1c91 ok",
+    "Straße", "ab!cd", "a.b!c", "hi!there?you", "dog.cat.", "a!b!", "1a.b", "C++",
     "<p>hi</p>", "<!-- c -->", "a<br>b", "a < b > c", "a<<b", "a // b", "caf&eacute;", "&eacute;1a",
 )  # fmt: skip
 
 
 def corpus_lines() -> list[str]:
-    """Every punctuation, symbol and numeral (No) character of the Basic Multilingual Plane in every place of
-    :data:`TEMPLATES`,
-    then the entities (between words, inside a word, before a word, between digits) and :data:`PHRASES`."""
+    """Every punctuation, symbol, mark (accents, vowel signs) and numeral (No) character of the Basic Multilingual
+    Plane in every place of :data:`TEMPLATES`, every letter and digit between words, then the entities (between
+    words, inside a word, before a word, between digits) and :data:`PHRASES`."""
     chars = [
         c
         for c in map(chr, range(0x21, 0x10000))
-        if unicodedata.category(c)[0] in "PS" or unicodedata.category(c) == "No"
+        if unicodedata.category(c)[0] in "PSM" or unicodedata.category(c) == "No"
     ]
-    chars += ["\u00ad", "\u200b"]
+    chars += ["\u00ad", "\u200b", "\x80"]
     lines = [template.format(c) for c in chars for template in TEMPLATES]
+    letters = [
+        c
+        for c in map(chr, range(0x80, 0x10000))
+        if unicodedata.category(c)[0] == "L" or unicodedata.category(c) == "Nd"
+    ]
+    lines += [f"x {c} y" for c in letters]  # which letters the jar knows (its Unicode tables are older)
     lines += [template.format(e) for e in ENTITIES for template in ("a {} b", "a{}b", "{}b", "1{}2")]
     return lines + [f"a {p} b" for p in PHRASES] + list(PHRASES)
 

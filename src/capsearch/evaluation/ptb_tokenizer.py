@@ -15,7 +15,7 @@ import unicodedata
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
-from capsearch.evaluation.ptb_symbols import NORMALIZED, SYMBOL_RANGES, WORD_RANGES
+from capsearch.evaluation.ptb_symbols import NEWER_LETTERS, NORMALIZED, SYMBOL_RANGES, WORD_RANGES
 
 # pycocoevalcap.tokenizer.ptbtokenizer.PUNCTUATIONS, compared after lower-casing (so "-LRB-" never matches "-lrb-")
 PUNCTUATIONS = frozenset(
@@ -25,7 +25,11 @@ PUNCTUATIONS = frozenset(
 # A letter. Python's \w also holds the numerals that are no decimal digits (No, Nl: ½, ², Ⅻ), which the lexer's
 # [:letter:] does not.
 _NUMERALS = "".join(c for c in map(chr, range(0x80, 0x10000)) if unicodedata.category(c) in ("No", "Nl"))
-_L = rf"[^\W\d_{_NUMERALS}]"
+# Mongolian U+1885-U+1886 were letters in the jar's Unicode tables (marks in Python's); beyond the Basic Multilingual
+# Plane the jar knows no letter.
+_L = rf"(?:[^\W\d_{_NUMERALS}\U00010000-\U0010FFFF]|[\u1885\u1886])"
+# characters the jar's tables do not know, read as U+FFFF (which no rule matches): deleted, and no rule's context
+_UNKNOWN = {c: "\uffff" for a, b in NEWER_LETTERS for c in range(a, b + 1)}
 _WORD_EXTRA = "".join(f"{chr(a)}-{chr(b)}" for a, b in WORD_RANGES)  # marks the WORD rule takes as letters
 _SYMBOL_OF = {chr(c): chr(c) for a, b in SYMBOL_RANGES for c in range(a, b + 1)} | NORMALIZED
 _LD = rf"(?:{_L}|\d)"  # a letter or digit
@@ -40,13 +44,15 @@ _ACRO = r"[A-Za-z](?:\.[A-Za-z])+"
 _ABBREV1 = (
     r"(?i:Jan|Feb|Mar|Apr|Jun|Jul|Aug|Sep|Sept|Oct|Nov|Dec|Mon|Tue|Tues|Wed|Thu|Thurs|Fri|Ala|Ariz|Ark|Calif|Colo|Conn"
     r"|Dak|Del|Fla|Ga|Ill|Ind|Kans?|Ky|La|Mass|Md|Mich|Minn|Miss|Mo|Mont|Neb|Nev|Okla|Ore|Pa|Penn|Tenn|Tex|Va|Vt|Wash"
-    r"|Wisc?|Wyo|Inc|Cos?|Corp|Pp?tys?|Ltd|Plc|Bancorp|Dept|Bhd|Assn|Univ|Intl|Sys|Nos?|Prop|Ph|tel|est|ext|sq|ft"
-    r"|Jr|Sr|Bros|(?:Ed|Ph)\.D|Blvd|Rd|Esq|etc|al|seq)\."
+    r"|Wisc?|Wyo|Inc|Cos?|Corp|Pp?tys?|Ltd|Plc|Bancorp|Dept|Bhd|Assn|Univ|Intl|Sys|tel|est|ext|sq|ft"
+    r"|Jr|Sr|Bros|(?:Ed|Ph)\.D|Blvd|Rd|Esq|etc|al|seq|Bldg)\."
 )
+# only an abbreviation before a number ("No. 5", "fig. 3"; "No. the dog" is "No" and ".")
+_ABBREV3 = r"(?i:ca|figs?|prop|nos?|art|bldg|pp|op)\."
 _ABBREV4 = (
     "[A-Za-z]",
     r"(?i:Mr|Mrs|Ms|Miss|Drs?|Profs?|Sens?|Reps?|Attys?|Lt|Col|Gen|Messrs|Govs?|Adm|Rev|Maj|Sgt|Cpl|Pvt|Mt|Capt|Ste?"
-    r"|Ave|Pres|Lieut|Hon|Brig|Co?mdr|Pfc|Spc|Supts?|Det|vs|Alex|Wm|Jos|Cie|a\.k\.a|cf|TREAS|Invt|Elec|Natl|M[ft]g)",
+    r"|Ave|Pres|Lieut|Hon|Brig|Co?mdr|Pfc|Spc|Supts?|Det|vs|Alex|Wm|Jos|Cie|a\.k\.a|cf|TREAS|Invt|Elec|Natl|M[ft]g|Ph)",
     _ACRO,
 )
 _SENTEND_WORDS = (  # case-sensitive in the lexer
@@ -169,12 +175,13 @@ _RULES: list[_Rule] = [
         rf"{_APOS}(?i:em|[2-9]0s|till?|cause)",
         rf"[A-HJ-XZn]{_APOSETC}{_L}{{2,}}",
         rf"{_L}+[aeiouyAEIOUY]{_APOSETC}[aeiouA-Z]{_L}*",
-        r"(?i:cont'd\.?|'twas|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)",
+        r"(?i:cont'd\.?|nor'easter|c'mon|e'er|s'mores|ev'ry|li'l|nat'l)",
     ),
+    *_rules(rf"{_APOS}[tT]", context=r"(?i:is|was)", keep=lambda text: len(text)),  # 'tis, 'twas: 't + is, was
     *_rules(rf"[yY]{_APOS}", context=_L),
-    *_rules(r"https?:\/\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]"),
+    *_rules(r"(?i:https?):\/\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-]"),
     *_rules(
-        r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$]+\.)+"
+        r"(?:(?:www\.(?:[^ \t\n\f\r\"<>|.!?(){},]+\.)+[a-zA-Z]{2,4})|(?:(?:[^ \t\n\f\r\"`'<>|.!?(){},\-_$:/]+\.)+"
         r"(?i:com|net|org|edu)))(?:\/[^ \t\n\f\r\"<>|()]+[^ \t\n\f\r\"<>|.!?(){},-])?"
     ),
     *_rules(_EMAIL),
@@ -200,6 +207,7 @@ _RULES: list[_Rule] = [
     *_rules(r"[A-Za-z]\.", emit=lambda text: [text[0], "."], context=rf"{_SPACENL}+(?:{_SENTEND_WORDS}){_SPACENL}"),
     *_rules(_ABBREV1, emit=_period_again, context=rf"{_SPACENL}(?:{_SPACENL}|[A-Z]|{_SGML})"),
     *_rules(_ABBREV1),
+    *_rules(_ABBREV3, context=rf"{_SPACE}+\d"),
     *_rules(*(rf"{alternative}\." for alternative in _ABBREV4)),
     *_rules(*_ABBREV4, context=_SPACE),
     *_rules(_ACRO, context=_SPACENL),
@@ -236,6 +244,7 @@ def ptb_lines(text: str) -> list[list[str]]:
     gets an extra "." depends on the next line (a capital letter there marks a sentence end).
     """
     lines: list[list[str]] = [[]]
+    text = text.translate(_UNKNOWN)
     position = 0
     end = len(text)
     while position < end:
