@@ -29,15 +29,24 @@ def _set_source(workspace, source: dict, num_images: int) -> dict:
     return params
 
 
-def test_a_radiology_like_imagefolder_runs_through_evaluate(toy_models, tmp_path):
+def test_a_radiology_like_imagefolder_runs_through_evaluate_as_a_queued_experiment(toy_models, tmp_path):
     workspace = create_demo_workspace(tmp_path / "ws", toy_models, images=80, num_images=8)
     films = write_radiology_imagefolder(workspace / "films", 160, seed=1)  # test and validation: 24 each
-    _set_source(workspace, {"kind": "imagefolder", "images": "films", "caption_column": "text"}, 20)
+    run_dvc(workspace, "add", "films")  # as docs/data.md says: queued experiments get the folder from DVC's cache
+    _set_source(workspace, {"kind": "imagefolder", "images": "films", "caption_column": "text"}, 20)  # commits
 
-    result = run_dvc(workspace, "repro", "evaluate", check=False)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    assert "nothing to fetch for the imagefolder source (films)" in result.stdout
-    subset = next(line for line in result.stdout.splitlines() if line.startswith("[subset]"))
+    run_dvc(workspace, "exp", "run", "--queue", "evaluate")  # a temporary copy of the git workspace, not this one
+    ran = run_dvc(workspace, "exp", "run", "--run-all", "-j", "1", check=False)
+    status = run_dvc(workspace, "queue", "status").stdout
+    done = [line.split() for line in status.splitlines() if "Success" in line]
+    assert ran.returncode == 0 and len(done) == 1 and "Failed" not in status, status + ran.stdout[-3000:]
+    name = done[0][1]
+    logged = run_dvc(workspace, "queue", "logs", name).stdout
+    # the same run here: subset from DVC's run cache, the models' captions and embeddings from capsearch's cache
+    restored = run_dvc(workspace, "repro", "evaluate").stdout
+    assert "Stage 'subset' is cached - skipping run" in restored, restored
+    assert "nothing to fetch for the imagefolder source (films)" in logged
+    subset = next(line for line in logged.splitlines() if line.startswith("[subset]"))
     assert "imagefolder split=test num_images=20" in subset and ": 20 images, 60 captions" in subset, subset
     references = read_references(workspace / "data/subset/references.csv")
     assert all(image_id.startswith("test/") for image_id in references.image_ids)  # the test/ subfolder only
