@@ -4,6 +4,7 @@ by vl-convert (Vega in a bundled engine, no CDN), with an ``index.html`` showing
 from __future__ import annotations
 
 import html
+import json
 import re
 import shutil
 from pathlib import Path
@@ -28,6 +29,29 @@ def _file_name(plot_id: str) -> str:
     return re.sub(r"[^A-Za-z0-9_.-]+", "_", plot_id).strip("_") or "plot"
 
 
+def legible(spec: dict[str, Any]) -> dict[str, Any]:
+    """A DVC Vega-Lite spec whose legend tells its lines apart. DVC colours by revision and dashes by field, with
+    grey legend symbols: with one revision every field got the same grey swatch. One revision: each field its own
+    colour; several: the dash legend drawn as line strokes, long enough to show each dash."""
+    spec = json.loads(json.dumps(spec))  # a copy
+    encoding = spec.get("encoding", {})
+    dash, color = encoding.get("strokeDash"), encoding.get("color")
+    if not dash or not color:
+        return spec
+    revisions = {row.get(color.get("field")) for row in spec.get("data", {}).get("values", [])}
+    if len(revisions) <= 1:
+        encoding["color"] = {"field": dash["field"], "title": None, "scale": {"domain": dash["scale"]["domain"]}}
+        del encoding["strokeDash"]
+    else:
+        dash["legend"] = {
+            "symbolType": "stroke",
+            "symbolStrokeColor": "black",
+            "symbolSize": 400,
+            "symbolStrokeWidth": 2,
+        }
+    return spec
+
+
 def render_plots(plots: dict[str, list[dict[str, Any]]], out: str | Path) -> list[Path]:
     """Draw the ``data`` of ``dvc plots diff --json`` into ``out`` (replaced as one unit): ``<plot>.png`` and
     ``.svg`` for each Vega-Lite plot with data, image plots copied as ``<rev>_<plot>.png``, and ``index.html``
@@ -40,8 +64,9 @@ def render_plots(plots: dict[str, list[dict[str, Any]]], out: str | Path) -> lis
             for entry in entries:
                 name = _file_name(plot_id)
                 if entry.get("type") == "vega" and entry.get("content", {}).get("data", {}).get("values"):
-                    (building / f"{name}.png").write_bytes(vlc.vegalite_to_png(entry["content"], scale=2))
-                    (building / f"{name}.svg").write_text(vlc.vegalite_to_svg(entry["content"]), encoding="utf-8")
+                    spec = legible(entry["content"])
+                    (building / f"{name}.png").write_bytes(vlc.vegalite_to_png(spec, scale=2))
+                    (building / f"{name}.svg").write_text(vlc.vegalite_to_svg(spec), encoding="utf-8")
                     drawn.append(Path(out) / f"{name}.png")
                     revisions = ", ".join(entry.get("revisions", []))
                     sections.append(
