@@ -148,3 +148,10 @@ def dvc_in_background(workspace: Path, *args: str):
         if process.poll() is None:
             os.killpg(process.pid, signal.SIGKILL)
         process.wait()
+
+
+def ray_core_warning(line: str) -> bool:
+    """The one line Ray's C++ core writes to the driver's stderr on every run of Ray Data actors with restarts
+    (``core_worker.cc: ... has constructor arguments in the object store and max_restarts > 0``): not silenced, as
+    the only switch for it (``RAY_BACKEND_LOG_LEVEL``) prints a line of its own (docs/cluster.md)."""
+    return "core_worker.cc" in line and "constructor arguments in the object store" in line

@@ -156,6 +156,7 @@ def connect(address: str | None) -> bool:
         return False
     if address not in (None, "auto"):
         check_reachable(address)
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
     library = str(Path(__file__).resolve().parents[1])
     inherited = os.environ.get("PYTHONPATH")
     runtime_env = {"env_vars": {"PYTHONPATH": library + (os.pathsep + inherited if inherited else "")}}
@@ -202,10 +203,14 @@ def check_reachable(address: str) -> None:
         ) from None
 
 
+RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")  # Ray Data's config, console at CRITICAL
+
+
 def quiet_ray_logs() -> None:
     """Ray's and Ray Data's own log lines off this process's output: the stage prints its one summary (or error)
-    line, and Ray's errors reach it as exceptions anyway. Ray Data's full logs stay in the session's log folder."""
-    os.environ["RAY_DATA_LOG_LEVEL"] = "ERROR"  # for Ray Data's own logging set-up, should it run again
+    line, and Ray's errors reach it as exceptions anyway. Ray Data's full logs stay in the session's log folder
+    (Ray Data sets its logging up again for every dataset it runs, from ``RAY_DATA_LOGGING_CONFIG``)."""
+    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
     for name in ("ray", "ray.data", "ray.train", "ray.tune"):
         logger = logging.getLogger(name)
         logger.setLevel(logging.CRITICAL)
