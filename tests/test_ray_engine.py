@@ -241,7 +241,7 @@ def test_an_image_that_kills_or_hangs_the_model_ends_the_run_in_bounded_time_nam
         assert line.startswith(f"ERROR-LINE shard {folder / '00001.tar'}: image 000010003.jpg: the model's worker "
                                "process died on it 2 times, and again in a fresh process")  # fmt: skip
     else:
-        assert "no result came back for 8 s (runtime.ray_stall_seconds)" in line and "re-run to resume" in line
+        assert "no result came back for 8 s (runtime.ray_stall_seconds" in line and "re-run to resume" in line
     assert took < 200, took
     noise = [line for line in result.stderr.splitlines() if line.strip() and not ray_core_warning(line)]
     assert not noise, "\n".join(noise)  # capsearch's one line alone: no Ray Data traceback (there were 31 lines)
@@ -268,3 +268,19 @@ def test_an_address_nothing_answers_at_is_one_line_within_seconds_not_minutes_of
         listening.bind(("127.0.0.1", 0))
         listening.listen()
         check_reachable(f"ray://127.0.0.1:{listening.getsockname()[1]}")
+
+
+def test_the_stall_watchdog_gives_the_first_result_time_for_the_models_to_load():
+    from capsearch.ray_engine import _Stalled, _watched
+
+    def results(gaps):
+        for gap in gaps:
+            time.sleep(gap)
+            yield gap
+
+    # the first result after 1.2 s (a model loading) is awaited with 1 s of stall and 1 s of loading allowed
+    assert list(_watched(results([1.2, 0.1, 0.1]), 1, lambda: "stalled", load_seconds=1)) == [1.2, 0.1, 0.1]
+    with pytest.raises(_Stalled, match=r"^stalled$"):  # later results get ray_stall_seconds alone
+        list(_watched(results([0.1, 1.5]), 1, lambda: "stalled", load_seconds=5))
+    with pytest.raises(_Stalled):  # a model that never loads is still stopped
+        list(_watched(results([3.0]), 1, lambda: "stalled", load_seconds=1))

@@ -326,7 +326,8 @@ def ray_parts(
         progress = {"back": 0, "total": len(items)}
         batches = dataset.iter_batches(batch_size=None, batch_format="numpy")
         try:
-            for batch in _watched(batches, knobs.ray_stall_seconds, lambda: _stall_report(progress, plan, knobs)):
+            report = lambda: _stall_report(progress, plan, knobs)  # noqa: E731
+            for batch in _watched(batches, knobs.ray_stall_seconds, report, LOAD_SECONDS):
                 for p, r, image_id, reason, value in zip(
                     batch["part"], batch["row"], batch["image_id"], batch["reason"], batch["value"], strict=True
                 ):
@@ -360,8 +361,12 @@ class _Stalled(Exception):
     """No result came back for the watchdog's time; the message says what waits for what."""
 
 
-def _watched(batches: Iterator[Any], seconds: int, report: Any) -> Iterator[Any]:
-    """``batches``, pulled in a thread: when none arrives for ``seconds``, :class:`_Stalled` with ``report()``."""
+LOAD_SECONDS = 120  # the first result may take this much longer than ray_stall_seconds: the model loads first
+
+
+def _watched(batches: Iterator[Any], seconds: int, report: Any, load_seconds: float = 0) -> Iterator[Any]:
+    """``batches``, pulled in a thread: when none arrives for ``seconds`` (the first: ``seconds + load_seconds``,
+    as the model actors load before anything comes back), :class:`_Stalled` with ``report()``."""
     handoff: queue.Queue[tuple[str, Any]] = queue.Queue(maxsize=2)
 
     def pump() -> None:
@@ -374,11 +379,13 @@ def _watched(batches: Iterator[Any], seconds: int, report: Any) -> Iterator[Any]
             handoff.put(("done", None))
 
     threading.Thread(target=pump, name="capsearch-ray-results", daemon=True).start()
+    wait = seconds + load_seconds
     while True:
         try:
-            kind, value = handoff.get(timeout=seconds)
+            kind, value = handoff.get(timeout=wait)
         except queue.Empty:
             raise _Stalled(report()) from None
+        wait = seconds
         if kind == "done":
             return
         if kind == "error":
@@ -394,7 +401,8 @@ def _stall_report(progress: dict[str, int], plan: ActorPlan, knobs: RuntimeParam
     wants = f"decode tasks ask {DECODE_CPUS:g} CPU, model actors {plan.cpus:g} CPU and {plan.gpus:g} GPU"
     lost_text = f"lost node(s) {', '.join(lost)}; " if lost else ""
     return (
-        f"no result came back for {knobs.ray_stall_seconds} s (runtime.ray_stall_seconds): {progress['back']} of "
+        f"no result came back for {knobs.ray_stall_seconds} s (runtime.ray_stall_seconds"
+        f"{'' if progress['back'] else f', and {LOAD_SECONDS} s more for the models to load'}): {progress['back']} of "
         f"{progress['total']} images done; {lost_text}free now: {free.get('CPU', 0):g} CPU, {free.get('GPU', 0):g} "
         f"GPU on {_resources([n for n in nodes if n.get('Alive')])}; {wants}. Finished parts are kept: re-run to "
         "resume"
