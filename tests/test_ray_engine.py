@@ -284,3 +284,16 @@ def test_the_stall_watchdog_gives_the_first_result_time_for_the_models_to_load()
         list(_watched(results([0.1, 1.5]), 1, lambda: "stalled", load_seconds=5))
     with pytest.raises(_Stalled):  # a model that never loads is still stopped
         list(_watched(results([3.0]), 1, lambda: "stalled", load_seconds=1))
+
+
+def test_a_run_waits_for_or_refuses_a_cluster_another_run_holds():
+    from capsearch.ray_engine import DECODE_CPUS, wait_for_room
+
+    plan = ActorPlan(2, 0.0, 0.5, "cpu")  # two actors of 0.5 CPU, and a decode task
+    wait_for_room(plan, lambda: {"CPU": 1 + DECODE_CPUS}, seconds=0)
+    held = {"CPU": 0.0}  # both 1-CPU nodes taken by another stage's actors and decoding
+    refused = r"^runtime.ray_actors: 2 model actor\(s\) and decoding need 1.5 CPU and 0 GPU, but the Ray cluster has 0"
+    with pytest.raises(ValueError, match=refused + r" CPU and 0 GPU free \(another run holds the rest\)"):
+        wait_for_room(plan, lambda: held, seconds=0.5)
+    freed = iter([{"CPU": 0.0}, {"CPU": 0.5}, {"CPU": 2.0}])  # a finishing run gives its resources back
+    wait_for_room(plan, lambda: next(freed), seconds=5)

@@ -32,6 +32,7 @@ import os
 import queue
 import re
 import threading
+import time
 import warnings
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
@@ -276,8 +277,33 @@ def plan_actors(knobs: RuntimeParams, nodes: list[dict[str, Any]]) -> ActorPlan:
 
 
 def actor_plan(knobs: RuntimeParams) -> ActorPlan:
-    """:func:`plan_actors` for the cluster Ray is connected to."""
-    return plan_actors(knobs, ray.nodes())
+    """:func:`plan_actors` for the cluster Ray is connected to, once what it needs is free there
+    (:func:`wait_for_room`)."""
+    plan = plan_actors(knobs, ray.nodes())
+    wait_for_room(plan, ray.available_resources)
+    return plan
+
+
+ROOM_SECONDS = 15.0  # how long a plan waits for the resources a finishing run is still giving back
+
+
+def wait_for_room(plan: ActorPlan, available: Any, seconds: float = ROOM_SECONDS) -> None:
+    """Return once the cluster has free (``available()``: Ray's free resources) what ``plan``'s actors and one
+    decode task need; after ``seconds``, a ValueError naming ``runtime.ray_actors``: another run holds them, and
+    starting anyway would leave this run's decoding without a CPU until the watchdog ends both."""
+    cpus, gpus = plan.actors * plan.cpus + DECODE_CPUS, plan.actors * plan.gpus
+    deadline = time.monotonic() + seconds
+    while True:
+        free = available()
+        if free.get("CPU", 0) + 1e-9 >= cpus and free.get("GPU", 0) + 1e-9 >= gpus:
+            return
+        if time.monotonic() > deadline:
+            raise ValueError(
+                f"runtime.ray_actors: {plan.actors} model actor(s) and decoding need {cpus:g} CPU and {gpus:g} GPU, "
+                f"but the Ray cluster has {free.get('CPU', 0):g} CPU and {free.get('GPU', 0):g} GPU free (another "
+                f"run holds the rest); wait for it, or lower runtime.ray_actors"
+            )
+        time.sleep(0.2)
 
 
 def ray_parts(
