@@ -11,6 +11,7 @@ Image i goes to test when i % 8 == 0, to val when i % 8 == 1, else (COCO) to res
 
 from __future__ import annotations
 
+import gzip
 import io
 import json
 import tarfile
@@ -25,7 +26,7 @@ from capsearch.data.karpathy import (
     KARPATHY_FILES,
     KARPATHY_ZIP,
 )
-from capsearch.demo.scenes import generate_scenes
+from capsearch.demo.scenes import generate_scenes, zip_member
 from capsearch.io import atomic_path
 
 
@@ -62,7 +63,9 @@ def karpathy_json(kind: str, scenes: list, names: list[tuple[str, str]]) -> dict
 
 
 def write_karpathy_layout(kind: str, out_dir: str | Path, count: int, seed: int = 0) -> dict[str, Path]:
-    """Write ``count`` generated scenes as the ``kind`` (flickr30k / coco) downloads; returns their paths."""
+    """Write ``count`` generated scenes as the ``kind`` (flickr30k / coco) downloads; returns their paths.
+    Byte-identical for the same arguments (fixed member times, a gzip header without a time), so an MD5 taken of one
+    call holds for the next."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     scenes = [(image, captions) for _, image, captions in generate_scenes(count, seed)]
@@ -71,7 +74,7 @@ def write_karpathy_layout(kind: str, out_dir: str | Path, count: int, seed: int 
     with atomic_path(splits_zip) as tmp, zipfile.ZipFile(tmp, "w", zipfile.ZIP_DEFLATED) as archive:
         for other in KARPATHY_FILES.values():  # both files, as in the real zip; each source reads its own
             data = karpathy_json(kind, [(None, c) for _, c in scenes], names) if other == KARPATHY_FILES[kind] else {}
-            archive.writestr(other, json.dumps(data or {"images": [], "dataset": "other"}))
+            zip_member(archive, other, json.dumps(data or {"images": [], "dataset": "other"}))
     jpegs = {}
     for (image, _), (folder, filename) in zip(scenes, names, strict=True):
         if folder == "train2014":
@@ -83,10 +86,15 @@ def write_karpathy_layout(kind: str, out_dir: str | Path, count: int, seed: int 
         images = out / COCO_IMAGES_ZIP
         with atomic_path(images) as tmp, zipfile.ZipFile(tmp, "w") as archive:
             for filename, data in jpegs.items():
-                archive.writestr(COCO_IMAGES_DIR_IN_ZIP + filename, data)
+                zip_member(archive, COCO_IMAGES_DIR_IN_ZIP + filename, data, zipfile.ZIP_STORED)
     else:
         images = out / FLICKR30K_IMAGES_ARCHIVE
-        with atomic_path(images) as tmp, tarfile.open(tmp, "w:gz") as archive:
+        with (
+            atomic_path(images) as tmp,
+            tmp.open("wb") as file,
+            gzip.GzipFile(fileobj=file, mode="wb", mtime=0, filename="") as packed,
+            tarfile.open(fileobj=packed, mode="w") as archive,
+        ):
             for filename, data in jpegs.items():
                 info = tarfile.TarInfo(f"{FLICKR30K_IMAGES_DIR}/{filename}")
                 info.size = len(data)

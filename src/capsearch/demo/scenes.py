@@ -157,9 +157,11 @@ def judgment_lines(
     return expert, crowd
 
 
-def _zip_bytes(zf: zipfile.ZipFile, name: str, data: bytes) -> None:
+def zip_member(zf: zipfile.ZipFile, name: str, data: bytes | str, compression: int = zipfile.ZIP_DEFLATED) -> None:
+    """Write one member with a fixed time (``writestr`` with a bare name stamps the current one), so a generated
+    archive is byte-identical for the same content."""
     info = zipfile.ZipInfo(name, date_time=(2013, 1, 1, 0, 0, 0))
-    info.compress_type = zipfile.ZIP_DEFLATED
+    info.compress_type = compression
     zf.writestr(info, data)
 
 
@@ -182,7 +184,7 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
             scenes[name] = scene
             buffer = io.BytesIO()
             image.save(buffer, format="JPEG", quality=90)
-            _zip_bytes(zf, IMAGES_DIR_IN_ZIP + name, buffer.getvalue())
+            zip_member(zf, IMAGES_DIR_IN_ZIP + name, buffer.getvalue())
             token_lines += [f"{name}#{i}\t{caption}" for i, caption in enumerate(captions)]
     order = list(names)
     random.Random(seed + 2).shuffle(order)
@@ -190,11 +192,11 @@ def write_flickr8k_layout(out_dir: str | Path, count: int, seed: int = 0) -> dic
     splits = {"test": order[:n_test], "dev": order[n_test : n_test + n_dev], "train": order[n_test + n_dev :]}
 
     with atomic_path(text_zip) as tmp, zipfile.ZipFile(tmp, "w") as zf:
-        _zip_bytes(zf, TOKEN_FILE, ("\n".join(token_lines) + "\n").encode())
+        zip_member(zf, TOKEN_FILE, ("\n".join(token_lines) + "\n").encode())
         for split, filename in SPLIT_FILES.items():
-            _zip_bytes(zf, filename, ("\n".join(splits[split]) + "\n").encode())
+            zip_member(zf, filename, ("\n".join(splits[split]) + "\n").encode())
         expert, crowd = judgment_lines(scenes, splits["test"], random.Random(seed + 3))
-        _zip_bytes(zf, "ExpertAnnotations.txt", ("\n".join(expert) + "\n").encode())
-        _zip_bytes(zf, "CrowdFlowerAnnotations.txt", ("\n".join(crowd) + "\n").encode())
-        _zip_bytes(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.demo.scenes).\n")
+        zip_member(zf, "ExpertAnnotations.txt", ("\n".join(expert) + "\n").encode())
+        zip_member(zf, "CrowdFlowerAnnotations.txt", ("\n".join(crowd) + "\n").encode())
+        zip_member(zf, "readme.txt", b"Generated Flickr8k-layout data (capsearch.demo.scenes).\n")
     return {"images": image_zip, "text": text_zip}
