@@ -17,6 +17,7 @@ from PIL import Image, ImageOps
 from capsearch.data.flickr8k import IMAGE_SUFFIXES, IMAGE_ZIP_NAME, IMAGES_DIR_IN_ZIP, SUFFIXES_SHOWN
 from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
 from capsearch.data.hf_dataset import SavedImages
+from capsearch.data.imagefolder import is_unicode
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards, shards_digest
 
@@ -254,11 +255,7 @@ def shown_name(path: str | Path) -> str:
 def is_utf8_name(path: str | Path) -> bool:
     """Whether a file name decodes as UTF-8 (else Python holds it with surrogate escapes, which no CSV, JSON or URL
     carries faithfully)."""
-    try:
-        str(path).encode("utf-8")
-    except UnicodeEncodeError:
-        return False
-    return True
+    return is_unicode(str(path))
 
 
 def find_images(paths: Sequence[str | Path], skipped: list[tuple[str, str]] | None = None) -> list[Path]:
