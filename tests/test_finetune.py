@@ -17,8 +17,8 @@ from capsearch.data.images import ImageSource
 from capsearch.data.subset import build_subset
 from capsearch.demo.domains import write_striped_layout
 from capsearch.demo.scenes import write_flickr8k_layout
+from capsearch.finetune.captioning import CaptioningTask, finetune_captioner, teacher_inputs
 from capsearch.finetune.captioning import dev_metrics as caption_dev_metrics
-from capsearch.finetune.captioning import finetune_captioner, teacher_inputs
 from capsearch.finetune.checkpoint import CheckpointStore
 from capsearch.finetune.contrastive import dev_metrics, finetune_dual_encoder
 from capsearch.finetune.loop import Logger, Pairs, add_lora, check_run, epoch_order, pairs_of, save_model
@@ -148,12 +148,13 @@ def test_freeze_keeps_a_tower_fixed_and_lora_saves_a_plain_checkpoint(toy_models
     assert any(not torch.equal(after[n], base[n]) for n in base if n.startswith("text_model."))
 
     adapted = DualEncoder(str(toy_models / "toy-clip"), "main", "fp32", "cpu")
-    # dev: the pairs it trains on, where it gains surely (here 46.1 -> 52.0 -> 55.9 mean recall), so an epoch is kept
+    # dev: the pairs it trains on, where it gains on every CPU kind seen (here 46.1 -> 52.0 -> 55.9 mean recall)
     lora = settings(lora_rank=4, learning_rate=3e-3, epochs=2)
-    train(adapted, striped, lora, tmp_path / "l", dev=small(striped["train"], 64))
+    outcome = train(adapted, striped, lora, tmp_path / "l", dev=small(striped["train"], 64))
     merged = adapted.model.state_dict()
     assert set(merged) == set(base)  # adapters merged away: the base model's own tensors
-    assert any(not torch.equal(merged[n], base[n]) for n in base if n.endswith("q_proj.weight"))
+    changed = any(not torch.equal(merged[n], base[n]) for n in base if n.endswith("q_proj.weight"))
+    assert changed == (outcome.best_epoch > 0)  # the kept epoch's weights, or the base's where none beat it
     assert all(torch.equal(merged[n], base[n]) for n in base if "mlp" in n)  # LoRA touched attention only
     save_model(adapted, tmp_path / "saved")
     assert sorted(p.name for p in (tmp_path / "saved").glob("*.safetensors")) == ["model.safetensors"]
@@ -312,15 +313,16 @@ def test_teacher_inputs_score_the_caption_and_its_end_but_not_the_prompt_or_padd
 def test_captioner_lora_merges_into_a_plain_checkpoint_and_bad_settings_are_refused(toy_models, striped, tmp_path):
     base = Captioner(str(toy_models / "toy-blip"), "main", "fp32", "cpu").model.state_dict()
     adapted = Captioner(str(toy_models / "toy-blip"), "main", "fp32", "cpu")
-    # 4 steps; dev: images it trains on, where it gains surely (here CIDEr-D 145 -> 173), so the epoch is kept
     lora = caption_settings(lora_rank=4, batch_size=16, warmup_steps=1, learning_rate=3e-3)
-    finetune_captioner(
+    outcome = finetune_captioner(
         adapted, small(striped["train"], 64), small(striped["train"], 16), lora,  # dev: images it trains on
         decoding=GREEDY, batch_size=64, workers=0, checkpoints=CheckpointStore(tmp_path / "l"), checkpoint_steps=1000,
     )  # fmt: skip
     merged = adapted.model.state_dict()
-    assert set(merged) == set(base)
-    assert any(not torch.equal(merged[n], base[n]) for n in base if n.endswith("attention.self.query.weight"))
+    assert set(merged) == set(base)  # adapters merged away: the base model's own tensors
+    # 4 steps move dev CIDEr-D by a few points either way, by CPU kind: the kept epoch's weights, or the base's
+    changed = any(not torch.equal(merged[n], base[n]) for n in base if n.endswith("attention.self.query.weight"))
+    assert changed == (outcome.best_epoch > 0)
     assert all(torch.equal(merged[n], base[n]) for n in base if "intermediate" in n)  # LoRA touched attention only
     frozen = Captioner(str(toy_models / "toy-blip"), "main", "fp32", "cpu")
     snapshot = Snapshot(frozen.model)
@@ -340,6 +342,31 @@ def test_captioner_lora_merges_into_a_plain_checkpoint_and_bad_settings_are_refu
         with pytest.raises(ParamError) as refused:
             caption_settings(**changes)
         assert str(refused.value).startswith(message), refused.value
+
+
+def test_lora_adapters_merge_into_the_base_tensors_and_the_model_computes_what_it_computed_with_them(toy_models):
+    captioner = Captioner(str(toy_models / "toy-blip"), "main", "fp32", "cpu")
+    base = {name: t.clone() for name, t in captioner.model.state_dict().items()}
+    task = CaptioningTask(captioner, caption_settings(lora_rank=4), GREEDY, 8, 0)
+    generator = torch.Generator().manual_seed(0)
+    width, height = task.pixels.output_size()
+    pixels = torch.randint(0, 256, (2, 3, height, width), generator=generator, dtype=torch.uint8)
+    texts = ["a red circle", "two blue squares on a white background"]
+    task.model.eval()
+    adapters = task.trainable()
+    assert adapters and all(".lora_" in name for name, _ in adapters)
+    with torch.no_grad():
+        plain = float(task.loss(pixels, texts))  # B starts at zero: the adapters do nothing yet
+        for _, parameter in adapters:  # as training might leave them
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+        adapted = float(task.loss(pixels, texts))
+        task.finish()
+        merged = float(task.loss(pixels, texts))
+    assert abs(adapted - plain) > 1e-3 and merged == pytest.approx(adapted, rel=1e-4)
+    state = captioner.model.state_dict()
+    assert set(state) == set(base)
+    assert all(not torch.equal(state[n], base[n]) for n in base if n.endswith("attention.self.query.weight"))
+    assert all(torch.equal(state[n], base[n]) for n in base if "intermediate" in n)  # LoRA touched attention only
 
 
 def test_a_checkpoint_a_kill_left_mid_save_is_recovered_and_clear_leaves_nothing(tmp_path):
