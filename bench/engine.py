@@ -32,7 +32,8 @@ from base_models import build_base_models, describe_machine  # bench/ is the scr
 from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
 from capsearch.data.subset import build_subset, check_workers
-from capsearch.engine import ImageTask, compute_parts
+from capsearch.engine import compute_parts
+from capsearch.job import ImageTask
 from capsearch.models.captioner import Captioner
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_device, resolve_runtime

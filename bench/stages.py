@@ -44,7 +44,8 @@ from PIL import Image
 
 from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
-from capsearch.engine import ImageTask, compute_parts
+from capsearch.engine import compute_parts
+from capsearch.job import ImageTask
 from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder

@@ -101,12 +101,21 @@ def train_and_dev(run: RunLayout, source_params: SourceParams, p: FinetuneParams
     return tuple(pairs_of(source, sets[s].images, sets[s].references) for s in ("train", "dev"))
 
 
-def checkpoint_store(cache_dir: str | Path | None, task: str, key: str) -> Any:
-    """The resumable checkpoint of a run of ``key`` (under the result cache's folder, outside DVC's cache)."""
+def checkpoint_store(
+    task: str, weights: str, p: FinetuneParams, knobs: RuntimeParams, data: tuple, **settings: Any
+) -> Any:
+    """The resumable checkpoint of a run of ``task`` (``finetune-clip``, ``finetune-captioner``) from the base model
+    ``weights``, keyed by the run's recipe (:func:`capsearch.finetune.loop.checkpoint_recipe`: code, precision as
+    resolved, params, the train and dev ``data``, the task's ``settings``), under the result cache's folder (outside
+    DVC's cache)."""
     from capsearch.cache import default_cache_dir
     from capsearch.finetune.checkpoint import CheckpointStore
+    from capsearch.finetune.loop import checkpoint_recipe
+    from capsearch.models.runtime import resolve_device
 
-    return CheckpointStore(Path(cache_dir or default_cache_dir()).resolve() / "checkpoints" / f"{task}-{key}")
+    code = "capsearch.finetune." + {"finetune-clip": "contrastive", "finetune-captioner": "captioning"}[task]
+    key = checkpoint_recipe(task, weights, code, p, resolve_device(knobs.device), *data, **settings).key()
+    return CheckpointStore(Path(knobs.cache_dir or default_cache_dir()).resolve() / "checkpoints" / f"{task}-{key}")
 
 
 def fine_tune(
@@ -124,7 +133,7 @@ def fine_tune(
             import ray
 
             from capsearch.finetune.distributed import train_on_ray, worker_plan
-            from capsearch.ray_engine import connect
+            from capsearch.ray_cluster import connect
 
             started = connect(knobs.ray_address)
             try:

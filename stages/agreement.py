@@ -6,6 +6,7 @@ from capsearch.artifacts import RunLayout, read_image_embeddings
 from capsearch.cache import ResultCache
 from capsearch.data.flickr8k import load_captions
 from capsearch.data.subset import find_text_dir
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.human_agreement import (
     CROWDFLOWER_FILE,
     EXPERT_FILE,
@@ -26,7 +27,7 @@ def main() -> None:
     clip, source, knobs = read_params("agreement", ClipParams, SourceParams, RuntimeParams)
     try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
         clip = dual_encoder_of(RUN.clip_model, clip)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("agreement", exc)
     empty = {"flickr8k_expert": {"pairs": 0}, "flickr8k_crowdflower": {"pairs": 0}}
     if source.kind != "flickr8k":
@@ -36,7 +37,7 @@ def main() -> None:
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
@@ -60,7 +61,7 @@ def main() -> None:
             lambda texts: embedder.embed_texts(texts, rt.batch_sizes["embed_texts"]).vectors,
             ResultCache(knobs.cache_dir) if knobs.cache else None,  # METEOR's jar: seconds to start
         )
-    except (ValueError, OSError, ModelLoadError) as exc:
+    except EXPECTED as exc:
         fail("agreement", exc)
     write_json(OUT, report)
     e = report["flickr8k_expert"]

@@ -4,7 +4,7 @@ finetune_captioner trained one), written part by part (one per input shard) + ma
 from _common import fail, read_params, summary
 
 from capsearch.artifacts import PartStore, RunLayout, plan_parts, read_image_table
-from capsearch.data.images import ImageReadError
+from capsearch.errors import EXPECTED
 from capsearch.finetune.handover import captioner_of
 from capsearch.params import CaptionParams, RuntimeParams
 
@@ -15,12 +15,13 @@ def main() -> None:
     p, knobs = read_params("caption", CaptionParams, RuntimeParams)
     try:  # the fine-tuned model where finetune_captioner trained one, else caption.* as it is
         p = captioner_of(RUN.captioner_model, p)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("caption", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.engine import EngineError, ImageTask, compute_parts
+    from capsearch.engine import compute_parts
+    from capsearch.job import ImageTask
     from capsearch.models.captioner import Captioner, DecodingSettings
-    from capsearch.models.runtime import ModelLoadError, model_label, resolve_runtime
+    from capsearch.models.runtime import model_label, resolve_runtime
     from capsearch.progress import counted
 
     try:
@@ -30,7 +31,7 @@ def main() -> None:
         task = ImageTask(Captioner, p.model, p.revision, p.precision, rt.device, settings, rt.decode)
         store = PartStore(RUN.generated, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
-    except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:
+    except EXPECTED as exc:
         fail("caption", exc)
     summary(
         "caption",

@@ -3,7 +3,7 @@
 from _common import fail, read_params, summary
 
 from capsearch.artifacts import PartStore, RunLayout, plan_parts, read_image_table
-from capsearch.data.images import ImageReadError
+from capsearch.errors import EXPECTED
 from capsearch.finetune.handover import dual_encoder_of
 from capsearch.params import ClipParams, RuntimeParams
 
@@ -14,12 +14,13 @@ def main() -> None:
     p, knobs = read_params("embed_images", ClipParams, RuntimeParams)
     try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
         p = dual_encoder_of(RUN.clip_model, p)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("embed_images", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.engine import EngineError, ImageTask, compute_parts
+    from capsearch.engine import compute_parts
+    from capsearch.job import ImageTask
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, model_label, resolve_runtime
+    from capsearch.models.runtime import model_label, resolve_runtime
 
     try:
         parts = plan_parts(read_image_table(RUN.subset_images))
@@ -27,7 +28,7 @@ def main() -> None:
         task = ImageTask(DualEncoder, p.model, p.revision, p.precision, rt.device, decode=rt.decode)
         store = PartStore(RUN.image_vectors, task.output_kind, task.identity())
         run = compute_parts(task, parts, store, rt, knobs)
-    except (ValueError, OSError, ModelLoadError, ImageReadError, EngineError) as exc:
+    except EXPECTED as exc:
         fail("embed_images", exc)
     summary(
         "embed_images",

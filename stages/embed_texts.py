@@ -3,6 +3,7 @@
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, read_generated, read_references, save_vectors
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.clipscore import with_prefix
 from capsearch.finetune.handover import dual_encoder_of
 from capsearch.io import write_json
@@ -15,11 +16,11 @@ def main() -> None:
     p, knobs = read_params("embed_texts", ClipParams, RuntimeParams)
     try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
         p = dual_encoder_of(RUN.clip_model, p)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("embed_texts", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, precision_name, resolve_runtime
+    from capsearch.models.runtime import precision_name, resolve_runtime
 
     references = read_references(RUN.references).texts
     _, generated = read_generated(RUN.generated)
@@ -33,7 +34,7 @@ def main() -> None:
         # CLIPScore embeds texts with its "A photo depicts" prefix
         reference_prefixed = embedder.embed_texts(with_prefix(references), batch_size)
         generated_prefixed = embedder.embed_texts(with_prefix(generated), batch_size)
-    except (ValueError, ModelLoadError) as exc:
+    except EXPECTED as exc:
         fail("embed_texts", exc)
     save_vectors(RUN.reference_vectors, reference_vectors.vectors)
     save_vectors(RUN.generated_vectors, generated_vectors.vectors)

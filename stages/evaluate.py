@@ -6,6 +6,7 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, load_vectors, read_generated, read_image_embeddings, read_references
 from capsearch.cache import ResultCache
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.run import CAPTION_SCORES_HEADER, EvaluationInputs, caption_quality, retrieval_metrics
 from capsearch.io import write_csv, write_json
 from capsearch.params import EvaluateParams, RuntimeParams
@@ -41,7 +42,7 @@ def main() -> None:
         report, curve = retrieval_metrics(inputs, p.ks)
         cache = ResultCache(knobs.cache_dir) if knobs.cache else None  # METEOR's jar: seconds to start
         quality, per_image = caption_quality(inputs, cache)
-    except (ValueError, KeyError, OSError) as exc:
+    except EXPECTED as exc:
         fail("evaluate", exc)
     write_json(RUN.metrics / "retrieval.json", report)
     write_json(RUN.metrics / "recall_curve.json", curve)

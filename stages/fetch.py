@@ -4,12 +4,13 @@ Karpathy's split file; a Hugging Face dataset's images and captions), check them
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.fetch import FetchError, check_archive, download, safe_extract
-from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME, AnnotationError
+from capsearch.data.fetch import check_archive, download, safe_extract
+from capsearch.data.flickr8k import IMAGE_ZIP_NAME, TEXT_ZIP_NAME
 from capsearch.data.hf_dataset import FOLDER as HF_FOLDER
 from capsearch.data.hf_dataset import HfDatasetError, fetch_hf_dataset
 from capsearch.data.kaggle import pack_kaggle_folder
 from capsearch.data.karpathy import KARPATHY_FILES, fetch_karpathy
+from capsearch.errors import EXPECTED
 from capsearch.io import write_text
 from capsearch.params import LOCAL_SOURCES, FetchParams, SourceParams
 
@@ -30,7 +31,7 @@ def main() -> None:
                 RUN.image_zip.parent,
                 RUN.text_dir,
             )
-        except (FetchError, FileNotFoundError) as exc:
+        except EXPECTED as exc:
             fail("fetch", exc)
         summary(
             "fetch",
@@ -64,7 +65,7 @@ def main() -> None:
         text = download(p.text_url, RUN.text_zip, p.text_md5)
         image_members = check_archive(images.path)
         text_files = safe_extract(text.path, RUN.text_dir)
-    except (FetchError, AnnotationError, FileNotFoundError) as exc:
+    except EXPECTED as exc:
         fail("fetch", exc)
     summary(
         "fetch",

@@ -20,8 +20,7 @@ from _finetune import (
 )
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import ImageReadError
-from capsearch.data.webdataset import ShardError
+from capsearch.errors import EXPECTED
 from capsearch.params import CaptionParams, FinetuneCaptionerParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
@@ -40,26 +39,23 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial
 
-    from capsearch.cache import namespace
     from capsearch.finetune.captioning import captioning_task
-    from capsearch.imports import code_fingerprint
     from capsearch.models.captioner import Captioner, DecodingSettings
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
         decoding = DecodingSettings.of(caption)
-        key = namespace(
-            task="finetune-captioner",
-            model=Captioner.fingerprint_of(caption.model, caption.revision, "caption.model"),
-            code=code_fingerprint("capsearch.finetune.captioning"),
-            params=p.as_yaml(),
+        weights = Captioner.fingerprint_of(caption.model, caption.revision, "caption.model")
+        checkpoints = checkpoint_store(
+            "finetune-captioner",
+            weights,
+            p,
+            knobs,
+            (train, dev),
             decoding=[decoding.max_new_tokens, decoding.min_new_tokens, decoding.prompt],
-            train=[train.image_ids, train.captions],
-            dev=[dev.image_ids, dev.captions],
         )
-        checkpoints = checkpoint_store(knobs.cache_dir, "finetune-captioner", key)
         live = LiveLogger(RUN.finetune_captioner_log)
         make_task = partial(
             captioning_task, model_path(caption.model), caption.revision, p, decoding, rt.batch_sizes["caption"],
@@ -69,7 +65,7 @@ def main() -> None:
             make_task, train, dev, p, knobs, rt.device, rt.num_workers, checkpoints=checkpoints, logger=live,
             out_dir=RUN.captioner_model, record={"base": base}, desc="fine-tune captioner",
         )  # fmt: skip
-    except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
+    except EXPECTED as exc:
         fail("finetune_captioner", exc)
     best, start = outcome.best_dev, outcome.base_dev
     scores = ("CIDEr-D", "BLEU-4")

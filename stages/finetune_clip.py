@@ -20,8 +20,7 @@ from _finetune import (
 )
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import ImageReadError
-from capsearch.data.webdataset import ShardError
+from capsearch.errors import EXPECTED
 from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
@@ -40,25 +39,15 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial
 
-    from capsearch.cache import namespace
     from capsearch.finetune.contrastive import contrastive_task
-    from capsearch.imports import code_fingerprint
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
-        key = namespace(
-            task="finetune-clip",
-            model=DualEncoder.fingerprint_of(clip.model, clip.revision, "clip.model"),
-            code=code_fingerprint("capsearch.finetune.contrastive"),
-            params=p.as_yaml(),
-            train=[train.image_ids, train.captions],
-            dev=[dev.image_ids, dev.captions],
-            ks=list(evaluate.ks),
-        )
-        checkpoints = checkpoint_store(knobs.cache_dir, "finetune-clip", key)
+        weights = DualEncoder.fingerprint_of(clip.model, clip.revision, "clip.model")
+        checkpoints = checkpoint_store("finetune-clip", weights, p, knobs, (train, dev), ks=list(evaluate.ks))
         live = LiveLogger(RUN.finetune_clip_log)
         make_task = partial(
             contrastive_task, model_path(clip.model), clip.revision, p, evaluate.ks, rt.batch_sizes, rt.num_workers
@@ -67,7 +56,7 @@ def main() -> None:
             make_task, train, dev, p, knobs, rt.device, rt.num_workers, checkpoints=checkpoints, logger=live,
             out_dir=RUN.clip_model, record={"base": base}, desc="fine-tune clip",
         )  # fmt: skip
-    except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
+    except EXPECTED as exc:
         fail("finetune_clip", exc)
     best, start = outcome.best_dev, outcome.base_dev
     live.finish({"best_epoch": outcome.best_epoch, "dev": {"base": _recalls(start), "best": _recalls(best)}})

@@ -5,6 +5,7 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.ann import build_index, save_index
 from capsearch.artifacts import RunLayout, load_vectors, read_image_embeddings, read_references
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.index_quality import index_quality
 from capsearch.evaluation.ranks import index_of
 from capsearch.io import write_json
@@ -34,7 +35,7 @@ def main() -> None:
                 "bytes_per_vector": round(save_index(ann, path), 1),
                 **index_quality(queries, galleries[method], targets, ann.candidates, p.candidates, ks),
             }
-    except (ValueError, KeyError, FileNotFoundError) as exc:
+    except EXPECTED as exc:
         fail("index", exc)
     write_json(RUN.metrics / "index.json", report)
     image = report["image"]

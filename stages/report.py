@@ -4,6 +4,7 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, load_vectors, read_references
 from capsearch.contact_sheet import save_png
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.ranks import index_of
 from capsearch.finetune.handover import dual_encoder_of
 from capsearch.params import ClipParams, ReportParams, RuntimeParams
@@ -18,12 +19,12 @@ def main() -> None:
     p, clip, knobs = read_params("report", ReportParams, ClipParams, RuntimeParams)
     try:  # the fine-tuned model where finetune_clip trained one, else clip.* as it is
         clip = dual_encoder_of(RUN.clip_model, clip)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("report", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.index import load_pipeline_index
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
@@ -37,7 +38,7 @@ def main() -> None:
         reference_vectors = load_vectors(RUN.reference_vectors, len(references.texts), "embed_texts")
         failures = worst_queries(index, references.texts, reference_vectors, targets, p.failures)
         save_png(failures, OUT / "failures.png")
-    except (ValueError, FileNotFoundError, ModelLoadError) as exc:
+    except EXPECTED as exc:
         fail("report", exc)
     summary(
         "report",

@@ -4,7 +4,8 @@ from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout, write_excluded, write_image_table, write_references
 from capsearch.data.subset import build_subset, check_workers, open_source
-from capsearch.data.webdataset import ShardError, describe_unread, unread_files
+from capsearch.data.webdataset import describe_unread, unread_files
+from capsearch.errors import EXPECTED
 from capsearch.io import atomic_paths
 from capsearch.params import RuntimeParams, SourceParams, SubsetParams
 
@@ -20,7 +21,7 @@ def main() -> None:
         result = build_subset(
             text_dir, images, p.split, p.num_images, p.seed, workers=workers, kind=source.kind, columns=source.columns
         )
-    except (ValueError, FileNotFoundError, ShardError) as exc:
+    except EXPECTED as exc:
         fail("subset", exc)
     with atomic_paths(RUN.subset_images, RUN.references, RUN.excluded) as (images_csv, references_csv, excluded_csv):
         write_image_table(images_csv, result.images)  # the three tables are replaced together or not at all

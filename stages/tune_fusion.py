@@ -7,9 +7,8 @@ CLIP embeddings of the images, the generated captions and the reference captions
 from _common import Timer, fail, read_params, summary
 
 from capsearch.artifacts import RunLayout
-from capsearch.data.images import ImageReadError
 from capsearch.data.subset import build_subset, check_workers, open_source
-from capsearch.data.webdataset import ShardError
+from capsearch.errors import EXPECTED
 from capsearch.evaluation.ranks import index_of
 from capsearch.finetune.handover import captioner_of, dual_encoder_of
 from capsearch.fusion import choose_alpha
@@ -27,7 +26,7 @@ def main() -> None:
     try:  # the fine-tuned models where finetune_clip / finetune_captioner trained them, else clip.* / caption.*
         clip = dual_encoder_of(RUN.clip_model, clip)
         c = captioner_of(RUN.captioner_model, c)
-    except (OSError, ValueError) as exc:
+    except EXPECTED as exc:
         fail("tune_fusion", exc)
     try:
         p.check_against(reported_split)
@@ -36,7 +35,7 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.captioner import Captioner, DecodingSettings
     from capsearch.models.embedder import DualEncoder
-    from capsearch.models.runtime import ModelLoadError, resolve_runtime
+    from capsearch.models.runtime import resolve_runtime
     from capsearch.pipeline import caption_and_embed
 
     try:
@@ -55,7 +54,7 @@ def main() -> None:
         queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors
         targets = index_of(image_ids, [image_id for image_id, _, _ in tune.references])
         alpha, grid = choose_alpha(queries, run.image_vectors, run.generated_vectors, targets, list(p.alphas))
-    except (ValueError, OSError, ModelLoadError, ImageReadError, ShardError) as exc:
+    except EXPECTED as exc:
         fail("tune_fusion", exc)
     write_json(RUN.alpha, {"alpha": alpha, "split": p.split, "images": len(image_ids), "grid": grid})
     best = next(row for row in grid if row["alpha"] == alpha)

@@ -145,3 +145,12 @@ def test_every_param_is_documented_and_every_link_leads_somewhere():
             if not target.startswith(("http://", "https://")) and not ((PROJECT / page).parent / target).exists():
                 broken.append(f"{page}: {target}")
     assert broken == []
+
+
+def test_the_code_map_lists_every_library_module():
+    code_map = (PROJECT / "docs" / "architecture.md").read_text(encoding="utf-8")
+    library = PROJECT / "src" / "capsearch"
+    modules = sorted(str(p.relative_to(library)) for p in library.rglob("*.py") if p.name != "__init__.py")
+    listed = set(re.findall(r"(?<![\w/])([\w/]+\.py)\b", code_map))
+    missing = [module for module in modules if module not in listed]
+    assert not missing, f"docs/architecture.md does not list {', '.join(missing)}"

@@ -5,13 +5,14 @@ from __future__ import annotations
 import json
 import os
 import tarfile
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
 
-from capsearch import artifacts, engine
+from capsearch import artifacts, recipe
 from capsearch.artifacts import (
     PartStore,
     PlannedPart,
@@ -22,7 +23,8 @@ from capsearch.artifacts import (
 )
 from capsearch.data.images import ImageSource
 from capsearch.demo.shards import write_webdataset_shards
-from capsearch.engine import EngineError, ImageTask, compute_parts, with_content
+from capsearch.engine import compute_parts, with_content
+from capsearch.job import EngineError, ImageTask
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
@@ -105,8 +107,8 @@ def test_a_rerun_reuses_finished_parts_and_recomputes_changed_ones(toy_models, s
     # other library versions (an upgrade): nothing computed under the old ones is reused
     run_task(task, shard_rows, out)
     upgraded = {**library_versions(), "transformers": "99.0.0"}
-    monkeypatch.setattr(engine, "library_versions", lambda: upgraded)
-    assert run_task(task, shard_rows, out).reused == 0
+    monkeypatch.setattr(recipe, "library_versions", lambda: upgraded)
+    assert run_task(replace(task), shard_rows, out).reused == 0  # the job as a new process builds it
     monkeypatch.undo()
     # fewer shards: the stale part files go
     fewer = run_task(task, [row for row in shard_rows if row[1].endswith("00000.tar")], out)

@@ -15,7 +15,7 @@ from transformers import SiglipProcessor
 from capsearch.data.images import ImageSource
 from capsearch.demo.scenes import generate_scenes
 from capsearch.demo.toy_models import names_colour_and_shape
-from capsearch.engine import ImageTask
+from capsearch.job import ImageTask
 from capsearch.models import ModelLoadError
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder

@@ -11,7 +11,7 @@ import pytest
 import yaml
 
 from capsearch.demo.workspace import run_dvc
-from capsearch.imports import import_closure
+from capsearch.imports import import_closure, imported_names, module_path
 
 PROJECT = Path(__file__).resolve().parents[1]
 
@@ -51,6 +51,44 @@ def test_report_code_is_no_dependency_of_captioning_and_model_code_none_of_evalu
     assert "src/capsearch/report.py" not in declared_code("caption")
     assert "src/capsearch/models/pixels.py" in declared_code("caption")
     assert not any(path.startswith("src/capsearch/models/") for path in declared_code("evaluate"))
+
+
+def test_fine_tuning_does_not_rerun_for_an_edit_to_the_inference_engines():
+    for stage in ("finetune_clip", "finetune_captioner"):
+        code = declared_code(stage)
+        assert "src/capsearch/engine.py" not in code and "src/capsearch/ray_engine.py" not in code, stage
+        assert "src/capsearch/finetune/loop.py" in code
+
+
+def test_the_library_imports_in_no_circle():
+    library = PROJECT / "src" / "capsearch"
+    graph = {
+        path: {
+            target
+            for name in imported_names(path, [PROJECT / "src"])
+            if (target := module_path(name, [PROJECT / "src"]))
+        }
+        for path in library.rglob("*.py")
+    }
+    circles, state = [], {}
+
+    def visit(path: Path, trail: list[Path]) -> None:
+        state[path] = "open"
+        for target in graph.get(path, ()):
+            if target.name == "__init__.py" or target == path:
+                continue  # a package's opening is imported by each of its modules' names
+            if state.get(target) == "open":
+                circles.append(
+                    " -> ".join(str(p.relative_to(library)) for p in [*trail[trail.index(target) :], target])
+                )
+            elif target not in state:
+                visit(target, [*trail, target])
+        state[path] = "done"
+
+    for path in sorted(graph):
+        if path not in state:
+            visit(path, [path])
+    assert not circles, "\n".join(circles)
 
 
 def changed_stages(workspace: Path) -> set[str]:

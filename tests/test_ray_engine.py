@@ -22,7 +22,8 @@ from PIL import Image
 from capsearch.artifacts import PartStore, plan_parts, read_generated, read_image_embeddings, read_manifest
 from capsearch.data.images import ImageSource
 from capsearch.demo.shards import write_webdataset_shards
-from capsearch.engine import EngineError, ImageTask, compute_parts
+from capsearch.engine import compute_parts
+from capsearch.job import EngineError, ImageTask
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
@@ -185,7 +186,8 @@ from dataclasses import dataclass
 import torch
 from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
-from capsearch.engine import EngineError, ImageTask, compute_parts
+from capsearch.engine import compute_parts
+from capsearch.job import EngineError, ImageTask
 from capsearch.models.embedder import DualEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
@@ -254,7 +256,7 @@ def test_an_image_that_kills_or_hangs_the_model_ends_the_run_in_bounded_time_nam
 def test_an_address_nothing_answers_at_is_one_line_within_seconds_not_minutes_of_retries():
     import socket
 
-    from capsearch.ray_engine import PROBE_SECONDS, check_reachable
+    from capsearch.ray_cluster import PROBE_SECONDS, check_reachable
 
     with socket.socket() as taken:  # a port that was free a moment ago: nothing listens there now
         taken.bind(("127.0.0.1", 0))

@@ -20,8 +20,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
+from capsearch.errors import EXPECTED, CapsearchError
 
-class UsageError(Exception):
+
+class UsageError(CapsearchError):
     """A problem the user can fix; printed as one line, exit status 2."""
 
 
@@ -557,8 +559,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the ``capsearch`` console script: expected problems exit with one clear line."""
-    from capsearch.data.images import ImageReadError
-    from capsearch.models import ModelLoadError
 
     args = build_parser().parse_args(argv)
     _raw_params.cache_clear()  # once per command (a long-lived caller may edit params.yaml between commands)
@@ -567,7 +567,7 @@ def main(argv: list[str] | None = None) -> int:
     except UsageError as exc:
         print(f"capsearch {args.command}: {exc}", file=sys.stderr)
         return 2
-    except (FileNotFoundError, ValueError, ModelLoadError, ImageReadError) as exc:
+    except EXPECTED as exc:
         print(f"capsearch {args.command}: {exc}", file=sys.stderr)
         return 1
 

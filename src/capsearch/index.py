@@ -36,6 +36,7 @@ from capsearch.artifacts import (
     write_ids,
 )
 from capsearch.data.images import ImageSource, source_images
+from capsearch.errors import CapsearchError
 from capsearch.finetune.handover import tuned_model
 from capsearch.io import atomic_folder, read_yaml, write_json
 from capsearch.params import FETCHED_IMAGES, IndexParams
@@ -43,7 +44,7 @@ from capsearch.params import FETCHED_IMAGES, IndexParams
 INDEX_DIR_NAME = ".capsearch"
 
 
-class IndexNotFoundError(FileNotFoundError):
+class IndexNotFoundError(CapsearchError, FileNotFoundError):
     """No search index where one was expected; the message says how to make one."""
 
 

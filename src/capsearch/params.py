@@ -15,6 +15,7 @@ from typing import Any, TypeVar
 
 import yaml
 
+from capsearch.errors import CapsearchError
 from capsearch.io import read_yaml
 
 PARAMS_FILE = "params.yaml"
@@ -36,7 +37,7 @@ OPTIONAL = "optional"  # field metadata: may be left out of params.yaml
 S = TypeVar("S", bound="Section")
 
 
-class ParamError(ValueError):
+class ParamError(CapsearchError, ValueError):
     """A bad or missing param; the message starts with its dotted name."""
 
 
@@ -87,6 +88,9 @@ def check_decoding(num_beams: Any, max_new_tokens: Any, min_new_tokens: Any, pro
         raise ParamError(f"caption.min_new_tokens: expected 0..max_new_tokens ({max_new_tokens}), got {min_new_tokens}")
     if prompt is not None:
         _text(prompt, "caption.prompt")
+
+
+DEFAULT_DECODE = "auto"  # runtime.decode: auto | cpu | gpu (see capsearch.models.gpu_decode)
 
 
 @dataclass(frozen=True)
@@ -519,7 +523,7 @@ class RuntimeParams(Section):
     engine: str = field(default="local", metadata={OPTIONAL: True})
     ray_address: str | None = field(default=None, metadata={OPTIONAL: True})
     ray_actors: int | str = field(default="auto", metadata={OPTIONAL: True})
-    decode: str = field(default="auto", metadata={OPTIONAL: True})  # where JPEGs are decoded: auto | cpu | gpu
+    decode: str = field(default=DEFAULT_DECODE, metadata={OPTIONAL: True})  # where JPEGs are decoded
     # the Ray engine's watchdog: a run that brings back no result for this long ends with one line saying why
     ray_stall_seconds: int = field(default=600, metadata={OPTIONAL: True})
     # fine-tuning saves a resumable checkpoint this often (and after every epoch); results do not depend on it

@@ -10,10 +10,11 @@ import shutil
 from pathlib import Path
 from typing import Any
 
+from capsearch.errors import CapsearchError
 from capsearch.io import atomic_folder
 
 
-class PlotsError(RuntimeError):
+class PlotsError(CapsearchError, RuntimeError):
     """Plots that cannot be drawn; the message says why."""
 
 

@@ -1,4 +1,4 @@
-"""The Ray engine: the only module that imports Ray (the optional ``capsearch[ray]`` extra).
+"""The Ray engine (the optional ``capsearch[ray]`` extra; joining the cluster is :mod:`capsearch.ray_cluster`'s).
 
 One Ray Data pipeline over every part still to compute:
 
@@ -6,8 +6,8 @@ One Ray Data pipeline over every part still to compute:
 2. ``map_batches(decode)`` in CPU tasks: the image's bytes read from its shard (or zip) and decoded with
    capsearch's own decoder, then resized/cropped to uint8 exactly as the local engine does. An undecodable image
    becomes a row with its reason instead of pixels (``ray.data.read_images`` would fail the whole job);
-3. ``map_batches(_ModelActor, compute=ActorPoolStrategy(size=n), num_gpus=...)``: the BLIP or CLIP wrapper, one
-   copy per actor (per GPU, or per CPU slot), running the same ``caption_pixels`` / ``embed_pixels`` as locally.
+3. ``map_batches(_ModelActor, compute=ActorPoolStrategy(size=n), num_gpus=...)``: the job's wrapper, one copy per
+   actor (per GPU, or per CPU slot), running the same ``run_pixels`` as the local engine's loop.
 
 The driver (the stage script) gathers rows by part and hands each part back as soon as all its rows are in, so
 the stage writes it at once and a killed run loses only the parts in flight. A failure in an actor is retried
@@ -27,10 +27,7 @@ At cluster scale (:func:`plan_actors`, :func:`_watched`, :func:`_blame_process_d
 
 from __future__ import annotations
 
-import logging
-import os
 import queue
-import re
 import threading
 import time
 import warnings
@@ -47,10 +44,11 @@ import torch
 from capsearch.artifacts import PlannedPart
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.data.webdataset import ShardError
-from capsearch.engine import EngineError, ImageTask, PartResult
+from capsearch.job import EngineError, ImageTask, PartResult
 from capsearch.models.pixels import PixelPipeline
 from capsearch.models.runtime import Runtime
 from capsearch.params import RuntimeParams
+from capsearch.ray_cluster import connect, one_line
 
 DECODE_CPUS = 0.5  # per decode task; CPU model actors always leave at least this much free, or decoding would starve
 PROCESS_DEATHS = 1  # restarts of a model actor whose process dies before the run stops and names the image
@@ -108,16 +106,10 @@ class _ModelActor:
         pixels = torch.from_numpy(np.ascontiguousarray(batch["pixels"][ok]))
         values = self._apply(pixels, batch, ok) if ok.any() else []
         out = {key: batch[key] for key in ("part", "row", "image_id", "reason")}
-        if self.task.kind == "caption":
-            captions = np.full(len(ok), "", dtype=object)
-            captions[ok] = values
-            out["value"] = captions
-        else:
-            dims = self.wrapper.dim
-            vectors = np.zeros((len(ok), dims), dtype=np.float32)
-            if len(values):
-                vectors[ok] = np.stack(values)
-            out["value"] = vectors
+        column = self.wrapper.result_column(len(ok))
+        if len(values):
+            column[ok] = self.task.wrapper_class.part_values(values)
+        out["value"] = column
         return out
 
     def _apply(self, pixels: torch.Tensor, batch: dict[str, np.ndarray], ok: np.ndarray) -> list[Any]:
@@ -131,94 +123,6 @@ class _ModelActor:
                 except Exception as single:
                     raise EngineError(f"shard {shard}: image {image_id}: {type(single).__name__}: {single}") from None
             raise EngineError(f"shard {shards[0]}: batch of {len(ids)} images: {type(exc).__name__}: {exc}") from None
-
-
-_ENGINE_ERROR = re.compile(r"EngineError: (.+)")
-
-
-def one_line(exc: BaseException) -> str:
-    """The EngineError message inside a Ray error (which carries a traceback), else its last line."""
-    found = _ENGINE_ERROR.findall(str(exc))
-    if found:
-        return found[-1].strip()
-    lines = [line for line in str(exc).strip().splitlines() if line.strip()]
-    return lines[-1].strip() if lines else type(exc).__name__
-
-
-def connect(address: str | None) -> bool:
-    """Join the cluster at ``address`` (``auto``: the one ``ray start`` runs here), or start a local Ray when
-    None; True when this call started Ray (the caller shuts it down).
-
-    Ray's workers import the capsearch the driver runs (this file's ``src/``, the code DVC hashes), not whatever
-    else is installed on the node; Ray's own log lines stay out of the stage's output (its errors reach the stage
-    as exceptions, which end it with one line).
-    """
-    if ray.is_initialized():
-        return False
-    if address not in (None, "auto"):
-        check_reachable(address)
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
-    library = str(Path(__file__).resolve().parents[1])
-    inherited = os.environ.get("PYTHONPATH")
-    runtime_env = {"env_vars": {"PYTHONPATH": library + (os.pathsep + inherited if inherited else "")}}
-    quiet = {"log_to_driver": False, "logging_level": logging.ERROR, "runtime_env": runtime_env}
-    if address is None:  # "local": never attach to a cluster that happens to run here
-        ray.init(address="local", include_dashboard=False, **quiet)
-    else:
-        ray.init(address=address, **quiet)
-    quiet_ray_logs()
-    return True
-
-
-PROBE_SECONDS = 5.0  # how long runtime.ray_address gets to accept a connection (Ray itself retries for minutes)
-CLIENT_PORT = 10001  # Ray Client's port where ray:// names none
-
-
-def check_reachable(address: str) -> None:
-    """Refuse, in one line naming ``runtime.ray_address``, an address nothing answers at within
-    :data:`PROBE_SECONDS` (``ray.init`` would retry for minutes without a word) and a ``ray://`` address without
-    Ray's client installed."""
-    client = address.startswith("ray://")
-    target = address.removeprefix("ray://").rstrip("/")
-    host, colon, port = target.rpartition(":")
-    if client and not colon:
-        host, port = target, str(CLIENT_PORT)
-    if not host or not port.isdigit():
-        raise ValueError(f"runtime.ray_address: {address!r} is not host:port, ray://host[:port] or auto")
-    if client:
-        try:
-            import grpc  # noqa: F401 - what Ray Client needs beyond ray itself
-        except ImportError:
-            raise ValueError(
-                f"runtime.ray_address: {address!r} needs Ray's client: pip install 'capsearch[ray]' (ray[client])"
-            ) from None
-    import socket
-
-    try:
-        socket.create_connection((host, int(port)), timeout=PROBE_SECONDS).close()
-    except OSError as exc:
-        why = exc.strerror or type(exc).__name__
-        raise ValueError(
-            f"runtime.ray_address: nothing answers at {host}:{port} ({why}, {PROBE_SECONDS:g} s): start the cluster "
-            "there (`ray start --head`), fix the address, or set it to null for a Ray of this machine"
-        ) from None
-
-
-RAY_DATA_LOGGING = Path(__file__).with_name("ray_data_logging.yaml")  # Ray Data's config, console at CRITICAL
-
-
-def quiet_ray_logs() -> None:
-    """Ray's and Ray Data's own log lines off this process's output: the stage prints its one summary (or error)
-    line, and Ray's errors reach it as exceptions anyway. Ray Data's full logs stay in the session's log folder
-    (Ray Data sets its logging up again for every dataset it runs, from ``RAY_DATA_LOGGING_CONFIG``)."""
-    os.environ.setdefault("RAY_DATA_LOGGING_CONFIG", str(RAY_DATA_LOGGING))
-    for name in ("ray", "ray.data", "ray.train", "ray.tune"):
-        logger = logging.getLogger(name)
-        logger.setLevel(logging.CRITICAL)
-        for handler in logger.handlers:
-            if not isinstance(handler, logging.FileHandler):  # the console's: Ray Data's log file keeps all
-                handler.setLevel(logging.CRITICAL)
-    ray.data.DataContext.get_current().enable_progress_bars = False
 
 
 @dataclass(frozen=True)

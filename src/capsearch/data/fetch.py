@@ -14,13 +14,14 @@ import zipfile
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
 
+from capsearch.errors import CapsearchError
 from capsearch.progress import progress
 
 CHUNK = 1 << 20
 SKIPPED_PREFIXES = ("__MACOSX/",)
 
 
-class FetchError(RuntimeError):
+class FetchError(CapsearchError, RuntimeError):
     """A download or archive problem; the message says what to do."""
 
 

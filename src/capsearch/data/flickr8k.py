@@ -20,6 +20,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from capsearch.errors import CapsearchError
 from capsearch.params import SPLITS
 
 IMAGE_ZIP_NAME = "Flickr8k_Dataset.zip"
@@ -42,7 +43,7 @@ _SUFFIX = "|".join(suffix.lstrip(".") for suffix in IMAGE_SUFFIXES)
 _KEY = re.compile(rf"^(?P<image>.+?\.(?:{_SUFFIX}))(?P<stray>\.\d+)?#(?P<index>\d+)$", re.IGNORECASE)
 
 
-class AnnotationError(ValueError):
+class AnnotationError(CapsearchError, ValueError):
     """A malformed annotation file; the message names the file and line."""
 
 

@@ -28,6 +28,7 @@ from typing import Any
 from capsearch.data.flickr8k import IMAGE_SUFFIXES
 from capsearch.data.imagefolder import caption_texts
 from capsearch.data.webdataset import split_of
+from capsearch.errors import CapsearchError
 from capsearch.hub import offline_when_unreachable
 from capsearch.io import atomic_folder, write_json
 
@@ -39,7 +40,7 @@ OUR_SPLITS = ("test", "dev", "train")
 MAGIC = ((b"\xff\xd8\xff", ".jpg"), (b"\x89PNG", ".png"), (b"RIFF", ".webp"), (b"GIF8", ".gif"), (b"BM", ".bmp"))
 
 
-class HfDatasetError(ValueError):
+class HfDatasetError(CapsearchError, ValueError):
     """A dataset that cannot be used as a caption source; the message names the param, split or row."""
 
 

@@ -28,6 +28,7 @@ from pathlib import Path, PurePosixPath
 from typing import Any
 
 from capsearch.data.webdataset import split_of
+from capsearch.errors import CapsearchError
 
 METADATA_FILES = ("metadata.jsonl", "metadata.csv")
 # the split folders Hugging Face's ImageFolder reads (val/ and valid/ as validation), as capsearch's splits
@@ -35,7 +36,7 @@ SPLIT_FOLDERS = {"train": "train", "validation": "dev", "valid": "dev", "val": "
 SPLIT_NAMES = SPLIT_FOLDERS  # values of source.split_column, lower-cased
 
 
-class MetadataError(ValueError):
+class MetadataError(CapsearchError, ValueError):
     """A metadata file that cannot be read as an ImageFolder caption file (the message names file and line)."""
 
 

@@ -20,6 +20,7 @@ from capsearch.data.hf_dataset import SavedImages
 from capsearch.data.imagefolder import is_unicode
 from capsearch.data.karpathy import COCO_IMAGES_DIR_IN_ZIP, COCO_IMAGES_ZIP, FLICKR30K_IMAGES_DIR
 from capsearch.data.webdataset import ShardError, ShardReader, is_shard_spec, resolve_shards, shards_digest
+from capsearch.errors import CapsearchError
 
 ORIENTATION_TAG = 0x0112
 # What PIL raises on a file it cannot decode: unknown format, truncated data, bad headers, or more pixels than
@@ -60,7 +61,7 @@ def _reason(exc: BaseException, data: bytes) -> str:
     return str(exc) or type(exc).__name__
 
 
-class ImageReadError(OSError):
+class ImageReadError(CapsearchError, OSError):
     """An image could not be read or decoded; the message names the file."""
 
 

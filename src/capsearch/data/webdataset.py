@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from capsearch.data.flickr8k import IMAGE_SUFFIXES
+from capsearch.errors import CapsearchError
 
 SHARD_SUFFIX = ".tar"
 COMPRESSED = (".tar.gz", ".tgz", ".tar.zst", ".tar.bz2", ".tar.xz")  # shards webdataset can stream, not index
@@ -30,7 +31,7 @@ END_OF_ARCHIVE = 2 * tarfile.BLOCKSIZE  # two zero blocks close every complete t
 SPLIT_SHARES = (("test", 20), ("dev", 20), ("train", 60))  # percent of keys, by hash
 
 
-class ShardError(ValueError):
+class ShardError(CapsearchError, ValueError):
     """A shard (or shard list) that cannot be used; the message names the file."""
 
 

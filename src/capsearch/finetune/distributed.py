@@ -89,7 +89,7 @@ def train_on_ray(
             if result.error is not None:
                 raise result.error
         except Exception as exc:  # Ray Train's wrapping of a worker's error: its last line is what went wrong
-            from capsearch.ray_engine import one_line
+            from capsearch.ray_cluster import one_line
 
             raise ValueError(f"Ray Train: {one_line(exc)}") from None
         outcome = _outcome(json.loads(Path(config["report"]).read_text(encoding="utf-8")))

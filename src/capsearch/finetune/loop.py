@@ -26,10 +26,13 @@ import torch
 
 from capsearch.data.images import ImageSource
 from capsearch.finetune.checkpoint import CheckpointStore
+from capsearch.imports import code_fingerprint
 from capsearch.models.loader import ImageLoader
 from capsearch.models.pixels import PixelPipeline
+from capsearch.models.runtime import precision_name
 from capsearch.params import FinetuneParams
 from capsearch.progress import progress
+from capsearch.recipe import Recipe
 
 Named = list[tuple[str, torch.nn.Parameter]]
 
@@ -151,6 +154,22 @@ def autocast_dtype(device: torch.device, precision: str) -> torch.dtype | None:
     if precision == "bf16" or (device.type == "cuda" and torch.cuda.is_bf16_supported()):
         return torch.bfloat16
     return None
+
+
+def checkpoint_recipe(
+    task: str, weights: str, code_module: str, p: FinetuneParams, device: torch.device, train_pairs: Pairs, dev: Pairs,
+    **settings: Any,
+) -> Recipe:  # fmt: skip
+    """The recipe a fine-tuning run's resumable checkpoint is keyed by (:mod:`capsearch.recipe`): the base model's
+    ``weights``, the task's code, the precision as resolved on ``device`` (the autocast dtype), the params, the
+    train and dev pairs, and the task's own ``settings``."""
+    dtype = autocast_dtype(device, p.precision)
+    data = {"train": [train_pairs.image_ids, train_pairs.captions], "dev": [dev.image_ids, dev.captions]}
+    return Recipe(
+        task=task, weights=weights, code=code_fingerprint(code_module),
+        precision=precision_name(dtype) if dtype is not None else "fp32", decode="cpu",
+        settings={"params": p.as_yaml(), **data, **settings},
+    )  # fmt: skip
 
 
 def set_checkpointing(model: torch.nn.Module, on: bool) -> None:

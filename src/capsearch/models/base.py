@@ -3,12 +3,14 @@ preprocessing checked against the model's own processor, cache keys."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any, ClassVar
 
+import numpy as np
 import torch
 from PIL import Image
 
-from capsearch.cache import model_fingerprint, namespace
+from capsearch.cache import model_fingerprint
 from capsearch.imports import code_fingerprint
 from capsearch.models import ModelLoadError
 from capsearch.models.batching import RunStats
@@ -24,6 +26,7 @@ from capsearch.models.runtime import (
     resolve_model,
     resolve_precision,
 )
+from capsearch.recipe import Recipe
 
 PIXEL_TOLERANCE = 1e-4  # float rounding; a wrong resize, crop or normalisation differs by 1e-2 or more
 
@@ -116,18 +119,59 @@ class PretrainedWrapper:
         """``cpu`` or ``gpu``: where this model's images are decoded for ``runtime.decode`` = ``asked``."""
         return resolve_decode(asked, self.device, self.pixels)
 
-    def cache_space(self, task: str, decode: str, **settings: Any) -> str:
-        """The result-cache namespace of ``task`` by this model: weights, code, library versions, precision,
-        preprocessing, where images were decoded (``cpu`` or ``gpu``), settings."""
-        return namespace(
-            task=task,
-            model=self.fingerprint(),
-            code=code_fingerprint(type(self).__module__),
-            dtype=precision_name(self.dtype),
-            pixels=self.pixels,
+    @classmethod
+    def recipe_of(cls, weights: str, precision: str, decode: str, settings: Any) -> Recipe:
+        """The recipe of this wrapper's task: ``weights`` (:func:`capsearch.cache.model_fingerprint`), ``precision``
+        and ``decode`` as resolved, the run's ``settings`` (a captioner's decoding; None for a dual encoder)."""
+        return Recipe(
+            task=cls.task_kind,
+            weights=weights,
+            code=code_fingerprint(cls.__module__),
+            precision=precision,
             decode=decode,
-            **settings,
+            settings=cls.recipe_settings(settings),
         )
+
+    def recipe(self, decode: str, settings: Any = None) -> Recipe:
+        """The recipe of a run of this loaded model over images decoded on ``decode`` (``cpu`` or ``gpu``)."""
+        return type(self).recipe_of(self.fingerprint(), precision_name(self.dtype), decode, settings)
+
+    # what a wrapper runs, each family's answer (the engines call these and know no family)
+
+    task_kind: ClassVar[str]  # the image task it runs: caption or embed_images
+    output_kind: ClassVar[str]  # the sharded layout its results go to (see capsearch.artifacts)
+    model_param: ClassVar[str]  # its model's params key, for errors
+
+    @classmethod
+    def check_settings(cls, family: ModelFamily | None, settings: Any) -> None:
+        """Refuse, naming the param, settings this family cannot run, before any weights or images are read (with
+        ``family`` None: settings no model of this kind can run)."""
+
+    @classmethod
+    def recipe_settings(cls, settings: Any) -> dict[str, Any]:
+        """The run's settings as they enter the recipe."""
+        return {}
+
+    def run_pixels(self, pixels: torch.Tensor, settings: Any) -> list[Any]:
+        """Results of a uint8 batch from the pipeline, one per image."""
+        raise NotImplementedError
+
+    def run_images(
+        self, source: Any, image_ids: Sequence[str], settings: Any, batch_size: int, num_workers: int,
+        cache: Any, decode: str, skip_unreadable: bool = False,
+    ) -> list[Any]:  # fmt: skip
+        """Results of images read from ``source`` through the wrapper's own loop (decoding workers, OOM back-off,
+        result cache), one per readable image; ``last_run.skipped`` names the others."""
+        raise NotImplementedError
+
+    @classmethod
+    def part_values(cls, values: list[Any]) -> Any:
+        """A part's results as its layout stores them."""
+        return values
+
+    def result_column(self, count: int) -> np.ndarray:
+        """A column of ``count`` blank results, to be filled where images could be read (the Ray engine's rows)."""
+        raise NotImplementedError
 
 
 def _processor_and_tokenizer(model_id: str, revision: str | None, param: str) -> tuple[Any, Any]:

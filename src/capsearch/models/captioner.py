@@ -9,7 +9,9 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
+from typing import Any
 
+import numpy as np
 import torch
 from transformers import AutoModelForImageTextToText
 
@@ -17,9 +19,9 @@ from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import run_over_images
-from capsearch.models.families import captioner_family, check_prompt
+from capsearch.models.families import ModelFamily, captioner_family, check_prompt
 from capsearch.models.pixels import probe_image
-from capsearch.params import DEFAULT_BLIP, CaptionParams, check_decoding
+from capsearch.params import DEFAULT_BLIP, DEFAULT_DECODE, CaptionParams, check_decoding
 
 
 @dataclass(frozen=True)
@@ -49,7 +51,9 @@ class Captioner(PretrainedWrapper):
 
     model_class = AutoModelForImageTextToText
     family_of = staticmethod(captioner_family)
-    task_kind = "caption"  # the image task it runs (capsearch.engine)
+    task_kind = "caption"  # the image task it runs (capsearch.job)
+    output_kind = "captions"
+    model_param = "caption.model"
 
     def __init__(
         self,
@@ -112,7 +116,7 @@ class Captioner(PretrainedWrapper):
         batch_size: int = 16,
         num_workers: int = 0,
         cache: ResultCache | None = None,
-        decode: str = "cpu",
+        decode: str = DEFAULT_DECODE,
         skip_unreadable: bool = False,
     ) -> list[str]:
         """One caption per image id, in order, images decoded in worker processes (``decode``: see
@@ -136,9 +140,32 @@ class Captioner(PretrainedWrapper):
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space("caption", path, decoding=asdict(settings)) if cache is not None else "",
+            cache_space=self.recipe(path, settings).key() if cache is not None else "",
             desc="caption",
             decode_path=path,
             skip_unreadable=skip_unreadable,
         )
         return captions
+
+    @classmethod
+    def check_settings(cls, family: ModelFamily | None, settings: DecodingSettings | None) -> None:
+        if settings is None:
+            raise ValueError("a caption task needs its decoding settings")
+        if family is not None:
+            check_prompt(family, settings.prompt, "caption.prompt")
+
+    @classmethod
+    def recipe_settings(cls, settings: DecodingSettings) -> dict[str, Any]:
+        return {"decoding": asdict(settings)}
+
+    def run_pixels(self, pixels: torch.Tensor, settings: DecodingSettings) -> list[str]:
+        return self.caption_pixels(pixels, settings)
+
+    def run_images(
+        self, source: ImageSource, image_ids: Sequence[str], settings: DecodingSettings, batch_size: int,
+        num_workers: int, cache: ResultCache | None, decode: str, skip_unreadable: bool = False,
+    ) -> list[str]:  # fmt: skip
+        return self.caption_images(source, image_ids, settings, batch_size, num_workers, cache, decode, skip_unreadable)
+
+    def result_column(self, count: int) -> np.ndarray:
+        return np.full(count, "", dtype=object)

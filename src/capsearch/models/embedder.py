@@ -19,7 +19,7 @@ from capsearch.data.images import ImageSource
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import OomBackoff, RunStats, run_over_images
 from capsearch.models.families import TextSettings, embedder_family
-from capsearch.params import DEFAULT_CLIP, DEFAULT_CLIP_REVISION
+from capsearch.params import DEFAULT_CLIP, DEFAULT_CLIP_REVISION, DEFAULT_DECODE
 from capsearch.progress import progress
 
 
@@ -42,7 +42,9 @@ class DualEncoder(PretrainedWrapper):
 
     model_class = AutoModel
     family_of = staticmethod(embedder_family)
-    task_kind = "embed_images"  # the image task it runs (capsearch.engine)
+    task_kind = "embed_images"  # the image task it runs (capsearch.job)
+    output_kind = "image_embeddings"
+    model_param = "clip.model"
 
     def __init__(
         self,
@@ -78,7 +80,7 @@ class DualEncoder(PretrainedWrapper):
         batch_size: int = 64,
         num_workers: int = 0,
         cache: ResultCache | None = None,
-        decode: str = "cpu",
+        decode: str = DEFAULT_DECODE,
         skip_unreadable: bool = False,
     ) -> np.ndarray:
         """Embeddings (len(image_ids), dim) of images read from ``source``, decoded in worker processes (``decode``:
@@ -100,7 +102,7 @@ class DualEncoder(PretrainedWrapper):
             num_workers=num_workers,
             device=self.device,
             cache=cache,
-            cache_space=self.cache_space("image-embedding", path) if cache is not None else "",
+            cache_space=self.recipe(path).key() if cache is not None else "",
             desc="embed images",
             decode_path=path,
             skip_unreadable=skip_unreadable,
@@ -108,6 +110,22 @@ class DualEncoder(PretrainedWrapper):
         if not rows:
             return np.zeros((0, self.dim), dtype=np.float32)
         return np.stack(rows).astype(np.float32)
+
+    def run_pixels(self, pixels: torch.Tensor, settings: None = None) -> list[np.ndarray]:
+        return list(self.embed_pixels(pixels))
+
+    def run_images(
+        self, source: ImageSource, image_ids: Sequence[str], settings: None, batch_size: int, num_workers: int,
+        cache: ResultCache | None, decode: str, skip_unreadable: bool = False,
+    ) -> list[np.ndarray]:  # fmt: skip
+        return list(self.embed_images(source, image_ids, batch_size, num_workers, cache, decode, skip_unreadable))
+
+    @classmethod
+    def part_values(cls, values: list[np.ndarray]) -> np.ndarray:
+        return np.stack(values).astype(np.float32) if values else np.zeros((0, 0), dtype=np.float32)
+
+    def result_column(self, count: int) -> np.ndarray:
+        return np.zeros((count, self.dim), dtype=np.float32)
 
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The text tower's inputs for ``texts``, as the family was trained: padding, attention mask, case."""

@@ -295,7 +295,7 @@ class Runtime:
     batch_sizes: dict[str, int]  # caption, embed_images, embed_texts
     num_workers: int
     cache: ResultCache | None
-    decode: str = "cpu"  # runtime.decode as asked (auto, cpu, gpu); the ray engine decodes in CPU tasks: cpu
+    decode: str  # runtime.decode as asked (auto, cpu, gpu), resolved per model by the job; Ray decodes on CPUs: cpu
 
     def cache_note(self) -> str:
         """Where results are cached, for a summary line."""
