@@ -1,8 +1,10 @@
 # capsearch: `make repro` runs the pipeline, `make test` runs the tests, `make demo` runs it all offline.
 VENV ?= .venv
 PY := $(VENV)/bin/python
-# torch as requirements.lock pins it: a CPU build on the project's CI machines, a CUDA build from PyPI elsewhere.
+# torch and torchvision as requirements.lock pins them, both PyPI's own builds: PyPI's torchvision loads only beside
+# PyPI's torch, so a local CPU wheel of the same version (torch==X+cpu, found by pip on some machines) is excluded.
 TORCH ?= $(shell grep '^torch==' requirements.lock)
+TORCHVISION ?= $(shell grep '^torchvision==' requirements.lock)
 export PATH := $(abspath $(VENV))/bin:$(PATH)
 export DVC_NO_ANALYTICS := 1
 
@@ -14,15 +16,12 @@ venv: $(VENV)/.installed
 $(VENV)/.installed: pyproject.toml requirements.lock requirements-dev.lock Makefile
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet $(TORCH)
+	$(PY) -m pip install --quiet '$(TORCH),!=$(patsubst torch==%,%,$(TORCH))+cpu' '$(TORCHVISION)'
 	$(PY) -m pip install --quiet --no-deps -r requirements.lock -r requirements-dev.lock
 	$(PY) -m pip install --quiet --no-deps -e .
-	# open-clip-torch and clip_benchmark (below) lack their dependencies on purpose: out of the check, also when the
-	# venv is refreshed
-	$(PY) -m pip uninstall --quiet --yes open-clip-torch clip_benchmark
+	# clip_benchmark (below) lacks its dependencies on purpose: out of the check, also when the venv is refreshed
+	$(PY) -m pip uninstall --quiet --yes clip_benchmark
 	$(PY) -m pip check
-	# CLIP's BPE vocabulary for the toy models ships in this wheel; its own dependencies are not needed.
-	$(PY) -m pip install --quiet --no-deps 'open-clip-torch==3.3.0'
 	# LAION's Recall@K code, the reference the tests compare capsearch's with (that module needs torch alone).
 	$(PY) -m pip install --quiet --no-deps 'clip_benchmark==1.6.2'
 	touch $@

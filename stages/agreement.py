@@ -36,7 +36,7 @@ def main() -> None:
         summary("agreement", f"skipped: {note} -> {OUT}")
         return
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.models.runtime import resolve_runtime
 
     try:
@@ -51,7 +51,7 @@ def main() -> None:
         expert = read_expert_judgments(text_dir / EXPERT_FILE)
         crowdflower = read_crowdflower_judgments(text_dir / CROWDFLOWER_FILE)
         image_ids, image_vectors = read_image_embeddings(RUN.image_vectors)
-        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
+        embedder = load_dual_encoder(clip.model, clip.revision, clip.precision, rt.device)
         report = human_agreement(
             expert,
             crowdflower,

@@ -19,7 +19,7 @@ def main() -> None:
     except EXPECTED as exc:
         fail("embed_texts", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.models.runtime import precision_name, resolve_runtime
 
     references = read_references(RUN.references).texts
@@ -27,7 +27,7 @@ def main() -> None:
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         batch_size = rt.batch_sizes["embed_texts"]
-        embedder = DualEncoder(p.model, p.revision, p.precision, rt.device)
+        embedder = load_dual_encoder(p.model, p.revision, p.precision, rt.device)
         timer = Timer()
         reference_vectors = embedder.embed_texts(references, batch_size)
         generated_vectors = embedder.embed_texts(generated, batch_size)

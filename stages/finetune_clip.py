@@ -21,7 +21,8 @@ from _finetune import (
 
 from capsearch.artifacts import RunLayout
 from capsearch.errors import EXPECTED
-from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, RuntimeParams, SourceParams
+from capsearch.models.open_clip_names import names_open_clip
+from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, ParamError, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 CURVES = (("plots/metrics/train/loss.tsv", "loss"), ("plots/metrics/dev/mean_recall.tsv", "mean_recall"))  # dvc.yaml
@@ -36,6 +37,11 @@ def main() -> None:
     base = base_unless_off("finetune_clip", p, reported_split, clip, OUTPUTS)
     if base is None:
         return
+    if names_open_clip(clip.model):
+        fail("finetune_clip", ParamError(
+            f"{p.name('epochs')}: fine-tuning an open_clip model ({clip.model}) is not built yet; set it to 0 to use "
+            "the model as it is"
+        ))  # fmt: skip
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial
 

@@ -23,13 +23,13 @@ def main() -> None:
         fail("report", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.index import load_pipeline_index
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         index = load_pipeline_index(RUN.root)
-        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
+        embedder = load_dual_encoder(clip.model, clip.revision, clip.precision, rt.device)
         vectors = embedder.embed_texts(list(p.queries)).vectors
         references = read_references(RUN.references)
         save_png(query_gallery(index, list(p.queries), vectors, p.k, p.method), OUT / "search.png")

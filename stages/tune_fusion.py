@@ -34,7 +34,7 @@ def main() -> None:
         fail("tune_fusion", exc)
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.models.captioner import Captioner, DecodingSettings
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.models.runtime import resolve_runtime
     from capsearch.pipeline import caption_and_embed
 
@@ -48,7 +48,7 @@ def main() -> None:
         )  # fmt: skip
         image_ids = [image_id for image_id, *_ in tune.images]
         captioner = Captioner(c.model, c.revision, c.precision, rt.device)
-        embedder = DualEncoder(clip.model, clip.revision, clip.precision, rt.device)
+        embedder = load_dual_encoder(clip.model, clip.revision, clip.precision, rt.device)
         settings = DecodingSettings.of(c)
         run = caption_and_embed(source, image_ids, captioner, embedder, settings, rt)
         queries = embedder.embed_texts([text for _, _, text in tune.references], rt.batch_sizes["embed_texts"]).vectors

@@ -12,8 +12,10 @@ import pytest
 from capsearch.demo.model_cache import (
     TOY_FAMILIES,
     TOY_MODELS,
+    TOY_OPEN_CLIP,
     cached_toy_families,
     cached_toy_models,
+    cached_toy_open_clip,
     ensure_toy_models,
 )
 
@@ -42,7 +44,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or not _whole_suite(config):
         return
-    models, _ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES])
+    models, _, _ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP])
     shared = runs_folder(models)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -65,6 +67,12 @@ def toy_models() -> Path:
 def toy_families() -> Path:
     """Toy SigLIP and GIT (the second dual-encoder and captioner families), cached like ``toy_models``."""
     return cached_toy_families()
+
+
+@pytest.fixture(scope="session")
+def toy_open_clip() -> Path:
+    """The open_clip toy (open_clip's own CLIP class and tokenizer, its Hub layout), cached like ``toy_models``."""
+    return cached_toy_open_clip()
 
 
 @pytest.fixture(scope="session")

@@ -61,3 +61,21 @@ def test_the_training_benchmark_runs_and_reports_pairs_per_second(toy_models, tm
         (task, checkpointing, 4) for task in ("clip", "captioner") for checkpointing in (False, True)
     ]
     assert all(row["pairs_per_s"] > 0 and row["machine"] for row in rows)
+
+
+def test_the_open_clip_benchmark_runs_both_families_on_the_same_photos(toy_models, toy_open_clip, tmp_path):
+    out = tmp_path / "families.json"
+    result = subprocess.run(
+        [sys.executable, "bench/families.py", "--models", "toy", "--toy-models", str(toy_models), "--toy-open-clip",
+         str(toy_open_clip), "--images", "8", "--batch", "4", "--workers", "0", "--rounds", "1",
+         "--images-dir", str(tmp_path / "photos"), "--out", str(out)],
+        cwd=PROJECT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert result.returncode == 0, result.stderr[-3000:]
+    report = json.loads(out.read_text())
+    assert {(row["family"], row["work"]) for row in report["rows"]} == {
+        (family, work) for family in ("transformers CLIP", "open_clip")
+        for work in ("embed_images", "model only", "embed_texts")
+    }  # fmt: skip
+    assert all(row["per_second"] > 0 for row in report["rows"]) and report["machine"]
+    assert set(report["open_clip_over_transformers"]) == {"embed_images", "model only", "embed_texts"}

@@ -42,7 +42,7 @@ def test_captions_through_the_loader_equal_the_processors_own_path(toy_models, s
     source, ids, _ = scenes
     folder = str(toy_models / "toy-blip")
     settings = DecodingSettings(num_beams=3, max_new_tokens=20, min_new_tokens=3)
-    processor = BlipProcessor.from_pretrained(folder)
+    processor = BlipProcessor.from_pretrained(folder, backend="pil")
     model = BlipForConditionalGeneration.from_pretrained(folder, dtype=torch.float32).eval()
     captioner = Captioner(folder, precision="fp32", device="cpu")
     draft = captioner.pixels.draft_size  # large JPEGs are decoded at a reduced scale first, as the loader does

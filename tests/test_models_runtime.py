@@ -18,6 +18,7 @@ from stage_runner import run_stage
 
 from capsearch.models.captioner import Captioner
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.registry import load_dual_encoder
 from capsearch.models.runtime import ModelLoadError, resolve_device, resolve_precision
 
 
@@ -30,13 +31,18 @@ def test_pickle_only_model_folder_is_refused(toy_models, tmp_path):
         DualEncoder(str(folder), precision="fp32", device="cpu", param="clip.model")
 
 
-def test_an_open_clip_only_checkpoint_is_refused_naming_what_loads(tmp_path):
+def test_an_open_clip_checkpoint_is_no_transformers_model_and_its_bad_weights_fail_in_one_line(tmp_path):
     folder = tmp_path / "BiomedCLIP-like"  # open_clip's layout: its own config and weights, no config.json
     folder.mkdir()
     (folder / "open_clip_config.json").write_text('{"model_cfg": {"embed_dim": 512}}')
     (folder / "open_clip_model.safetensors").write_bytes(b"not loaded")
-    with pytest.raises(ModelLoadError, match=r"^clip\.model: .* is an open_clip checkpoint .* loads transformers"):
-        DualEncoder(str(folder), precision="fp32", device="cpu", param="clip.model")
+    with pytest.raises(
+        ModelLoadError, match=r"^caption\.model: .* is an open_clip checkpoint .* which clip\.model loads"
+    ):
+        Captioner(str(folder), device="cpu")
+    with pytest.raises(ModelLoadError, match=r"^clip\.model: open_clip could not build") as refused:
+        load_dual_encoder(str(folder), None, "fp32", "cpu")  # the open_clip family's loader: the file is no safetensors
+    assert "\n" not in str(refused.value)
 
 
 def test_remote_code_in_a_model_folder_is_never_run(toy_models, tmp_path, monkeypatch):
@@ -133,6 +139,7 @@ import numpy as np
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.registry import load_dual_encoder
 from capsearch.models.runtime import ModelLoadError
 images, cache_dir = sys.argv[1], sys.argv[2]
 for spec in sys.argv[3:]:

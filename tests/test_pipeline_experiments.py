@@ -27,7 +27,7 @@ def experiments(shown: object) -> list[dict]:
 
 
 @pytest.mark.slow
-def test_queued_experiments_compare_clip_and_siglip(toy_models, toy_families, tmp_path):
+def test_queued_experiments_compare_clip_siglip_and_open_clip(toy_models, toy_families, toy_open_clip, tmp_path):
     workspace = tmp_path / "ws"
     demo = [str(Path(sys.executable).parent / "capsearch"), "demo", "--dataset", "coco", "--dir", str(workspace)]
     env = {key: value for key, value in os.environ.items() if key != "VIRTUAL_ENV"}  # a shell without the venv
@@ -42,13 +42,16 @@ def test_queued_experiments_compare_clip_and_siglip(toy_models, toy_families, tm
     assert stages[:2] == ["fetch", "subset"] and {"caption", "evaluate", "report"} <= set(stages)  # stage by stage
     assert "coco: " in made.stdout and "text→image  R@1" in made.stdout and "source .venv/bin/activate" in made.stdout
     clip, siglip = str(toy_models / "toy-clip"), str(toy_families / "toy-siglip")
-    run_dvc(workspace, "exp", "run", "--queue", "evaluate", "-S", f"clip.model={siglip}")  # the demo ran toy-clip
+    open_clip = str(toy_open_clip / "toy-open-clip")  # open_clip's layout: another family, the same one line
+    biomedclip = str(toy_open_clip / "toy-biomedclip")  # BiomedCLIP's shape: a timm tower and a BERT text tower
+    for model in (siglip, open_clip, biomedclip):  # the demo ran toy-clip
+        run_dvc(workspace, "exp", "run", "--queue", "evaluate", "-S", f"clip.model={model}")
     ran = run_dvc(workspace, "exp", "run", "--run-all", "-j", "1", check=False)
     assert ran.returncode == 0, ran.stdout[-4000:] + ran.stderr[-4000:]
     found = experiments(json.loads(run_dvc(workspace, "exp", "show", "--json").stdout))
     by_model = {row["clip"]: row for row in found if row["r1"] is not None}
-    assert set(by_model) == {clip, siglip}, found
-    assert by_model[clip]["r1"] != by_model[siglip]["r1"]  # two models, two results, each above chance (1/24)
+    assert set(by_model) == {clip, siglip, open_clip, biomedclip}, found
+    assert len({row["r1"] for row in by_model.values()}) > 1  # four models, their results, each above chance (1/24)
     assert min(row["r1"] for row in by_model.values()) > 100 / 24
     names = ["HEAD", by_model[siglip]["name"]]  # the committed demo run (CLIP) and the queued one (SigLIP)
     output = run_dvc(workspace, "plots", "diff", *names, "--json").stdout  # the report images are not built

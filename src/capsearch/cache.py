@@ -50,7 +50,7 @@ def model_fingerprint(model_id: str, revision: str | None = None) -> str:
     if local.is_dir():
         digest = hashlib.sha256()
         for path in sorted(local.iterdir()):
-            if path.is_file() and path.suffix in (".safetensors", ".json", ".txt", ".model"):
+            if path.is_file() and path.suffix in (".safetensors", ".json", ".txt", ".model", ".bin", ".pth"):
                 digest.update(path.name.encode())
                 with path.open("rb") as handle:
                     for block in iter(lambda: handle.read(1 << 20), b""):

@@ -69,13 +69,15 @@ def _runtime(args: argparse.Namespace, use_cache: bool = True) -> Any:
 
 
 def _embedder(args: argparse.Namespace, device: str) -> Any:
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.params import ClipParams
 
     (clip,) = _project_params(args, ClipParams)
     if args.clip_model:
-        return DualEncoder(args.clip_model, "main", args.precision or clip.precision, device, param="--clip-model")
-    return DualEncoder(clip.model, clip.revision, args.precision or clip.precision, device)
+        return load_dual_encoder(
+            args.clip_model, "main", args.precision or clip.precision, device, param="--clip-model"
+        )
+    return load_dual_encoder(clip.model, clip.revision, args.precision or clip.precision, device)
 
 
 def _captioner(args: argparse.Namespace, device: str) -> Any:
@@ -183,12 +185,12 @@ def _search(args: argparse.Namespace) -> int:
         where = f"answered by the capsearch server at {url}"
     else:
         _quiet_libraries()
-        from capsearch.models.embedder import DualEncoder
+        from capsearch.models.registry import load_dual_encoder
         from capsearch.search import search
 
         index, note = _load_searchable(args)
         runtime = _runtime(args, use_cache=False)
-        embedder = DualEncoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+        embedder = load_dual_encoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
         started = time.perf_counter()
         vectors = embedder.embed_texts(queries).vectors
         results = search(index, vectors, args.k, args.method, args.alpha, exact=args.exact)
@@ -245,12 +247,12 @@ def _serve(args: argparse.Namespace) -> int:
         print(f"capsearch serve: {warning}", file=sys.stderr, flush=True)
     _quiet_libraries()
     from capsearch.artifacts import RunLayout, read_references
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import load_dual_encoder
     from capsearch.serve import Service, serve
 
     index, note = _load_searchable(args)
     runtime = _runtime(args, use_cache=False)
-    embedder = DualEncoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
+    embedder = load_dual_encoder(index.clip.model, index.clip.revision, index.clip.precision, runtime.device)
     references = RunLayout.under(args.project).references
     service = Service(
         index,
@@ -401,9 +403,9 @@ def _plots(args: argparse.Namespace) -> int:
 
 
 def _toy_models(args: argparse.Namespace) -> int:
-    from capsearch.demo.model_cache import TOY_FAMILIES, TOY_MODELS, build_models, ensure_toy_models
+    from capsearch.demo.model_cache import TOY_FAMILIES, TOY_MODELS, TOY_OPEN_CLIP, build_models, ensure_toy_models
 
-    sets = [TOY_MODELS, TOY_FAMILIES] if args.families else [TOY_MODELS]
+    sets = [TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP] if args.families else [TOY_MODELS]
     if args.dir is None:  # the shared cache the demo and the tests use
         for folder in ensure_toy_models(sets):
             print(folder)
@@ -546,7 +548,7 @@ def build_parser() -> argparse.ArgumentParser:
     plots.set_defaults(func=_plots)
     toy = commands.add_parser("toy-models", help="train and save the toy models (CLIP and BLIP; SigLIP and GIT too)")
     toy.add_argument("dir", nargs="?", help="where to save them (default: the shared cache the demo uses; prints it)")
-    toy.add_argument("--families", action="store_true", help="also the toy SigLIP and GIT (other model families)")
+    toy.add_argument("--families", action="store_true", help="also the toy SigLIP, GIT, open_clip")
     toy.set_defaults(func=_toy_models)
     data = commands.add_parser("toy-data", help="write generated Flickr8k zips in the release layout, or shards")
     data.add_argument("dir")

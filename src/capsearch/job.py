@@ -22,10 +22,10 @@ from capsearch.artifacts import PlannedPart
 from capsearch.cache import model_fingerprint
 from capsearch.data.images import ImageSource
 from capsearch.errors import CapsearchError
-from capsearch.models.base import PretrainedWrapper, inspect_model, load_pixel_pipeline
+from capsearch.models.base import PretrainedWrapper
 from capsearch.models.gpu_decode import resolve_decode
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import Runtime, precision_name, resolve_device, resolve_model, resolve_precision
+from capsearch.models.runtime import Runtime, precision_name, resolve_device, resolve_precision
 from capsearch.params import DEFAULT_DECODE
 from capsearch.recipe import Recipe
 
@@ -82,7 +82,7 @@ class ImageTask:
     @cached_property
     def _checked(self) -> tuple[Any, Any]:
         """The model resolved to one commit and its family, read from its config (no weights, no images)."""
-        source, family = inspect_model(self.wrapper_class.family_of, self.model, self.revision, self.param)
+        source, family = self.wrapper_class.inspect(self.model, self.revision, self.param)
         self.wrapper_class.check_settings(family, self.settings)
         return source, family
 
@@ -92,6 +92,11 @@ class ImageTask:
         source, _ = self._checked
         weights = model_fingerprint(self.model, source.load_revision)
         return self.wrapper_class.recipe_of(weights, self.precision, self.decode, self.settings)
+
+    @property
+    def load_note(self) -> str:
+        """How the weights were read, where a summary should say (a pickle through the weights-only loader)."""
+        return self._checked[0].note
 
     def identity(self) -> dict[str, Any]:
         """The part store's identity: the model as named and at which commit, its family, and the recipe."""
@@ -109,8 +114,7 @@ class ImageTask:
 
     def pixel_pipeline(self) -> PixelPipeline:
         """The model's preprocessing, from its image processor alone (no weights loaded)."""
-        source = resolve_model(self.model, self.revision, self.param)
-        return load_pixel_pipeline(self.model, source.load_revision, self.param)[0]
+        return self.wrapper_class.pixel_pipeline_of(self.model, self.revision, self.param)
 
     def apply(self, wrapper: Any, pixels: torch.Tensor) -> list[Any]:
         """Results of a uint8 batch from the pipeline: captions, or embedding rows."""

@@ -1,7 +1,8 @@
 """The trained toy models, kept outside the repository, keyed by the code that trains them, trained side by side.
 
-Two sets, each with its own key so that changing one never retrains the other: the CLIP and BLIP toys
-(:mod:`capsearch.demo.toy_models`) and the second families, SigLIP and GIT (:mod:`capsearch.demo.toy_families`).
+Three sets, each with its own key so that changing one never retrains the others: the CLIP and BLIP toys
+(:mod:`capsearch.demo.toy_models`), the second families, SigLIP and GIT (:mod:`capsearch.demo.toy_families`), and
+the open_clip toy (:mod:`capsearch.demo.toy_open_clip`).
 Each model of a set is one training run in its own process with one torch thread: on the 2-core machines the
 project runs on, two small models trained at once finish in about half the time of one after the other at two
 threads each (tiny matrices gain little from a second thread).
@@ -84,11 +85,24 @@ TOY_FAMILIES = ToyModelSet(
     ("capsearch.demo.toy_families", "capsearch.demo.toy_models", "capsearch.demo.scenes", "capsearch.models.pixels"),
     (*KEYED_LIBRARIES, "sentencepiece"),
 )
+TOY_OPEN_CLIP = ToyModelSet(
+    (
+        ToyModel(("toy-open-clip",), "capsearch.demo.toy_open_clip:build_toy_open_clip"),
+        ToyModel(("toy-biomedclip", "toy-pubmedbert"), "capsearch.demo.toy_open_clip:build_toy_biomedclip"),
+    ),
+    ("capsearch.demo.toy_open_clip", "capsearch.demo.scenes", "capsearch.models.pixels"),
+    (*KEYED_LIBRARIES, "open-clip-torch"),
+)
 TOY_MODEL_NAMES = TOY_MODELS.names
 
 
 def _saved(out_dir: Path, model: ToyModel) -> bool:
-    return all((out_dir / name / "model.safetensors").exists() for name in model.names)
+    """Whether every folder of ``model`` holds its weights (transformers' or open_clip's file), or, a text tower
+    saved beside an open_clip model, its tokenizer."""
+    return all(
+        any((out_dir / name).glob("*model.safetensors")) or (out_dir / name / "tokenizer_config.json").is_file()
+        for name in model.names
+    )
 
 
 def toy_models_exist(out_dir: str | Path) -> bool:
@@ -187,3 +201,8 @@ def cached_toy_models(root: str | Path | None = None) -> Path:
 def cached_toy_families(root: str | Path | None = None) -> Path:
     """The SigLIP and GIT toys (``toy-siglip``, ``toy-git``)."""
     return ensure_toy_models([TOY_FAMILIES], root)[0]
+
+
+def cached_toy_open_clip(root: str | Path | None = None) -> Path:
+    """The open_clip toys (``toy-open-clip``; ``toy-biomedclip`` with its text tower ``toy-pubmedbert``)."""
+    return ensure_toy_models([TOY_OPEN_CLIP], root)[0]

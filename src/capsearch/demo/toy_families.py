@@ -173,7 +173,7 @@ def evaluate_toy_siglip(out: Path, siglip: SiglipModel, seed: int, count: int = 
     """Text→image R@1 of the toy SigLIP on ``count`` unseen scenes, and chance."""
     scenes = generate_scenes(count, seed=seed)
     pictures = [image for _, image, _ in scenes]
-    processor = SiglipProcessor.from_pretrained(out / "toy-siglip")
+    processor = SiglipProcessor.from_pretrained(out / "toy-siglip", backend="pil")
     image = siglip.get_image_features(pixel_values=_pixels(processor.image_processor, pictures)).pooler_output
     texts = [caps[0].lower() for _, _, caps in scenes]
     tokens = processor.tokenizer(texts, padding="max_length", max_length=SIGLIP_CONTEXT, return_tensors="pt")
@@ -187,7 +187,7 @@ def evaluate_toy_siglip(out: Path, siglip: SiglipModel, seed: int, count: int = 
 def evaluate_toy_git(out: Path, git: GitForCausalLM, seed: int, count: int = 100) -> dict[str, float]:
     """The share of the toy GIT's captions of ``count`` unseen scenes that name the right colour and shape."""
     scenes = generate_scenes(count, seed=seed)
-    git_processor = GitProcessor.from_pretrained(out / "toy-git")
+    git_processor = GitProcessor.from_pretrained(out / "toy-git", backend="pil")
     pictures = [image for _, image, _ in scenes]
     generated = git.generate(pixel_values=_pixels(git_processor.image_processor, pictures), max_new_tokens=20)
     decoded = git_processor.batch_decode(generated, skip_special_tokens=True)

@@ -331,7 +331,7 @@ def build_toy_models(out_dir: str | Path) -> dict[str, float]:
 def evaluate_toy_clip(out: Path, clip: CLIPModel, seed: int, count: int = 100) -> dict[str, float]:
     """Text→image R@1 of the toy CLIP on ``count`` unseen scenes, and chance."""
     scenes = generate_scenes(count, seed=seed)
-    clip_processor = CLIPProcessor.from_pretrained(out / "toy-clip")
+    clip_processor = CLIPProcessor.from_pretrained(out / "toy-clip", backend="pil")
     image_features = clip.get_image_features(
         pixel_values=_pixels(clip_processor.image_processor, [s[1] for s in scenes])
     )
@@ -348,7 +348,7 @@ def evaluate_toy_clip(out: Path, clip: CLIPModel, seed: int, count: int = 100) -
 def evaluate_toy_blip(out: Path, blip: BlipForConditionalGeneration, seed: int, count: int = 100) -> dict[str, float]:
     """The share of the toy BLIP's captions of ``count`` unseen scenes that name the right colour and shape."""
     scenes = generate_scenes(count, seed=seed)
-    blip_processor = BlipProcessor.from_pretrained(out / "toy-blip")
+    blip_processor = BlipProcessor.from_pretrained(out / "toy-blip", backend="pil")
     generated = blip.generate(
         pixel_values=_pixels(blip_processor.image_processor, [s[1] for s in scenes]), max_new_tokens=20
     )

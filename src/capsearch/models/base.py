@@ -86,7 +86,7 @@ class PretrainedWrapper:
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
         # a hub id: the one commit every file comes from
-        self.source, self.family = inspect_model(type(self).family_of, model_id, revision, param)
+        self.source, self.family = type(self).inspect(model_id, revision, param)
         pinned = self.source.load_revision
         self.pixels, self.image_processor = load_pixel_pipeline(model_id, pinned, param)
         self.processor, self.tokenizer = _processor_and_tokenizer(model_id, pinned, param)
@@ -104,9 +104,21 @@ class PretrainedWrapper:
         return self.pixels.normalise(pixels.to(self.device, non_blocking=True), self.dtype)
 
     @classmethod
+    def inspect(cls, model_id: str, revision: str | None, param: str) -> tuple[Any, ModelFamily]:
+        """The model resolved to one commit and its family, from its config alone (no weights, no images): a model
+        of the wrong kind or needing remote code is refused here, naming ``param``."""
+        return inspect_model(cls.family_of, model_id, revision, param)
+
+    @classmethod
+    def pixel_pipeline_of(cls, model_id: str, revision: str | None, param: str) -> PixelPipeline:
+        """The model's preprocessing from its processor config alone (no weights loaded), checked as at load."""
+        source = resolve_model(model_id, revision, param)
+        return load_pixel_pipeline(model_id, source.load_revision, param)[0]
+
+    @classmethod
     def fingerprint_of(cls, model_id: str, revision: str | None, param: str) -> str:
         """:meth:`fingerprint` of a checkpoint without loading it (its family is checked on the way)."""
-        source, _ = inspect_model(cls.family_of, model_id, revision, param)
+        source, _ = cls.inspect(model_id, revision, param)
         return model_fingerprint(model_id, source.load_revision)
 
     def fingerprint(self) -> str:

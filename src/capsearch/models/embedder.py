@@ -31,7 +31,7 @@ class TextEmbeddings:
     truncated: int
 
 
-def _normalise(features: torch.Tensor) -> np.ndarray:
+def normalised(features: torch.Tensor) -> np.ndarray:
     features = features.float()
     return (features / features.norm(dim=-1, keepdim=True).clamp_min(1e-12)).cpu().numpy()
 
@@ -71,7 +71,7 @@ class DualEncoder(PretrainedWrapper):
     @torch.inference_mode()
     def embed_pixels(self, pixels: torch.Tensor) -> np.ndarray:
         """Normalised embeddings of a uint8 batch from ``preprocess``."""
-        return _normalise(self.model.get_image_features(pixel_values=self.normalised_pixels(pixels)).pooler_output)
+        return normalised(self.model.get_image_features(pixel_values=self.normalised_pixels(pixels)).pooler_output)
 
     def embed_images(
         self,
@@ -127,6 +127,10 @@ class DualEncoder(PretrainedWrapper):
     def result_column(self, count: int) -> np.ndarray:
         return np.zeros((count, self.dim), dtype=np.float32)
 
+    def token_counts(self, texts: Sequence[str]) -> list[int]:
+        """How many tokens each text has before truncation (special tokens included)."""
+        return [len(ids) for ids in self.tokenizer(list(texts))["input_ids"]]
+
     def tokenize(self, texts: Sequence[str]) -> dict[str, torch.Tensor]:
         """The text tower's inputs for ``texts``, as the family was trained: padding, attention mask, case."""
         settings = self.text_settings
@@ -142,7 +146,7 @@ class DualEncoder(PretrainedWrapper):
         """Embeddings of the text inputs stacked along dim 1, shape (N, inputs, L), in :meth:`tokenize`'s order."""
         names = ("input_ids", "attention_mask")[: stacked.shape[1]]
         features = self.model.get_text_features(**dict(zip(names, stacked.unbind(1), strict=True)))
-        return list(_normalise(features.pooler_output))
+        return list(normalised(features.pooler_output))
 
     def embed_texts(self, texts: Sequence[str], batch_size: int = 256) -> TextEmbeddings:
         """Embeddings of ``texts``; texts longer than the context (77 tokens for CLIP, 64 for SigLIP) are cut."""
@@ -151,8 +155,7 @@ class DualEncoder(PretrainedWrapper):
         backoff = OomBackoff(batch_size, self.device)
         for start in progress(range(0, len(texts), batch_size), desc="embed texts", unit="batch"):
             batch = list(texts[start : start + batch_size])
-            lengths = [len(ids) for ids in self.tokenizer(batch)["input_ids"]]
-            truncated += sum(length > self.context_length for length in lengths)
+            truncated += sum(length > self.context_length for length in self.token_counts(batch))
             stacked = torch.stack(list(self.tokenize(batch).values()), dim=1).to(self.device)
             rows += backoff(self._embed_tokens, stacked)
         self.last_text_run = RunStats(len(texts), len(texts), 0, backoff.limit, backoff.backoffs)

@@ -60,7 +60,7 @@ def read_config(path: str | Path, param: str) -> dict[str, Any]:
     return config
 
 
-def _model_type(config: dict[str, Any], param: str) -> str:
+def checked_model_type(config: dict[str, Any], param: str) -> str:
     """The config's model type, after refusing remote code and types transformers does not know."""
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
@@ -116,7 +116,7 @@ def _dual_encoder_class(model_type: str) -> str | None:
 
 def embedder_family(config: dict[str, Any], param: str = "clip.model") -> ModelFamily:
     """The family of a dual encoder's config; anything else is refused with one line naming ``param``."""
-    model_type = _model_type(config, param)
+    model_type = checked_model_type(config, param)
     architecture = _dual_encoder_class(model_type)
     if architecture is None or not _holds(config, architecture):
         raise ModelLoadError(
@@ -136,7 +136,7 @@ def captioner_family(config: dict[str, Any], param: str = "caption.model") -> Mo
     """The family of an image-to-text generator's config; anything else is refused with one line naming ``param``."""
     from transformers.models.auto.modeling_auto import MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES
 
-    model_type = _model_type(config, param)
+    model_type = checked_model_type(config, param)
     architecture = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type)
     if model_type not in CAPTIONER_FAMILIES or not _holds(config, architecture):
         what = _role(model_type, config)

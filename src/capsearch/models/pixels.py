@@ -32,6 +32,9 @@ class PixelPipeline:
     rescale: float
     mean: tuple[float, float, float]
     std: tuple[float, float, float]
+    # the centre crop's offset, (size - crop) / 2: "floor" as transformers' processors, "round" (half to even) as
+    # torchvision's CenterCrop (open_clip's transform)
+    centre: str = "floor"
 
     @classmethod
     def from_image_processor(cls, processor: object) -> PixelPipeline:
@@ -83,7 +86,7 @@ class PixelPipeline:
         image = image.resize(self.resized_size(*image.size), resample=self.resample)
         array = np.asarray(image, dtype=np.uint8)
         if self.crop_height is not None and self.crop_width is not None:
-            array = _centre_crop(array, self.crop_height, self.crop_width)
+            array = _centre_crop(array, self.crop_height, self.crop_width, self.centre)
         return torch.from_numpy(np.ascontiguousarray(array.transpose(2, 0, 1)))
 
     def aspect_crop(self, width: int, height: int) -> tuple[int, int, int, int]:
@@ -120,7 +123,7 @@ class PixelPipeline:
             )
             pixels = resized.round_().clamp_(0, 255).to(torch.uint8)
             if self.crop_height is not None and self.crop_width is not None:
-                pixels = _centre_crop_tensor(pixels, self.crop_height, self.crop_width)
+                pixels = _centre_crop_tensor(pixels, self.crop_height, self.crop_width, self.centre)
             for i, row in zip(members, pixels.unbind(0), strict=True):
                 out[i] = row
         return out  # type: ignore[return-value]
@@ -132,7 +135,12 @@ class PixelPipeline:
         return ((batch.float() * self.rescale - mean) / std).to(dtype)
 
 
-def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.ndarray:
+def _offset(size: int, crop: int, centre: str) -> int:
+    """Where a centre crop of ``crop`` starts in ``size`` (see :attr:`PixelPipeline.centre`)."""
+    return round((size - crop) / 2.0) if centre == "round" else (size - crop) // 2
+
+
+def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int, centre: str = "floor") -> np.ndarray:
     """The processor's centre crop (zero-padding an image smaller than the crop)."""
     height, width = array.shape[:2]
     if height < crop_height or width < crop_width:
@@ -140,11 +148,11 @@ def _centre_crop(array: np.ndarray, crop_height: int, crop_width: int) -> np.nda
         top, left = -(-(padded.shape[0] - height) // 2), -(-(padded.shape[1] - width) // 2)
         padded[top : top + height, left : left + width] = array
         array, height, width = padded, padded.shape[0], padded.shape[1]
-    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    top, left = _offset(height, crop_height, centre), _offset(width, crop_width, centre)
     return array[top : top + crop_height, left : left + crop_width]
 
 
-def _centre_crop_tensor(batch: torch.Tensor, crop_height: int, crop_width: int) -> torch.Tensor:
+def _centre_crop_tensor(batch: torch.Tensor, crop_height: int, crop_width: int, centre: str = "floor") -> torch.Tensor:
     """:func:`_centre_crop` of a uint8 batch (N, 3, H, W)."""
     height, width = batch.shape[2:]
     if height < crop_height or width < crop_width:
@@ -152,7 +160,7 @@ def _centre_crop_tensor(batch: torch.Tensor, crop_height: int, crop_width: int) 
         top, left = -(-(padded.shape[2] - height) // 2), -(-(padded.shape[3] - width) // 2)
         padded[:, :, top : top + height, left : left + width] = batch
         batch, height, width = padded, padded.shape[2], padded.shape[3]
-    top, left = (height - crop_height) // 2, (width - crop_width) // 2
+    top, left = _offset(height, crop_height, centre), _offset(width, crop_width, centre)
     return batch[:, :, top : top + crop_height, left : left + crop_width]
 
 

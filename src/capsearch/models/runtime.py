@@ -85,6 +85,11 @@ class ModelSource:
         """The ``revision`` to give ``from_pretrained``: the resolved commit, so all files come from one commit."""
         return self.commit or self.revision
 
+    @property
+    def note(self) -> str:
+        """How the weights were read, where summaries should say (safetensors, the only way here: nothing)."""
+        return ""
+
     def __str__(self) -> str:
         """``id@commit`` for a hub model (the commit to pin), the folder for a local one."""
         return model_label(self.model_id, self.commit)
@@ -102,9 +107,9 @@ def _is_local_folder(model_id: str, param: str) -> bool:
         has_config = (local / "config.json").exists()
         if not has_config and (local / "open_clip_config.json").exists():
             raise ModelLoadError(
-                f"{param}: {local} is an open_clip checkpoint (open_clip_config.json, no config.json); capsearch "
-                "loads transformers checkpoints (a CLIP-architecture model saved with save_pretrained): use the "
-                "model's transformers version, or convert it"
+                f"{param}: {local} is an open_clip checkpoint (open_clip_config.json, no config.json): a dual encoder "
+                "of the open_clip family, which clip.model loads (capsearch.models.registry.load_dual_encoder), "
+                "not a transformers model"
             )
         if has_config and not any(local.glob("*.safetensors")) and any(local.glob("*.bin")):
             raise ModelLoadError(
