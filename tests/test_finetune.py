@@ -360,11 +360,18 @@ def test_lora_adapters_merge_into_the_base_tensors_and_the_model_computes_what_i
         for _, parameter in adapters:  # as training might leave them
             parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
         adapted = float(task.loss(pixels, texts))
+        expected = {  # what merging must give each adapted projection: W + scaling * B @ A
+            f"{path}.weight": module.base_layer.weight + module.scaling["default"]
+            * (module.lora_B["default"].weight @ module.lora_A["default"].weight)
+            for path, module in task.model.named_modules()
+            if hasattr(module, "lora_A")
+        }  # fmt: skip
         task.finish()
         merged = float(task.loss(pixels, texts))
-    assert abs(adapted - plain) > 1e-3 and merged == pytest.approx(adapted, rel=1e-4)
+    assert adapted != plain and merged == pytest.approx(adapted, rel=1e-4)
     state = captioner.model.state_dict()
-    assert set(state) == set(base)
+    assert set(state) == set(base) and expected and set(expected) <= set(state)
+    assert all(torch.allclose(state[name], weight, atol=1e-6) for name, weight in expected.items())
     assert all(not torch.equal(state[n], base[n]) for n in base if n.endswith("attention.self.query.weight"))
     assert all(torch.equal(state[n], base[n]) for n in base if "intermediate" in n)  # LoRA touched attention only
 
