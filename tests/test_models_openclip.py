@@ -85,6 +85,7 @@ def test_the_registry_tells_the_families_apart_by_name(toy_open_clip, toy_models
     assert names_open_clip("hf-hub:laion/CLIP-ViT-B-32-laion2B-s34B-b79K")
     assert names_open_clip("ViT-B-32/laion2b_s34b_b79k") and names_open_clip("ViT-Q-99/laion2b")
     assert not names_open_clip("openai/clip-vit-base-patch32") and not names_open_clip("google/siglip-base-patch16-224")
+    assert not names_open_clip("evanarlian/vit-base") and not names_open_clip("timm/ViT-B-16-SigLIP")  # Hub orgs
     assert dual_encoder_class(str(toy_open_clip / "toy-open-clip")) is OpenClipEncoder
     assert dual_encoder_class(str(toy_models / "toy-clip")).__name__ == "DualEncoder"
 

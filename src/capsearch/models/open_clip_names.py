@@ -12,8 +12,9 @@ from capsearch.models import ModelLoadError
 
 HUB_PREFIX = "hf-hub:"  # open_clip's own prefix for a Hub repo in its layout
 OPEN_CLIP_CONFIG = "open_clip_config.json"
-# how open_clip's architecture names start: a name of this shape is taken as ARCH/TAG (and refused if ARCH is unknown)
-ARCH_PREFIXES = ("vit-", "rn50", "rn101", "eva", "convnext", "coca", "mobileclip", "vitamin", "nllb", "xlm-", "mt5-")
+# how open_clip's architecture names start (case counts; Hub organisations are lower-case): a name of this shape is
+# taken as ARCH/TAG, and refused if ARCH is unknown
+ARCH_PREFIXES = ("ViT-", "RN50", "RN101", "EVA0", "EVA-", "MobileCLIP", "ViTamin", "coca_", "convnext_")
 
 
 @cache
@@ -34,7 +35,7 @@ def names_open_clip(model_id: str) -> bool:
     if local.is_dir():
         return (local / OPEN_CLIP_CONFIG).is_file() and not (local / "config.json").is_file()
     head, slash, _ = model_id.partition("/")
-    return bool(slash) and (head in open_clip_architectures() or head.lower().startswith(ARCH_PREFIXES))
+    return bool(slash) and (head in open_clip_architectures() or head.startswith(ARCH_PREFIXES))
 
 
 def builtin_architecture(model_id: str, param: str) -> tuple[str, str]:
