@@ -25,7 +25,7 @@ from capsearch.errors import CapsearchError
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.gpu_decode import resolve_decode
 from capsearch.models.pixels import PixelPipeline
-from capsearch.models.runtime import Runtime, precision_name, resolve_device, resolve_precision
+from capsearch.models.runtime import Runtime, precision_name, precision_param, resolve_device, resolve_precision
 from capsearch.params import DEFAULT_DECODE
 from capsearch.recipe import Recipe
 
@@ -56,13 +56,13 @@ class ImageTask:
             raise ValueError(f"{getattr(self.wrapper_class, '__name__', self.wrapper_class)} runs no image task")
         self.wrapper_class.check_settings(None, self.settings)
         device = resolve_device(self.device)
-        dtype = resolve_precision(self.precision, device, self.param.rsplit(".", 1)[0] + ".precision")
+        dtype = resolve_precision(self.precision, device, precision_param(self.param))
         object.__setattr__(self, "device", device.type)
         object.__setattr__(self, "precision", precision_name(dtype))
-        if self.decode != "cpu" and device.type == "cuda":  # the model's image processor is read only on a GPU
-            object.__setattr__(self, "decode", resolve_decode(self.decode, device, self.pixel_pipeline()))
-        else:
-            object.__setattr__(self, "decode", resolve_decode(self.decode, device))
+        on_gpu = self.decode != "cpu" and device.type == "cuda"  # the model's image processor is read only then
+        object.__setattr__(
+            self, "decode", resolve_decode(self.decode, device, self.pixel_pipeline() if on_gpu else None)
+        )
 
     @property
     def kind(self) -> str:

@@ -22,6 +22,7 @@ from capsearch.models.runtime import (
     load_pretrained,
     model_config_path,
     precision_name,
+    precision_param,
     resolve_device,
     resolve_model,
     resolve_precision,
@@ -84,7 +85,7 @@ class PretrainedWrapper:
         self.precision = precision
         self.param = param
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
+        self.dtype = resolve_precision(precision, self.device, precision_param(param))
         # a hub id: the one commit every file comes from
         self.source, self.family = type(self).inspect(model_id, revision, param)
         pinned = self.source.load_revision

@@ -25,14 +25,14 @@ from __future__ import annotations
 import json
 import pickle
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from capsearch.cache import COMMIT, model_fingerprint
+from capsearch.cache import COMMIT
 from capsearch.hub import offline_when_unreachable
 from capsearch.models import ModelLoadError
 from capsearch.models.base import PIXEL_TOLERANCE
@@ -41,7 +41,7 @@ from capsearch.models.embedder import DualEncoder, normalised
 from capsearch.models.families import ModelFamily, TextSettings, checked_model_type, read_config
 from capsearch.models.open_clip_names import HUB_PREFIX, OPEN_CLIP_CONFIG, builtin_architecture
 from capsearch.models.pixels import PixelPipeline, probe_image
-from capsearch.models.runtime import _hub_error, resolve_device, resolve_precision
+from capsearch.models.runtime import ModelSource, _hub_error, precision_param, resolve_device, resolve_precision
 from capsearch.versions import library_versions
 
 SAFE_WEIGHTS = ("open_clip_model.safetensors", "open_clip_pytorch_model.safetensors", "model.safetensors")
@@ -50,19 +50,18 @@ RESAMPLE = {"bicubic": 3, "bilinear": 2, "nearest": 0}  # open_clip's interpolat
 
 
 @dataclass(frozen=True)
-class OpenClipSource:
-    """Where an open_clip model's files are: the config (model and preprocessing) and one weights file."""
+class OpenClipSource(ModelSource):
+    """Where an open_clip model's files are: a :class:`ModelSource`, plus the config (model and preprocessing) and
+    the one weights file."""
 
-    model_id: str
-    revision: str | None  # as asked
-    commit: str | None  # the hub commit every file came from (None: a local folder)
-    config: dict[str, Any]  # open_clip_config.json's model_cfg and preprocess_cfg
-    weights: Path
-    architecture: str  # the built-in architecture, or the config's folder name for hub and local models
+    config: dict[str, Any] = field(default_factory=dict)  # open_clip_config.json's model_cfg and preprocess_cfg
+    weights: Path = Path()
+    architecture: str = ""  # the built-in architecture, or the config's folder name for hub and local models
 
     @property
-    def load_revision(self) -> str | None:
-        return self.commit or self.revision
+    def builtin(self) -> bool:
+        """Whether it is a built-in ARCH/TAG (its config from the open_clip package, its weights from the Hub)."""
+        return self.commit is not None and not self.model_id.startswith(HUB_PREFIX)
 
     @property
     def pickled(self) -> bool:
@@ -263,7 +262,7 @@ def _tokenizer(source: OpenClipSource, folder: Path) -> Any:
             text["hf_tokenizer_name"], context_length=text.get("context_length", 77),
             tokenizer_mode=text.get("tokenizer_mode"), **text.get("tokenizer_kwargs", {}),
         )  # fmt: skip
-    if source.commit is not None and not source.model_id.startswith(HUB_PREFIX):
+    if source.builtin:
         return open_clip.get_tokenizer(source.architecture)
     return open_clip.get_tokenizer("local-dir:" + str(folder))
 
@@ -315,13 +314,13 @@ class OpenClipEncoder(DualEncoder):
 
         self.model_id, self.revision, self.precision, self.param = model_id, revision, precision, param
         self.device = resolve_device(device)
-        self.dtype = resolve_precision(precision, self.device, param.rsplit(".", 1)[0] + ".precision")
+        self.dtype = resolve_precision(precision, self.device, precision_param(param))
         self.source, self.family = self.inspect(model_id, revision, param)
         self.pixels = pipeline_of(self.source.config, param)
         self.processor = self.image_processor = None
         folder = self.source.weights.parent
         try:
-            if self.source.commit is not None and not model_id.startswith(HUB_PREFIX):  # a built-in ARCH/TAG
+            if self.source.builtin:
                 model = open_clip.create_model(self.source.architecture, pretrained=str(self.source.weights))
             else:
                 model = open_clip.create_model("local-dir:" + str(folder))
@@ -353,8 +352,3 @@ class OpenClipEncoder(DualEncoder):
     @torch.inference_mode()
     def _embed_tokens(self, stacked: torch.Tensor) -> list[np.ndarray]:
         return list(normalised(self.model.encode_text(stacked[:, 0])))
-
-    def fingerprint(self) -> str:
-        if self._fingerprint is None:
-            self._fingerprint = model_fingerprint(self.model_id, self.source.load_revision)
-        return self._fingerprint

@@ -122,6 +122,11 @@ def _is_local_folder(model_id: str, param: str) -> bool:
     return False
 
 
+def precision_param(model_param: str) -> str:
+    """The precision param beside a model param (``clip.model`` -> ``clip.precision``), for errors."""
+    return f"{model_param.rsplit('.', 1)[0]}.precision"
+
+
 def _revision_param(param: str) -> str:
     return f"{param.rsplit('.', 1)[0]}.revision" if "." in param else "the revision"
 
