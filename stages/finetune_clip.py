@@ -21,8 +21,7 @@ from _finetune import (
 
 from capsearch.artifacts import RunLayout
 from capsearch.errors import EXPECTED
-from capsearch.models.open_clip_names import names_open_clip
-from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, ParamError, RuntimeParams, SourceParams
+from capsearch.params import ClipParams, EvaluateParams, FinetuneClipParams, RuntimeParams, SourceParams
 
 RUN = RunLayout()
 CURVES = (("plots/metrics/train/loss.tsv", "loss"), ("plots/metrics/dev/mean_recall.tsv", "mean_recall"))  # dvc.yaml
@@ -37,22 +36,17 @@ def main() -> None:
     base = base_unless_off("finetune_clip", p, reported_split, clip, OUTPUTS)
     if base is None:
         return
-    if names_open_clip(clip.model):
-        fail("finetune_clip", ParamError(
-            f"{p.name('epochs')}: fine-tuning an open_clip model ({clip.model}) is not built yet; set it to 0 to use "
-            "the model as it is"
-        ))  # fmt: skip
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from functools import partial
 
     from capsearch.finetune.contrastive import contrastive_task
-    from capsearch.models.embedder import DualEncoder
+    from capsearch.models.registry import dual_encoder_class
     from capsearch.models.runtime import resolve_runtime
 
     try:
         rt = resolve_runtime(knobs, use_cache=False)
         train, dev = train_and_dev(RUN, source_params, p, knobs.num_workers)
-        weights = DualEncoder.fingerprint_of(clip.model, clip.revision, "clip.model")
+        weights = dual_encoder_class(clip.model).fingerprint_of(clip.model, clip.revision, "clip.model")
         checkpoints = checkpoint_store("finetune-clip", weights, p, knobs, (train, dev), ks=list(evaluate.ks))
         live = LiveLogger(RUN.finetune_clip_log)
         make_task = partial(

@@ -4,12 +4,14 @@ without peft, SigLIP's loss, bad settings refused in one line."""
 
 from __future__ import annotations
 
+import math
 import subprocess
 import sys
 import zipfile
 from dataclasses import replace
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -20,10 +22,11 @@ from capsearch.demo.scenes import write_flickr8k_layout
 from capsearch.finetune.captioning import CaptioningTask, finetune_captioner, teacher_inputs
 from capsearch.finetune.captioning import dev_metrics as caption_dev_metrics
 from capsearch.finetune.checkpoint import CheckpointStore
-from capsearch.finetune.contrastive import dev_metrics, finetune_dual_encoder
-from capsearch.finetune.loop import Logger, Pairs, add_lora, check_run, epoch_order, pairs_of, save_model
+from capsearch.finetune.contrastive import ContrastiveTask, contrastive_loss, dev_metrics, finetune_dual_encoder
+from capsearch.finetune.loop import Logger, Pairs, add_lora, check_run, epoch_order, pairs_of
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.openclip import OpenClipEncoder
 from capsearch.params import FinetuneCaptionerParams, FinetuneClipParams, ParamError
 
 BATCHES = {"embed_images": 64, "embed_texts": 256}
@@ -156,7 +159,7 @@ def test_freeze_keeps_a_tower_fixed_and_lora_saves_a_plain_checkpoint(toy_models
     changed = any(not torch.equal(merged[n], base[n]) for n in base if n.endswith("q_proj.weight"))
     assert changed == (outcome.best_epoch > 0)  # the kept epoch's weights, or the base's where none beat it
     assert all(torch.equal(merged[n], base[n]) for n in base if "mlp" in n)  # LoRA touched attention only
-    save_model(adapted, tmp_path / "saved")
+    adapted.save(tmp_path / "saved")
     assert sorted(p.name for p in (tmp_path / "saved").glob("*.safetensors")) == ["model.safetensors"]
     check = (
         "import sys, torch; from transformers import AutoModel; "
@@ -185,6 +188,99 @@ def test_siglip_trains_with_its_sigmoid_loss_and_bias(toy_families, striped, tmp
     outcome = train(encoder, striped, settings(learning_rate=1e-3), tmp_path, logger=snapshot)
     assert float(snapshot.states[-1]["logit_bias"]) != bias  # the sigmoid loss's learnable bias trained
     assert all(torch.isfinite(torch.tensor(row[1])) for row in outcome.history.steps)
+
+
+@pytest.mark.parametrize("name", ["toy-open-clip", "toy-biomedclip"])
+def test_open_clip_models_fine_tune_freeze_and_save_a_folder_open_clip_itself_loads(
+    name, toy_open_clip, striped, tmp_path
+):
+    import open_clip
+
+    encoder = OpenClipEncoder(str(toy_open_clip / name), None, "fp32", "cpu")
+    base = {key: t.clone() for key, t in encoder.model.state_dict().items()}
+    outcome = train(encoder, striped, settings(epochs=2), tmp_path / "c")
+    assert [row["epoch"] for row in outcome.history.epochs] == [0, 1, 2]
+    assert all(math.isfinite(row[1]) for row in outcome.history.steps)
+    trained = encoder.model.state_dict()
+    assert set(trained) == set(base)
+    assert any(not torch.equal(trained[k], base[k]) for k in base) == (outcome.best_epoch > 0)
+    encoder.save(tmp_path / "saved")
+    assert sorted(p.name for p in (tmp_path / "saved").iterdir()) == [
+        "open_clip_config.json",
+        "open_clip_model.safetensors",
+    ]
+    ids = striped["test"].image_ids[:8]
+    ours = encoder.embed_images(striped["test"].source, ids)
+    reloaded = OpenClipEncoder(str(tmp_path / "saved"), None, "fp32", "cpu")  # the preprocessing probe passes too
+    assert np.array_equal(reloaded.embed_images(striped["test"].source, ids), ours)
+    own = open_clip.create_model("local-dir:" + str(tmp_path / "saved")).eval()  # open_clip's own loader
+    assert all(torch.equal(tensor, trained[key]) for key, tensor in own.state_dict().items())
+
+    frozen = OpenClipEncoder(str(toy_open_clip / name), None, "fp32", "cpu")
+    snapshot = Snapshot(frozen.model)
+    train(frozen, striped, settings(freeze="vision"), tmp_path / "f", logger=snapshot)
+    after = snapshot.states[-1]
+    assert all(torch.equal(after[k], base[k]) for k in base if k.startswith("visual."))
+    assert any(not torch.equal(after[k], base[k]) for k in base if not k.startswith(("visual.", "logit_")))
+
+
+def with_adapters(task) -> tuple:
+    """A LoRA task's adapters (added, the model in eval mode), a seeded generator and a fixed batch of two images and
+    captions to compare losses on."""
+    generator = torch.Generator().manual_seed(0)
+    width, height = task.pixels.output_size()
+    pixels = torch.randint(0, 256, (2, 3, height, width), generator=generator, dtype=torch.uint8)
+    task.model.eval()
+    return generator, pixels, ["a red circle", "two blue squares on a white background"], task.trainable()
+
+
+@pytest.mark.parametrize("name", ["toy-open-clip", "toy-biomedclip"])
+def test_open_clip_lora_adapts_the_attention_of_each_tower_and_merges_exactly(name, toy_open_clip):
+    encoder = OpenClipEncoder(str(toy_open_clip / name), None, "fp32", "cpu")
+    base = {key: t.clone() for key, t in encoder.model.state_dict().items()}
+    task = ContrastiveTask(encoder, settings(lora_rank=4), KS, BATCHES, 0)
+    generator, pixels, texts, adapters = with_adapters(task)
+    towers = {key.split(".")[0] for key, _ in adapters}
+    assert adapters and all(".lora_" in key for key, _ in adapters) and len(towers) == 2, towers  # both towers
+    with torch.no_grad():
+        plain = float(task.loss(pixels, texts))
+        for _, parameter in adapters:
+            parameter.copy_(torch.randn(parameter.shape, generator=generator) * 0.05)
+        adapted = float(task.loss(pixels, texts))
+        task.finish()
+        merged = float(task.loss(pixels, texts))
+    assert adapted != plain and merged == pytest.approx(adapted, rel=1e-4)
+    state = encoder.model.state_dict()
+    assert set(state) == set(base)
+    changed = {key for key in base if not torch.equal(state[key], base[key])}
+    attention = ("attn.in_proj_weight", "attn.out_proj.weight", "attn.qkv.weight", "attn.proj.weight",
+                 "self.query.weight", "self.key.weight", "self.value.weight", "output.dense.weight")  # fmt: skip
+    assert changed and all(key.endswith(attention) for key in changed), sorted(changed)
+
+
+def test_the_contrastive_loss_is_each_familys_own(toy_models, toy_families, toy_open_clip):
+    import open_clip
+
+    generator = torch.Generator().manual_seed(0)
+    texts = ["a red circle", "two blue squares", "a green triangle", "a yellow star"]
+    for folder in (toy_models / "toy-clip", toy_families / "toy-siglip"):
+        encoder = DualEncoder(str(folder), "main", "fp32", "cpu")
+        width, height = encoder.pixels.output_size()
+        pixels = encoder.pixels.normalise(torch.randint(0, 256, (4, 3, height, width), generator=generator,
+                                                        dtype=torch.uint8), torch.float32)  # fmt: skip
+        with torch.no_grad():
+            output = encoder.model(pixel_values=pixels, return_loss=True, **encoder.tokenize(texts))
+            ours = contrastive_loss(encoder.model, output.image_embeds, output.text_embeds, gather=False)
+        assert float(ours) == pytest.approx(float(output.loss), rel=1e-6), folder.name
+    encoder = OpenClipEncoder(str(toy_open_clip / "toy-open-clip"), None, "fp32", "cpu")
+    width, height = encoder.pixels.output_size()
+    pixels = encoder.pixels.normalise(torch.randint(0, 256, (4, 3, height, width), generator=generator,
+                                                    dtype=torch.uint8), torch.float32)  # fmt: skip
+    with torch.no_grad():
+        images, texts_ = encoder.train_embeddings(encoder.model, pixels, encoder.tokenize(texts))
+        theirs = open_clip.ClipLoss()(images, texts_, encoder.model.logit_scale.exp())
+        ours = contrastive_loss(encoder.model, images, texts_, gather=False)
+    assert float(ours) == pytest.approx(float(theirs), rel=1e-6)
 
 
 def test_each_epoch_sees_every_image_once_in_a_seeded_order():
@@ -285,7 +381,7 @@ def test_captioner_fine_tuning_learns_a_new_domain_and_keeps_the_old_one(toy_mod
     assert after["plain"]["CIDEr-D"] >= 0.7 * before["plain"]["CIDEr-D"], (before, after)
     assert outcome.best_dev["CIDEr-D"] > outcome.base_dev["CIDEr-D"]
     assert [row["epoch"] for row in outcome.history.epochs] == [0, 1, 2, 3]
-    save_model(captioner, tmp_path / "saved")  # what the stage saves: a captioner caption.model can name
+    captioner.save(tmp_path / "saved")  # what the stage saves: a captioner caption.model can name
     reloaded = Captioner(str(tmp_path / "saved"), None, "fp32", "cpu")
     assert reloaded.caption_images(striped["test"].source, striped["test"].image_ids[:8], GREEDY, 8) == (
         captioner.caption_images(striped["test"].source, striped["test"].image_ids[:8], GREEDY, 8)
@@ -348,12 +444,7 @@ def test_lora_adapters_merge_into_the_base_tensors_and_the_model_computes_what_i
     captioner = Captioner(str(toy_models / "toy-blip"), "main", "fp32", "cpu")
     base = {name: t.clone() for name, t in captioner.model.state_dict().items()}
     task = CaptioningTask(captioner, caption_settings(lora_rank=4), GREEDY, 8, 0)
-    generator = torch.Generator().manual_seed(0)
-    width, height = task.pixels.output_size()
-    pixels = torch.randint(0, 256, (2, 3, height, width), generator=generator, dtype=torch.uint8)
-    texts = ["a red circle", "two blue squares on a white background"]
-    task.model.eval()
-    adapters = task.trainable()
+    generator, pixels, texts, adapters = with_adapters(task)
     assert adapters and all(".lora_" in name for name, _ in adapters)
     with torch.no_grad():
         plain = float(task.loss(pixels, texts))  # B starts at zero: the adapters do nothing yet

@@ -1,5 +1,6 @@
 """finetune on Ray Train: two CPU workers (gloo, DistributedDataParallel, each on half of every batch) follow the
-loss curve of one worker at the same global batch and end with its weights; bad worker plans are one line."""
+loss curve of one worker at the same global batch and end with its weights, for a transformers and an open_clip
+dual encoder; bad worker plans are one line."""
 
 from __future__ import annotations
 
@@ -16,7 +17,7 @@ from capsearch.finetune.checkpoint import CheckpointStore
 from capsearch.finetune.contrastive import contrastive_task
 from capsearch.finetune.distributed import train_on_ray, worker_plan
 from capsearch.finetune.loop import Pairs, pairs_of, save_task, train
-from capsearch.models.embedder import DualEncoder
+from capsearch.models.registry import load_dual_encoder
 from capsearch.params import FinetuneClipParams, RuntimeParams
 
 pytestmark = pytest.mark.xdist_group("ray")  # the session's simulated cluster: one worker runs every Ray test
@@ -34,10 +35,14 @@ def _pairs(folder, split: str, n: int) -> Pairs:
     return Pairs(source, pairs.image_ids[:n], pairs.captions[:n])
 
 
-def test_two_ray_train_workers_follow_one_worker_at_the_same_global_batch(toy_models, ray_cluster, tmp_path):
+@pytest.mark.parametrize("name", ["toy-clip", "toy-open-clip"])
+def test_two_ray_train_workers_follow_one_worker_at_the_same_global_batch(
+    name, toy_models, toy_open_clip, ray_cluster, tmp_path
+):
     data, dev = _pairs(tmp_path / "d", "train", 64), _pairs(tmp_path / "d", "dev", 8)
     p = FinetuneClipParams(epochs=1, learning_rate=1e-4, batch_size=16, warmup_steps=2)  # 4 steps
-    make_task = partial(contrastive_task, str(toy_models / "toy-clip"), "main", p, (1, 5), BATCHES, 0)
+    model = str((toy_open_clip if name == "toy-open-clip" else toy_models) / name)
+    make_task = partial(contrastive_task, model, "main" if name == "toy-clip" else None, p, (1, 5), BATCHES, 0)
     one = make_task(torch.device("cpu"))
     alone = train(one, data, dev, p, workers=0, checkpoints=CheckpointStore(tmp_path / "c1"), checkpoint_steps=100)
     together = train_on_ray(
@@ -50,8 +55,8 @@ def test_two_ray_train_workers_follow_one_worker_at_the_same_global_batch(toy_mo
     assert together.best_epoch == alone.best_epoch and len(together.history.steps) == 4
     # rank 0 saved the same training: its change of the weights is the one worker's, up to float noise (which Adam
     # turns into steps of lr where a gradient is near 0, hence the comparison of whole updates)
-    base = DualEncoder(str(toy_models / "toy-clip"), "main", "fp32", "cpu").model.state_dict()
-    saved = DualEncoder(str(tmp_path / "saved"), None, "fp32", "cpu").model.state_dict()
+    base = make_task(torch.device("cpu")).model.state_dict()
+    saved = load_dual_encoder(str(tmp_path / "saved"), None, "fp32", "cpu").model.state_dict()  # its family's layout
     update = torch.cat([(tensor - base[name]).flatten() for name, tensor in one.model.state_dict().items()])
     other = torch.cat([(saved[name] - base[name]).flatten() for name in one.model.state_dict()])
     assert float((other - update).norm() / update.norm()) < 0.05

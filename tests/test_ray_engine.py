@@ -26,6 +26,7 @@ from capsearch.engine import compute_parts
 from capsearch.job import EngineError, ImageTask
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.openclip import OpenClipEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
 from capsearch.ray_engine import ActorPlan, plan_actors
@@ -103,6 +104,20 @@ def test_ray_gives_the_local_engines_ids_captions_and_embeddings_even_when_a_nod
         assert image_id == "000010005.jpg" and shard.endswith("00001.tar")
         assert "cannot identify image format" in reason
         assert [p["rows"] for p in manifest_data["parts"]] == [10, 9, 10]
+
+
+def test_an_open_clip_model_embeds_on_ray_as_it_does_locally(toy_open_clip, shards, ray_cluster, tmp_path):
+    """The job ships its wrapper class: an open_clip model runs in Ray's actors like a transformers one."""
+    rows = rows_of(shards[0].parent)
+    embed = ImageTask(OpenClipEncoder, str(toy_open_clip / "toy-open-clip"), None, "fp32", "cpu")
+    run(embed, rows, tmp_path / "local", LOCAL)
+    ray_run = run(embed, rows, tmp_path / "ray", on_ray(ray_cluster))
+    assert ray_run.engine == "ray" and ray_run.computed_images == 29
+    (local_ids, local_vectors), (ray_ids, ray_vectors) = (
+        read_image_embeddings(tmp_path / engine) for engine in ("local", "ray")
+    )
+    assert ray_ids == local_ids and len(ray_ids) == 29
+    np.testing.assert_allclose(ray_vectors, local_vectors, atol=1e-5)
 
 
 def with_red_image(shard: Path, out: Path, member: str) -> Path:
@@ -189,6 +204,7 @@ from capsearch.data.images import ImageSource
 from capsearch.engine import compute_parts
 from capsearch.job import EngineError, ImageTask
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.openclip import OpenClipEncoder
 from capsearch.models.runtime import resolve_runtime
 from capsearch.params import RuntimeParams
 

@@ -1,8 +1,12 @@
 """Contrastive fine-tuning of a dual encoder on image–caption pairs, validated by Recall@K on a dev set each epoch.
 
-The loss is the family's own, as its ``forward(return_loss=True)`` computes it: CLIP's symmetric InfoNCE with its
-learnable temperature (clamped at 100, as CLIP was trained), SigLIP's sigmoid loss with its learnable bias. The
-loop (epochs, schedule, checkpoints, best epoch) is :mod:`capsearch.finetune.loop`'s.
+The loss is the family's own, computed from the normalised embeddings its forward returns as its
+``forward(return_loss=True)`` (transformers) or open_clip's ``ClipLoss`` / ``SigLipLoss`` computes it: CLIP's
+symmetric InfoNCE with its learnable temperature (clamped at 100, as CLIP was trained), SigLIP's sigmoid loss with
+its learnable bias. What is family-specific (its forward, its towers' parameter names for ``freeze``, the modules
+LoRA adapts, how the model is saved) is the wrapper's (:class:`capsearch.models.embedder.DualEncoder`,
+:class:`capsearch.models.openclip.OpenClipEncoder`). The loop (epochs, schedule, checkpoints, best epoch) is
+:mod:`capsearch.finetune.loop`'s.
 """
 
 from __future__ import annotations
@@ -19,12 +23,10 @@ from capsearch.evaluation.recall import summarise_ranks
 from capsearch.finetune.checkpoint import CheckpointStore
 from capsearch.finetune.loop import Logger, Named, Outcome, Pairs, Task, add_lora, train
 from capsearch.models.embedder import DualEncoder
+from capsearch.models.registry import load_dual_encoder
 from capsearch.params import FinetuneClipParams
 
 MAX_LOGIT_SCALE = math.log(100.0)  # CLIP's clamp of its learnable temperature
-VISION = ("vision_model.", "visual_projection.")
-TEXT = ("text_model.", "text_projection.")
-LORA_TARGETS = ["q_proj", "k_proj", "v_proj", "out_proj"]  # the attention projections of CLIP's and SigLIP's towers
 
 
 def dev_metrics(encoder: DualEncoder, dev: Pairs, ks: Sequence[int], batch_sizes: dict[str, int], workers: int) -> dict:
@@ -40,10 +42,11 @@ def dev_metrics(encoder: DualEncoder, dev: Pairs, ks: Sequence[int], batch_sizes
     return {"text_to_image": t2i, "image_to_text": i2t, "mean_recall": round(mean, 4)}
 
 
-def trainable(model: torch.nn.Module, freeze: str) -> list[tuple[str, torch.nn.Parameter]]:
+def trainable(encoder: DualEncoder, freeze: str) -> list[tuple[str, torch.nn.Parameter]]:
     """The parameters to train with ``freeze`` (none | vision | text: that tower, its projection included, stays
     fixed; the temperature and bias always train); the rest get ``requires_grad = False``."""
-    fixed = {"none": (), "vision": VISION, "text": TEXT}[freeze]
+    model = encoder.model
+    fixed = encoder.towers[freeze] if freeze != "none" else ()
     chosen = []
     for name, parameter in model.named_parameters():
         parameter.requires_grad_(not name.startswith(fixed) if fixed else parameter.requires_grad)
@@ -63,21 +66,19 @@ class ContrastiveTask(Task):
         self.wrapper, self.model, self.device, self.pixels = encoder, encoder.model, encoder.device, encoder.pixels
         self.peft_model: Any = None
         # CLIP clamps its temperature; SigLIP (which has a bias too) does not
-        self.clamps = hasattr(self.model, "logit_scale") and not hasattr(self.model, "logit_bias")
+        self.clamps = hasattr(self.model, "logit_scale") and _bias(self.model) is None
 
     def trainable(self) -> Named:
         if not self.p.lora_rank:
-            return trainable(self.model, self.p.freeze)
-        self.peft_model = add_lora(self.model, self.p.lora_rank, LORA_TARGETS, self.p.name("lora_rank"))
+            return trainable(self.encoder, self.p.freeze)
+        self.peft_model = add_lora(self.model, self.p.lora_rank, self.encoder.lora_targets, self.p.name("lora_rank"))
         return [(name, parameter) for name, parameter in self.model.named_parameters() if parameter.requires_grad]
 
     def loss(self, pixels: torch.Tensor, texts: list[str]) -> torch.Tensor:
         tokens = {name: value.to(self.device) for name, value in self.encoder.tokenize(texts).items()}
         normalised = self.encoder.pixels.normalise(pixels, torch.float32)
-        if self.world == 1:
-            return self.forward(pixel_values=normalised, return_loss=True, **tokens).loss
-        output = self.forward(pixel_values=normalised, **tokens)
-        return global_batch_loss(self.model, output.image_embeds, output.text_embeds)
+        images, texts_ = self.encoder.train_embeddings(self.forward, normalised, tokens)
+        return contrastive_loss(self.model, images, texts_, gather=self.world > 1)
 
     def evaluate(self, dev: Pairs) -> dict[str, Any]:
         return dev_metrics(self.encoder, dev, self.ks, self.batch_sizes, self.workers)
@@ -96,21 +97,31 @@ def contrastive_task(
     model: str, revision: str | None, p: FinetuneClipParams, ks: Sequence[int], batch_sizes: dict[str, int],
     workers: int, device: Any,
 ) -> ContrastiveTask:  # fmt: skip
-    """The task of fine-tuning dual encoder ``model`` on ``device`` (what each Ray Train worker builds)."""
-    return ContrastiveTask(DualEncoder(model, revision, "fp32", str(device)), p, ks, batch_sizes, workers)
+    """The task of fine-tuning dual encoder ``model`` (any family of :mod:`capsearch.models.registry`) on
+    ``device`` (what each Ray Train worker builds)."""
+    encoder = load_dual_encoder(model, revision, "fp32", str(device))
+    return ContrastiveTask(encoder, p, ks, batch_sizes, workers)
 
 
-def global_batch_loss(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor) -> torch.Tensor:
-    """The family's loss over the whole batch of every worker (the normalised embeddings gathered with their
-    gradients, as open_clip does), what ``forward(return_loss=True)`` computes on one worker's whole batch: CLIP's
-    symmetric cross-entropy, SigLIP's sigmoid loss with its bias. Each worker computes the same value, and
-    DistributedDataParallel's averaging of the gradients then gives exactly the one-worker gradient."""
-    from torch.distributed.nn.functional import all_gather
+def _bias(model: torch.nn.Module) -> torch.Tensor | None:
+    """SigLIP's learnable logit bias (transformers' SigLIP, open_clip's SigLIP models), else None."""
+    return getattr(model, "logit_bias", None)
 
-    images, texts = torch.cat(all_gather(images)), torch.cat(all_gather(texts))
+
+def contrastive_loss(model: torch.nn.Module, images: torch.Tensor, texts: torch.Tensor, gather: bool) -> torch.Tensor:
+    """The family's loss over a batch of normalised embeddings: CLIP's symmetric cross-entropy, SigLIP's sigmoid
+    loss with its bias, as ``forward(return_loss=True)`` computes it (tested equal). With ``gather``, over the whole
+    batch of every worker (the embeddings gathered with their gradients, as open_clip does): each worker computes
+    the same value, and DistributedDataParallel's averaging of the gradients then gives exactly the one-worker
+    gradient."""
+    if gather:
+        from torch.distributed.nn.functional import all_gather
+
+        images, texts = torch.cat(all_gather(images)), torch.cat(all_gather(texts))
     logits = texts @ images.t() * model.logit_scale.exp()
-    if hasattr(model, "logit_bias"):  # SigLIP
-        logits = logits + model.logit_bias
+    bias = _bias(model)
+    if bias is not None:  # SigLIP
+        logits = logits + bias
         signs = 2 * torch.eye(len(logits), device=logits.device) - 1
         return -torch.nn.functional.logsigmoid(signs * logits).sum(dim=-1).mean()
     targets = torch.arange(len(logits), device=logits.device)

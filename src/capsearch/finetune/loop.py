@@ -63,7 +63,7 @@ def pairs_of(
 class Task:
     """One kind of fine-tuning: the model, what of it trains, its loss on a batch and its dev evaluation."""
 
-    wrapper: Any  # the model's PretrainedWrapper (model, processor, tokenizer), what :func:`save_model` saves
+    wrapper: Any  # the model's PretrainedWrapper (model, processor, tokenizer), what :func:`save_task` saves
     model: torch.nn.Module
     device: torch.device
     pixels: PixelPipeline
@@ -393,44 +393,46 @@ def _load(params: Named, tensors: dict[str, torch.Tensor]) -> None:
             parameter.copy_(tensors[name].to(parameter.device, parameter.dtype))
 
 
+def lora_modules(model: torch.nn.Module, targets: Sequence[str]) -> dict[str, int]:
+    """The modules LoRA adapts in ``model``, by name, with their width (the narrower side): every linear layer or
+    ``nn.MultiheadAttention`` (open_clip's towers) whose name is one of ``targets`` or ends with ``.`` + one of
+    them (``query``, ``attn.qkv``)."""
+    found = {}
+    for name, module in model.named_modules():
+        if not any(name == target or name.endswith("." + target) for target in targets):
+            continue
+        if isinstance(module, torch.nn.MultiheadAttention):
+            found[name] = module.embed_dim
+        elif isinstance(module, torch.nn.Linear):
+            found[name] = min(module.in_features, module.out_features)
+    return found
+
+
 def add_lora(model: torch.nn.Module, rank: int, targets: Sequence[str], param: str) -> torch.nn.Module:
-    """LoRA adapters of ``rank`` on every module named one of ``targets`` (``peft``); everything else fixed.
-    Returns the peft model; the adapters act on ``model`` in place. ``param``: the lora_rank param, for errors."""
+    """LoRA adapters of ``rank`` on the modules :func:`lora_modules` finds for ``targets`` (``peft``); everything
+    else fixed. Returns the peft model; the adapters act on ``model`` in place. ``param``: the lora_rank param, for
+    errors."""
     try:
         from peft import LoraConfig, get_peft_model
     except ImportError as exc:
         raise ValueError(f"{param}: LoRA needs the peft package (pip install peft)") from exc
-    present = {name.rsplit(".", 1)[-1] for name, module in model.named_modules() if isinstance(module, torch.nn.Linear)}
-    chosen = sorted(set(targets) & present)
+    chosen = lora_modules(model, targets)
     if not chosen:
         raise ValueError(
             f"{param}: {type(model).__name__} has none of the attention projections LoRA adapts "
             f"({', '.join(targets)}); set lora_rank: 0"
         )
-    widths = [
-        min(module.in_features, module.out_features) for name, module in model.named_modules()
-        if isinstance(module, torch.nn.Linear) and name.rsplit(".", 1)[-1] in chosen
-    ]  # fmt: skip
-    if rank > min(widths):
+    narrowest = min(chosen.values())
+    if rank > narrowest:
         raise ValueError(
-            f"{param}: rank {rank} is more than the {min(widths)} features of {type(model).__name__}'s narrowest "
-            f"adapted projection, so the adapters could not be of that rank; set lora_rank to at most {min(widths)}"
+            f"{param}: rank {rank} is more than the {narrowest} features of {type(model).__name__}'s narrowest "
+            f"adapted projection, so the adapters could not be of that rank; set lora_rank to at most {narrowest}"
         )
-    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=chosen, bias="none")
+    config = LoraConfig(r=rank, lora_alpha=2 * rank, lora_dropout=0.0, target_modules=sorted(chosen), bias="none")
     return get_peft_model(model, config)
 
 
 def save_task(task: Task, folder: str | Path) -> None:
-    """:func:`save_model` of a task's wrapper (its model holds the best epoch's weights once training ended)."""
-    save_model(task.wrapper, folder)
-
-
-def save_model(wrapper: Any, folder: Any) -> None:
-    """A wrapper's model, processor and tokenizer with ``save_pretrained`` (safetensors) in ``folder``: a folder
-    the model params (and every ``capsearch`` command) can load."""
-    wrapper.model.save_pretrained(folder)
-    if wrapper.processor is not None:
-        wrapper.processor.save_pretrained(folder)
-    else:
-        wrapper.tokenizer.save_pretrained(folder)
-        wrapper.image_processor.save_pretrained(folder)
+    """Save a task's wrapper in ``folder`` (its ``save``: the family's own layout); its model holds the best epoch's
+    weights once training ended."""
+    task.wrapper.save(folder)

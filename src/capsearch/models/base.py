@@ -186,6 +186,16 @@ class PretrainedWrapper:
         """A column of ``count`` blank results, to be filled where images could be read (the Ray engine's rows)."""
         raise NotImplementedError
 
+    def save(self, folder: Any) -> None:
+        """The model, processor and tokenizer with ``save_pretrained`` (safetensors) in ``folder``: a folder the model
+        params (and every ``capsearch`` command) can load (what fine-tuning hands on)."""
+        self.model.save_pretrained(folder)
+        if self.processor is not None:
+            self.processor.save_pretrained(folder)
+        else:
+            self.tokenizer.save_pretrained(folder)
+            self.image_processor.save_pretrained(folder)
+
 
 def _processor_and_tokenizer(model_id: str, revision: str | None, param: str) -> tuple[Any, Any]:
     """The model's multimodal processor (None where it ships none, e.g. VisionEncoderDecoder) and its tokenizer."""

@@ -7,8 +7,9 @@ a monotone function of it, so rankings are the same.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -45,6 +46,13 @@ class DualEncoder(PretrainedWrapper):
     task_kind = "embed_images"  # the image task it runs (capsearch.job)
     output_kind = "image_embeddings"
     model_param = "clip.model"
+    # contrastive fine-tuning (capsearch.finetune.contrastive): each tower's parameter names (freeze: vision | text)
+    # and the modules LoRA adapts (the attention projections of CLIP's and SigLIP's towers)
+    towers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "vision": ("vision_model.", "visual_projection."),
+        "text": ("text_model.", "text_projection."),
+    }
+    lora_targets: ClassVar[tuple[str, ...]] = ("q_proj", "k_proj", "v_proj", "out_proj")
 
     def __init__(
         self,
@@ -126,6 +134,14 @@ class DualEncoder(PretrainedWrapper):
 
     def result_column(self, count: int) -> np.ndarray:
         return np.zeros((count, self.dim), dtype=np.float32)
+
+    def train_embeddings(
+        self, forward: Callable[..., Any], pixels: torch.Tensor, tokens: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """The normalised image and text embeddings of a training batch (normalised pixels, :meth:`tokenize`'s
+        tokens) through ``forward``: the model, or DistributedDataParallel around it."""
+        output = forward(pixel_values=pixels, **tokens)
+        return output.image_embeds, output.text_embeds
 
     def token_counts(self, texts: Sequence[str]) -> list[int]:
         """How many tokens each text has before truncation (special tokens included)."""

@@ -27,7 +27,7 @@ import pickle
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import numpy as np
 import torch
@@ -287,6 +287,17 @@ def transform_difference(pipeline: PixelPipeline, transform: Any) -> float:
 class OpenClipEncoder(DualEncoder):
     """An open_clip dual encoder, with the interface of :class:`DualEncoder` (see the module)."""
 
+    # fine-tuning: the towers of ``CLIP`` (its text transformer at the top level) and ``CustomTextCLIP`` (``text.``),
+    # and the attention of open_clip's own transformer (``nn.MultiheadAttention``), timm's and an HF text tower's
+    towers: ClassVar[dict[str, tuple[str, ...]]] = {
+        "vision": ("visual.",),
+        "text": ("text.", "transformer.", "token_embedding.", "positional_embedding", "ln_final.", "text_projection"),
+    }
+    lora_targets: ClassVar[tuple[str, ...]] = (
+        "attn", "attn.qkv", "attn.proj", "attention.self.query", "attention.self.key", "attention.self.value",
+        "attention.output.dense",
+    )  # fmt: skip
+
     @classmethod
     def inspect(cls, model_id: str, revision: str | None, param: str) -> tuple[OpenClipSource, ModelFamily]:
         source = resolve_open_clip(model_id, revision, param)
@@ -352,3 +363,24 @@ class OpenClipEncoder(DualEncoder):
     @torch.inference_mode()
     def _embed_tokens(self, stacked: torch.Tensor) -> list[np.ndarray]:
         return list(normalised(self.model.encode_text(stacked[:, 0])))
+
+    def train_embeddings(
+        self, forward: Any, pixels: torch.Tensor, tokens: dict[str, torch.Tensor]
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        output = forward(image=pixels, text=tokens["input_ids"])  # normalised; a dict where output_dict is set
+        if isinstance(output, dict):
+            return output["image_features"], output["text_features"]
+        return output[0], output[1]
+
+    def save(self, folder: Any) -> None:
+        """open_clip's layout (``open_clip_config.json``: the model and preprocess config; the weights as
+        ``open_clip_model.safetensors``): a folder ``clip.model`` and open_clip itself (``local-dir:``) load. An HF
+        text tower's config and tokenizer stay named by the config, as open_clip reads them."""
+        from safetensors.torch import save_file
+
+        folder = Path(folder)
+        folder.mkdir(parents=True, exist_ok=True)
+        config = {key: self.source.config[key] for key in ("model_cfg", "preprocess_cfg") if key in self.source.config}
+        (folder / OPEN_CLIP_CONFIG).write_text(json.dumps(config, indent=2), encoding="utf-8")
+        weights = {name: tensor.detach().contiguous().cpu() for name, tensor in self.model.state_dict().items()}
+        save_file(weights, folder / SAFE_WEIGHTS[0])
