@@ -33,10 +33,13 @@ def main() -> None:
         run = compute_parts(task, parts, store, rt, knobs)
     except EXPECTED as exc:
         fail("caption", exc)
+    asked = task.family.prompt(settings.prompt)  # the family's default where caption.prompt is null
+    how = {"chat": " through its chat template", "prefix": " as its prefix"}.get(task.family.asking, "")
     summary(
         "caption",
         f"captioned by {model_label(run.manifest['model'], run.manifest['revision'])} ({p.precision}, "
-        f"{counted(settings.num_beams, 'beam')}): {run.describe()} in {run.seconds:.1f}s -> {RUN.generated}",
+        f"{counted(settings.num_beams, 'beam')}{f', asked {asked!r}{how}' if asked else ''}): {run.describe()} in "
+        f"{run.seconds:.1f}s -> {RUN.generated}",
     )
 
 

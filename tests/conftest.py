@@ -13,9 +13,11 @@ from capsearch.demo.model_cache import (
     TOY_FAMILIES,
     TOY_MODELS,
     TOY_OPEN_CLIP,
+    TOY_VLMS,
     cached_toy_families,
     cached_toy_models,
     cached_toy_open_clip,
+    cached_toy_vlms,
     ensure_toy_models,
 )
 
@@ -44,7 +46,7 @@ def pytest_sessionstart(session: pytest.Session) -> None:
     config = session.config
     if hasattr(config, "workerinput") or not _whole_suite(config):
         return
-    models, _, _ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP])
+    models, *_ = ensure_toy_models([TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP, TOY_VLMS])
     shared = runs_folder(models)
     from concurrent.futures import ThreadPoolExecutor
 
@@ -73,6 +75,27 @@ def toy_families() -> Path:
 def toy_open_clip() -> Path:
     """The open_clip toy (open_clip's own CLIP class and tokenizer, its Hub layout), cached like ``toy_models``."""
     return cached_toy_open_clip()
+
+
+@pytest.fixture(scope="session")
+def toy_vlms() -> Path:
+    """The instruction VLM toys (PaliGemma's and LLaVA's shapes: a prefix prompt and a chat template), cached like
+    ``toy_models``."""
+    return cached_toy_vlms()
+
+
+@pytest.fixture(scope="session")
+def unseen(tmp_path_factory: pytest.TempPathFactory) -> tuple[Any, list[str], list]:
+    """60 scenes no toy model was trained on, as PNG files of different sizes: the image source, the ids in scene
+    order and the scenes (scene, image, captions)."""
+    from capsearch.data.images import ImageSource
+    from capsearch.demo.scenes import generate_scenes
+
+    folder = tmp_path_factory.mktemp("unseen")
+    scenes = generate_scenes(60, seed=777)
+    for i, (_, image, _) in enumerate(scenes):
+        image.convert("RGB").resize((80 + 7 * (i % 9), 64 + 5 * (i % 7))).save(folder / f"{i:03d}.png")
+    return ImageSource(folder), [f"{i:03d}.png" for i in range(60)], scenes
 
 
 @pytest.fixture(scope="session")

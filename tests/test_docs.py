@@ -99,7 +99,8 @@ def test_the_readme_from_a_new_terminal_to_a_readable_comparison(project):
     assert "Success" in queue and "Failed" not in queue, queue  # the queued experiment ran on the hand-placed data
     table = [line for line in queue.splitlines() if line.startswith("|")]
     assert len(table) >= 4 and max(len(line) for line in table) <= 200 and "…" not in queue, table
-    assert "caption.num_beams" in table[0] and "CIDEr-D" in table[0]
+    assert "caption.model" in table[0] and "CIDEr-D" in table[0]
+    assert any("toy-llava" in line for line in table) and any("toy-blip" in line for line in table), table
     assert re.search(r"\d+ plots of HEAD, \S+ drawn to dvc_plots/offline/index.html", queue), queue
     assert (project / "build/demo/dvc_plots/offline/recall_at_k.png").stat().st_size > 10_000
     assert "caption_quality.json" in back  # dvc metrics diff of the applied experiment

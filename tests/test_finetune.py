@@ -478,3 +478,9 @@ def test_a_checkpoint_a_kill_left_mid_save_is_recovered_and_clear_leaves_nothing
     (tmp_path / "checkpoints" / "run.building-y").mkdir()
     store.clear()
     assert list((tmp_path / "checkpoints").iterdir()) == []
+
+
+def test_fine_tuning_an_instruction_vlm_is_refused_naming_the_param(toy_vlms):
+    llava = Captioner(str(toy_vlms / "toy-llava"), None, "fp32", "cpu")
+    with pytest.raises(ValueError, match=r"^finetune.captioner.epochs: fine-tuning a llava captioner .* not built"):
+        CaptioningTask(llava, caption_settings(), GREEDY, 8, 0)

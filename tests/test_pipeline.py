@@ -188,12 +188,13 @@ def test_untracked_runtime_knobs_rerun_nothing(run_copy):
     assert ran == set()
 
 
-def test_an_experiment_with_another_caption_model_reruns_what_depends_on_captions(run_copy, toy_models):
-    """`dvc exp run -S caption.model=...` against the committed run: caption and what reads captions re-run, not
-    embed_images; the experiment is listed by `dvc exp show` and keeps its params and outputs in the workspace."""
+def test_an_experiment_with_another_caption_model_reruns_what_depends_on_captions(run_copy, toy_vlms):
+    """`dvc exp run -S caption.model=...` against the committed run (the toy BLIP): here a PaliGemma-shaped VLM
+    asked by its prefix prompt. Caption and what reads captions re-run, not embed_images; the experiment is listed by
+    `dvc exp show` and keeps its params and outputs in the workspace."""
     assert run_dvc(run_copy, "status").stdout.strip().endswith("up to date.")  # the committed demo run
     before = read_generated(run_copy / "data/captions")
-    early = str(toy_models / "toy-blip-early")
+    early = str(toy_vlms / "toy-paligemma")
     result = run_dvc(run_copy, "exp", "run", "-S", f"caption.model={early}", "evaluate", check=False)
     assert result.returncode == 0, result.stdout + result.stderr
     # not embed_images; finetune_captioner (off) records the new base model, which caption then uses
@@ -201,6 +202,8 @@ def test_an_experiment_with_another_caption_model_reruns_what_depends_on_caption
     assert pending(run_copy) == {"index", "report"}  # what else the change reaches (not agreement)
     after = read_generated(run_copy / "data/captions")
     assert after[0] == before[0] and after[1] != before[1]  # the same images, the other model's captions
+    assert "asked 'caption en' as its prefix" in result.stdout  # the family's default prompt, said
+    assert not any("caption en" in caption or "<" in caption for caption in after[1])  # never in a caption
     shown = json.loads(run_dvc(run_copy, "exp", "show", "--json").stdout)
     experiments = [exp for rev in shown for exp in (rev.get("experiments") or [])]
     assert experiments, shown

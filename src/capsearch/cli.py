@@ -403,9 +403,18 @@ def _plots(args: argparse.Namespace) -> int:
 
 
 def _toy_models(args: argparse.Namespace) -> int:
-    from capsearch.demo.model_cache import TOY_FAMILIES, TOY_MODELS, TOY_OPEN_CLIP, build_models, ensure_toy_models
+    from capsearch.demo.model_cache import (
+        TOY_FAMILIES,
+        TOY_MODELS,
+        TOY_OPEN_CLIP,
+        TOY_VLMS,
+        build_models,
+        ensure_toy_models,
+    )
 
-    sets = [TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP] if args.families else [TOY_MODELS]
+    sets = [TOY_MODELS, TOY_FAMILIES, TOY_OPEN_CLIP, TOY_VLMS] if args.families else [TOY_MODELS]
+    if args.vlms:
+        sets = [TOY_VLMS]
     if args.dir is None:  # the shared cache the demo and the tests use
         for folder in ensure_toy_models(sets):
             print(folder)
@@ -546,9 +555,11 @@ def build_parser() -> argparse.ArgumentParser:
     )
     plots.add_argument("--out", default="dvc_plots/offline", help="folder to write (default: dvc_plots/offline)")
     plots.set_defaults(func=_plots)
-    toy = commands.add_parser("toy-models", help="train and save the toy models (CLIP and BLIP; SigLIP and GIT too)")
+    toy = commands.add_parser("toy-models", help="train and save the toy models (CLIP and BLIP; the others on request)")
     toy.add_argument("dir", nargs="?", help="where to save them (default: the shared cache the demo uses; prints it)")
-    toy.add_argument("--families", action="store_true", help="also the toy SigLIP, GIT, open_clip")
+    which = toy.add_mutually_exclusive_group()
+    which.add_argument("--families", action="store_true", help="also SigLIP, GIT, open_clip, PaliGemma and LLaVA")
+    which.add_argument("--vlms", action="store_true", help="only the instruction VLMs (toy-paligemma, toy-llava)")
     toy.set_defaults(func=_toy_models)
     data = commands.add_parser("toy-data", help="write generated Flickr8k zips in the release layout, or shards")
     data.add_argument("dir")

@@ -86,6 +86,11 @@ class ImageTask:
         self.wrapper_class.check_settings(family, self.settings)
         return source, family
 
+    @property
+    def family(self) -> Any:
+        """The model's family (:class:`capsearch.models.families.ModelFamily`), read from its config."""
+        return self._checked[1]
+
     @cached_property
     def recipe(self) -> Recipe:
         """What decides the results besides the images (see :mod:`capsearch.recipe`)."""

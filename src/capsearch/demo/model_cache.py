@@ -1,8 +1,9 @@
 """The trained toy models, kept outside the repository, keyed by the code that trains them, trained side by side.
 
-Three sets, each with its own key so that changing one never retrains the others: the CLIP and BLIP toys
-(:mod:`capsearch.demo.toy_models`), the second families, SigLIP and GIT (:mod:`capsearch.demo.toy_families`), and
-the open_clip toy (:mod:`capsearch.demo.toy_open_clip`).
+Four sets, each with its own key so that changing one never retrains the others: the CLIP and BLIP toys
+(:mod:`capsearch.demo.toy_models`), the second families, SigLIP and GIT (:mod:`capsearch.demo.toy_families`), the
+open_clip toys (:mod:`capsearch.demo.toy_open_clip`) and the instruction VLMs, PaliGemma and LLaVA
+(:mod:`capsearch.demo.toy_vlms`).
 Each model of a set is one training run in its own process with one torch thread: on the 2-core machines the
 project runs on, two small models trained at once finish in about half the time of one after the other at two
 threads each (tiny matrices gain little from a second thread).
@@ -92,6 +93,14 @@ TOY_OPEN_CLIP = ToyModelSet(
     ),
     ("capsearch.demo.toy_open_clip", "capsearch.demo.scenes", "capsearch.models.pixels"),
     (*KEYED_LIBRARIES, "open-clip-torch"),
+)
+TOY_VLMS = ToyModelSet(
+    (
+        ToyModel(("toy-paligemma",), "capsearch.demo.toy_vlms:build_toy_paligemma"),
+        ToyModel(("toy-llava",), "capsearch.demo.toy_vlms:build_toy_llava"),
+    ),
+    ("capsearch.demo.toy_vlms", "capsearch.demo.toy_models", "capsearch.demo.scenes", "capsearch.models.pixels"),
+    KEYED_LIBRARIES,
 )
 TOY_MODEL_NAMES = TOY_MODELS.names
 
@@ -206,3 +215,8 @@ def cached_toy_families(root: str | Path | None = None) -> Path:
 def cached_toy_open_clip(root: str | Path | None = None) -> Path:
     """The open_clip toys (``toy-open-clip``; ``toy-biomedclip`` with its text tower ``toy-pubmedbert``)."""
     return ensure_toy_models([TOY_OPEN_CLIP], root)[0]
+
+
+def cached_toy_vlms(root: str | Path | None = None) -> Path:
+    """The instruction VLM toys (``toy-paligemma``: a prefix prompt; ``toy-llava``: a chat template)."""
+    return ensure_toy_models([TOY_VLMS], root)[0]

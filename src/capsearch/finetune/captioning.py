@@ -48,6 +48,11 @@ class CaptioningTask(Task):
     ) -> None:
         if captioner.family.model_type == "vision-encoder-decoder" and decoding.prompt:
             raise ValueError("caption.prompt: vision-encoder-decoder captioners take no prompt")
+        if captioner.family.asking != "continuation":
+            raise ValueError(
+                f"{p.name('epochs')}: fine-tuning a {captioner.family.model_type} captioner (asked through its "
+                f"{captioner.family.asking} prompt) is not built yet; set it to 0 to caption with the model as it is"
+            )
         if p.lora_rank and captioner.family.model_type == "blip-2":
             raise ValueError(
                 f"{p.name('lora_rank')}: BLIP-2 fine-tunes its Q-Former and projection only (its language model "
@@ -153,7 +158,7 @@ def _mask_prompt(labels: torch.Tensor, captioner: Captioner, prompt: str | None,
     """``labels`` with the prompt's tokens (after ``skip`` image tokens) not scored."""
     if not prompt:
         return labels
-    ids, _, _ = captioner.prompt_inputs(prompt)
+    ids = captioner.asked(prompt).inputs["input_ids"]
     # the prompt's tokens as generation starts from them (start token included, BLIP's trailing [SEP] not)
     length = ids.shape[1] - skip - int(int(ids[0, -1]) == captioner.tokenizer.sep_token_id)
     labels = labels.clone()

@@ -1,8 +1,10 @@
-"""Image captioning by any supported image-to-text generator (BLIP, BLIP-2, GIT, VisionEncoderDecoder), batched,
-with the decoding settings (and an optional prompt) as explicit arguments.
+"""Image captioning by any supported image-to-text generator (BLIP, BLIP-2, GIT, VisionEncoderDecoder, and the
+instruction VLMs PaliGemma, LLaVA, Gemma 3), batched, with the decoding settings (and the prompt) as explicit
+arguments.
 
 The model class comes from the checkpoint's config through ``AutoModelForImageTextToText``; which families are
-run, and which take a prompt, is :mod:`capsearch.models.families`'s call.
+run, how each is asked (a continued prompt, a prefix, a chat template) and its default prompt is
+:mod:`capsearch.models.families`' call, the asking itself :mod:`capsearch.models.asking`'s.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from transformers import AutoModelForImageTextToText
 
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
+from capsearch.models.asking import Asked, answers, ask
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import run_over_images
 from capsearch.models.families import ModelFamily, captioner_family, check_prompt
-from capsearch.models.pixels import probe_image
 from capsearch.params import DEFAULT_BLIP, DEFAULT_DECODE, CaptionParams, check_decoding
 
 
@@ -64,49 +66,35 @@ class Captioner(PretrainedWrapper):
         param: str = "caption.model",
     ) -> None:
         super().__init__(model_id, revision, precision, device, param)
-        self._prompts: dict[str, tuple[torch.Tensor, torch.Tensor, str]] = {}
+        self._asked: dict[str, Asked] = {}
 
-    def prompt_inputs(self, prompt: str) -> tuple[torch.Tensor, torch.Tensor, str]:
-        """Token ids and attention mask (1, L) that start every caption, and the prompt as decoded (to remove).
-
-        They come from the model's own processor (BLIP-2's puts its image tokens first); BLIP's generate drops
-        the trailing [SEP] itself, GIT continues from [CLS] + prompt, so its [SEP] is dropped here.
-        """
-        if prompt not in self._prompts:
+    def asked(self, prompt: str | None) -> Asked:
+        """What the model is asked with ``caption.prompt`` = ``prompt`` (None: the family's default, or for BLIP-like
+        families its own start), built once per prompt by the model's processor (:mod:`capsearch.models.asking`)."""
+        key = prompt or ""
+        if key not in self._asked:
             check_prompt(self.family, prompt, self.param.rsplit(".", 1)[0] + ".prompt")
-            if self.processor is not None:
-                encoded = self.processor(images=[probe_image()], text=[prompt], return_tensors="pt")
-            else:
-                encoded = self.tokenizer([prompt], return_tensors="pt")
-            ids, mask = encoded["input_ids"], encoded["attention_mask"]
-            if self.family.model_type == "git" and int(ids[0, -1]) == self.tokenizer.sep_token_id:
-                ids, mask = ids[:, :-1], mask[:, :-1]
-            shown = self.tokenizer.decode(ids[0], skip_special_tokens=True).strip()
-            self._prompts[prompt] = (ids, mask, shown)
-        return self._prompts[prompt]
+            self._asked[key] = ask(
+                self.family.asking, self.family.model_type, self.processor, self.tokenizer,
+                self.family.prompt(prompt), self.param,
+            )  # fmt: skip
+        return self._asked[key]
 
     @torch.inference_mode()
     def caption_pixels(self, pixels: torch.Tensor, settings: DecodingSettings) -> list[str]:
         """Captions of a uint8 batch from ``preprocess`` (KV cache on, greedy or beam search, no sampling)."""
-        prompt: dict[str, torch.Tensor] = {}
-        shown = ""
-        if settings.prompt:
-            ids, mask, shown = self.prompt_inputs(settings.prompt)
-            prompt = {
-                "input_ids": ids.repeat(len(pixels), 1).to(self.device),
-                "attention_mask": mask.repeat(len(pixels), 1).to(self.device),
-            }
+        asked = self.asked(settings.prompt)
+        inputs = {name: value.repeat(len(pixels), 1).to(self.device) for name, value in asked.inputs.items()}
         output = self.model.generate(
             pixel_values=self.normalised_pixels(pixels),
-            **prompt,
+            **inputs,
             num_beams=settings.num_beams,
             max_new_tokens=settings.max_new_tokens,
             min_new_tokens=settings.min_new_tokens,
             do_sample=False,
             use_cache=True,
         )
-        texts = [text.strip() for text in self.tokenizer.batch_decode(output, skip_special_tokens=True)]
-        return [text[len(shown) :].strip() if shown and text.startswith(shown) else text for text in texts]
+        return answers(self.family.asking, self.tokenizer, output, asked)
 
     def caption_images(
         self,
@@ -126,8 +114,7 @@ class Captioner(PretrainedWrapper):
         ``skip_unreadable`` an image that cannot be decoded is left out (``last_run.skipped`` names it) instead of
         failing the run.
         """
-        if settings.prompt:
-            self.prompt_inputs(settings.prompt)  # a model that takes no prompt fails before any image is read
+        self.asked(settings.prompt)  # a model that takes no prompt fails before any image is read
         path = self.decode_path(decode)
         captions, self.last_run = run_over_images(
             source,

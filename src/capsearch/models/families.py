@@ -8,7 +8,10 @@ before any weights or images are read, whether that class can do the job of its 
   lower-cased text padded to its full 64 tokens and no attention mask (the pad token is its end token and the
   pooled output is the last position), CLIP's saw text padded to the longest with a mask.
 * ``caption.model``: an image-to-text generator of a family whose generation capsearch knows: BLIP, BLIP-2, GIT,
-  VisionEncoderDecoder (ViT-GPT2 and the like).
+  VisionEncoderDecoder (ViT-GPT2 and the like), and the instruction VLMs PaliGemma (a prefix prompt), LLaVA and
+  Gemma 3 (a chat template); :data:`CAPTIONERS` says how each is asked and its default prompt. VLMs whose processor
+  gives each image its own grid or tiles (Qwen-VL, SmolVLM, ...) are refused in one line, as are remote-code
+  repos, naming the native checkpoints where transformers has them.
 
 A config naming remote code (``auto_map``), a model type transformers does not know, a classifier or a model
 of the other kind is refused with one line naming the param.
@@ -23,8 +26,31 @@ from typing import Any
 
 from capsearch.models import ModelLoadError
 
-CAPTIONER_FAMILIES = ("blip", "blip-2", "git", "vision-encoder-decoder")
-PROMPT_FAMILIES = ("blip", "blip-2", "git")  # vision-encoder-decoder captioners start from their decoder's BOS
+CHAT_PROMPT = "Describe this image in one sentence."  # the default instruction of the chat-template families
+# model type -> how it is asked for a caption (capsearch.models.asking) and its default caption.prompt
+CAPTIONERS: dict[str, tuple[str, str | None]] = {
+    "blip": ("continuation", None),
+    "blip-2": ("continuation", None),
+    "git": ("continuation", None),
+    "vision-encoder-decoder": ("continuation", None),  # starts from its decoder's BOS: takes no prompt
+    "paligemma": ("prefix", "caption en"),
+    "llava": ("chat", CHAT_PROMPT),
+    "gemma3": ("chat", CHAT_PROMPT),
+}
+CAPTIONER_FAMILIES = tuple(CAPTIONERS)
+PROMPT_FAMILIES = tuple(family for family in CAPTIONERS if family != "vision-encoder-decoder")
+# instruction VLMs whose processor gives each image its own number of image tokens or tiles: not run yet
+PER_IMAGE_GRIDS = {
+    "idefics3": "splits each image into tiles", "smolvlm": "splits each image into tiles",
+    "qwen2_vl": "resizes each image to its own patch grid", "qwen2_5_vl": "resizes each image to its own patch grid",
+    "qwen3_vl": "resizes each image to its own patch grid", "llava_onevision": "tiles each image (anyres)",
+    "llava_next": "tiles each image (anyres)", "internvl": "tiles each image", "mllama": "tiles each image",
+}  # fmt: skip
+# remote-code model types (auto_map) that transformers now ships natively, and where the native checkpoints are
+NATIVE = {
+    "florence2": "florence-community/Florence-2-base (or -large), which transformers runs natively",
+    "internvl_chat": "the -hf checkpoints such as OpenGVLab/InternVL3-1B-hf, which transformers runs natively",
+}
 
 
 @dataclass(frozen=True)
@@ -48,6 +74,15 @@ class ModelFamily:
     architecture: str
     text: TextSettings | None = None
 
+    @property
+    def asking(self) -> str:
+        """How a captioner of this family is asked for a caption (:mod:`capsearch.models.asking`)."""
+        return CAPTIONERS[self.model_type][0]
+
+    def prompt(self, asked: str | None) -> str | None:
+        """The prompt a captioner of this family runs with for ``caption.prompt`` = ``asked`` (None: its default)."""
+        return asked or CAPTIONERS[self.model_type][1]
+
 
 def read_config(path: str | Path, param: str) -> dict[str, Any]:
     """A checkpoint's ``config.json`` as a mapping; a missing or malformed one is an error naming ``param``."""
@@ -65,9 +100,11 @@ def checked_model_type(config: dict[str, Any], param: str) -> str:
     from transformers.models.auto.configuration_auto import CONFIG_MAPPING_NAMES
 
     if config.get("auto_map"):
+        native = NATIVE.get(str(config.get("model_type")))
         raise ModelLoadError(
             f"{param}: the model needs its own code from the repo (auto_map in config.json); capsearch never runs "
-            "remote code (trust_remote_code). Choose a checkpoint of a family transformers ships"
+            "remote code (trust_remote_code). "
+            + (f"Use {native}" if native else "Choose a checkpoint of a family transformers ships")
         )
     model_type = config.get("model_type")
     if model_type not in CONFIG_MAPPING_NAMES:
@@ -138,6 +175,12 @@ def captioner_family(config: dict[str, Any], param: str = "caption.model") -> Mo
 
     model_type = checked_model_type(config, param)
     architecture = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type)
+    if model_type in PER_IMAGE_GRIDS and _holds(config, architecture):
+        raise ModelLoadError(
+            f"{param}: {model_type} captioners are not run yet: the model's processor {PER_IMAGE_GRIDS[model_type]}, "
+            "which capsearch's batched preprocessing does not do; instruction VLMs it runs: "
+            f"{', '.join(f for f, (way, _) in CAPTIONERS.items() if way != 'continuation')}"
+        )
     if model_type not in CAPTIONER_FAMILIES or not _holds(config, architecture):
         what = _role(model_type, config)
         if model_type not in CAPTIONER_FAMILIES and _holds(config, architecture):

@@ -1,0 +1,235 @@
+"""Small instruction VLMs trained on the generated scenes: one per way of asking a model for a caption.
+
+They stand in for real checkpoints where no hub is reachable, as the other toy modules do, built from transformers'
+own classes and processors with tiny configs and saved with ``save_pretrained`` (safetensors):
+
+* ``toy-paligemma``: PaliGemma's shape (a SigLIP vision tower, a Gemma decoder, ``PaliGemmaProcessor``), asked by
+  a prefix prompt (``caption en``); trained as PaliGemma is, the prefix seen whole and only the suffix scored
+  (the processor's own ``suffix`` labels and token types);
+* ``toy-llava``: LLaVA's shape (a CLIP vision tower, a Llama decoder, ``LlavaProcessor``) with a real chat template,
+  asked through it (``Describe this image in one sentence.``); the template writes plain text (``Answer:``) and
+  special tokens (``<|user|>``, ``<|end|>``) around the prompt, which a caption must never contain.
+
+Both tokenizers are word-level, trained on the scenes' captions and the prompts (``tokenizers``, saved as
+``tokenizer.json``). Each is trained on the answer tokens only (the prompt and template masked).
+"""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from PIL import Image
+
+from capsearch.demo.scenes import generate_scenes
+from capsearch.demo.toy_models import IMAGE_SIZE, TOWER, _pixels, _set_seed, names_colour_and_shape
+
+PALIGEMMA_PROMPT = "caption en"  # PaliGemma's own caption prefix (and capsearch's default for the family)
+CHAT_PROMPT = "Describe this image in one sentence."  # capsearch's default for chat-template families
+CHAT_TEMPLATE = (
+    "{{ bos_token }}{% for message in messages %}<|{{ message['role'] }}|>"
+    "{% for part in message['content'] %}{% if part['type'] == 'image' %}<image>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|end|>{% endfor %}{% if add_generation_prompt %}<|assistant|>Answer:{% endif %}"
+)
+TRAIN_IMAGES, TRAIN_SEED, EVAL_SEED = 2000, 50_000, 60_000
+PALIGEMMA_STEPS, LLAVA_STEPS = 800, 400  # colour and shape right in about 1 of 3 and 1 of 2 captions
+PATCH = 16
+IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
+
+
+def _word_tokenizer(texts: list[str], specials: list[str], **named: str) -> Any:
+    """A lower-cased word-level ``PreTrainedTokenizerFast`` over ``texts``' words and punctuation, with
+    ``specials`` (and the ``named`` special tokens: bos, eos, pad, unk) kept whole."""
+    from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
+    from transformers import PreTrainedTokenizerFast
+
+    tokenizer = Tokenizer(models.WordLevel(unk_token=named["unk_token"]))
+    tokenizer.normalizer = normalizers.Lowercase()
+    tokenizer.pre_tokenizer = pre_tokenizers.Whitespace()
+    tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, no space before punctuation
+    every = list(dict.fromkeys([*named.values(), *specials]))
+    tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=every, min_frequency=1))
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named, additional_special_tokens=specials)
+
+
+def _scenes(count: int, seed: int) -> tuple[list[Image.Image], list[list[str]]]:
+    scenes = generate_scenes(count, seed=seed)
+    return [image for _, image, _ in scenes], [captions for _, _, captions in scenes]
+
+
+def _vision(**extra: Any) -> dict[str, Any]:
+    return {**TOWER, "num_hidden_layers": 2, "image_size": IMAGE_SIZE, "patch_size": PATCH, **extra}
+
+
+def _decoder(vocab: int, **extra: Any) -> dict[str, Any]:
+    return {
+        **TOWER, "vocab_size": vocab, "num_hidden_layers": 2, "num_key_value_heads": 4, "head_dim": 24,
+        "max_position_embeddings": 64, **extra,
+    }  # fmt: skip
+
+
+def _train(model: torch.nn.Module, batches: Any, steps: int, seed: int, lr: float = 3e-3) -> None:
+    """AdamW + one-cycle over ``batches(indices)`` of 64 random pairs."""
+    optimiser = torch.optim.AdamW(model.parameters(), lr=lr, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimiser, max_lr=lr, total_steps=steps, pct_start=0.1)
+    generator = torch.Generator().manual_seed(seed)
+    model.train()
+    for _ in range(steps):
+        loss = model(**batches(torch.randint(0, TRAIN_IMAGES, (64,), generator=generator))).loss
+        optimiser.zero_grad()
+        loss.backward()
+        optimiser.step()
+        schedule.step()
+    model.eval()
+
+
+def _one_caption_each(captions: list[list[str]], seed: int) -> list[str]:
+    generator = torch.Generator().manual_seed(seed)
+    picks = torch.randint(0, len(captions[0]), (len(captions),), generator=generator).tolist()
+    return [group[pick] for group, pick in zip(captions, picks, strict=True)]
+
+
+def answer_batch(tokenizer: Any, prompt_ids: torch.Tensor, answers: list[str]) -> dict[str, torch.Tensor]:
+    """Teacher-forcing inputs: the same prompt (its ids as the processor builds them) then each answer and the end
+    token, right-padded; labels score the answer and end tokens only (the prompt and padding are -100)."""
+    encoded = tokenizer([a + tokenizer.eos_token for a in answers], add_special_tokens=False)["input_ids"]
+    width = len(prompt_ids) + max(len(a) for a in encoded)
+    ids = torch.full((len(answers), width), tokenizer.pad_token_id)
+    labels = torch.full((len(answers), width), -100)
+    mask = torch.zeros((len(answers), width), dtype=torch.long)
+    for row, answer in enumerate(encoded):
+        end = len(prompt_ids) + len(answer)
+        ids[row, : len(prompt_ids)] = prompt_ids
+        ids[row, len(prompt_ids) : end] = labels[row, len(prompt_ids) : end] = torch.tensor(answer)
+        mask[row, :end] = 1
+    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
+
+
+def train_toy_paligemma(out_dir: Path, steps: int = PALIGEMMA_STEPS, seed: int = 0) -> Any:
+    """Train and save a small PaliGemmaForConditionalGeneration (prefix ``caption en``, suffix the caption)."""
+    from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
+    from transformers.models.siglip.image_processing_pil_siglip import SiglipImageProcessorPil
+
+    _set_seed(seed)
+    images, captions = _scenes(TRAIN_IMAGES, TRAIN_SEED + seed)
+    flat = [c for group in captions for c in group]
+    tokenizer = _word_tokenizer(
+        [*flat, PALIGEMMA_PROMPT], ["<image>", "\n"], bos_token="<bos>", eos_token="<eos>", pad_token="<pad>",
+        unk_token="<unk>",
+    )  # fmt: skip
+    image_processor = SiglipImageProcessorPil(size={"height": IMAGE_SIZE, "width": IMAGE_SIZE})
+    image_processor.image_seq_length = IMAGE_TOKENS
+    processor = PaliGemmaProcessor(image_processor=image_processor, tokenizer=tokenizer)
+    config = PaliGemmaConfig(
+        vision_config=_vision(model_type="siglip_vision_model", vision_use_head=False),
+        text_config=_decoder(len(tokenizer), model_type="gemma", bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_index=processor.image_token_id, projection_dim=TOWER["hidden_size"],
+    )  # fmt: skip
+    model = PaliGemmaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    pixels = _pixels(image_processor, images)
+
+    prompt_ids = processor(text=[PALIGEMMA_PROMPT], images=[images[0]], return_tensors="pt")["input_ids"][0]
+
+    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
+        inputs = answer_batch(tokenizer, prompt_ids, texts)
+        # PaliGemma's token types: 0 for the prefix (seen whole), 1 for the suffix (causal), as its processor sets
+        return {**inputs, "token_type_ids": (inputs["labels"] != -100).long(), "pixel_values": pixels[idx]}
+
+    _train(model, batch, steps, seed, lr=2e-3)
+    model.save_pretrained(out_dir / "toy-paligemma")
+    processor.save_pretrained(out_dir / "toy-paligemma")
+    return model, processor
+
+
+def train_toy_llava(out_dir: Path, steps: int = LLAVA_STEPS, seed: int = 0) -> Any:
+    """Train and save a small LlavaForConditionalGeneration asked through its chat template; the loss on the
+    answer tokens only."""
+    from transformers import LlavaConfig, LlavaForConditionalGeneration, LlavaProcessor
+    from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
+
+    _set_seed(seed)
+    images, captions = _scenes(TRAIN_IMAGES, TRAIN_SEED + seed)
+    flat = [c for group in captions for c in group]
+    tokenizer = _word_tokenizer(
+        [*flat, CHAT_PROMPT, "Answer:"], ["<image>", "<|user|>", "<|assistant|>", "<|end|>"], bos_token="<s>",
+        eos_token="<|end|>", pad_token="<pad>", unk_token="<unk>",
+    )  # fmt: skip
+    image_processor = CLIPImageProcessorPil(
+        size={"shortest_edge": IMAGE_SIZE}, crop_size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}
+    )
+    processor = LlavaProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, chat_template=CHAT_TEMPLATE, patch_size=PATCH,
+        vision_feature_select_strategy="default", num_additional_image_tokens=1,
+    )  # fmt: skip
+    config = LlavaConfig(
+        vision_config=_vision(model_type="clip_vision_model"),
+        text_config=_decoder(len(tokenizer), model_type="llama", bos_token_id=tokenizer.bos_token_id,
+                             eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id),
+        image_token_index=processor.image_token_id, vision_feature_select_strategy="default",
+        vision_feature_layer=-1, image_seq_length=IMAGE_TOKENS,
+    )  # fmt: skip
+    model = LlavaForConditionalGeneration(config)
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    pixels = _pixels(image_processor, images)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CHAT_PROMPT}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    prompt_ids = processor(text=[prompt], images=[images[0]], return_tensors="pt")["input_ids"][0]
+
+    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
+        return {**answer_batch(tokenizer, prompt_ids, texts), "pixel_values": pixels[idx]}
+
+    _train(model, batch, steps, seed)
+    model.save_pretrained(out_dir / "toy-llava")
+    processor.save_pretrained(out_dir / "toy-llava")
+    return model, processor
+
+
+@torch.inference_mode()
+def _accuracy(captions: list[str], seed: int) -> float:
+    """The share of ``captions`` (of the scenes of ``seed``, in order) naming their scene's colour and shape."""
+    scenes = generate_scenes(len(captions), seed=seed)
+    right = sum(names_colour_and_shape(c, s.colour, s.shape) for c, (s, _, _) in zip(captions, scenes, strict=True))
+    return right / len(captions)
+
+
+def build_toy_paligemma(out_dir: str | Path, steps: int = PALIGEMMA_STEPS, seed: int = 0) -> dict[str, float]:
+    """Train and save ``toy-paligemma``; the share of its captions of unseen scenes naming colour and shape."""
+    model, processor = train_toy_paligemma(Path(out_dir), steps, seed)
+    images, _ = _scenes(100, EVAL_SEED + seed)
+    inputs = processor(text=[PALIGEMMA_PROMPT] * len(images), images=images, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=20, do_sample=False)
+    answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return {"paligemma_colour_and_shape_accuracy": _accuracy(answers, EVAL_SEED + seed)}
+
+
+def build_toy_llava(out_dir: str | Path, steps: int = LLAVA_STEPS, seed: int = 0) -> dict[str, float]:
+    """Train and save ``toy-llava``; the share of its captions of unseen scenes naming colour and shape."""
+    model, processor = train_toy_llava(Path(out_dir), steps, seed)
+    images, _ = _scenes(100, EVAL_SEED + seed)
+    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CHAT_PROMPT}]}]
+    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
+    inputs = processor(text=[prompt] * len(images), images=images, return_tensors="pt")
+    with torch.inference_mode():
+        output = model.generate(**inputs, max_new_tokens=20, do_sample=False)
+    answers = processor.batch_decode(output[:, inputs["input_ids"].shape[1] :], skip_special_tokens=True)
+    return {"llava_colour_and_shape_accuracy": _accuracy(answers, EVAL_SEED + seed)}
+
+
+if __name__ == "__main__":  # a quick look: python -m capsearch.demo.toy_vlms [steps]
+    import sys
+    import time
+
+    steps_ = int(sys.argv[1]) if len(sys.argv) > 1 else 60
+    with tempfile.TemporaryDirectory() as folder:
+        for build in (build_toy_llava, build_toy_paligemma):
+            started = time.perf_counter()
+            print(build.__name__, build(folder, steps_), f"{time.perf_counter() - started:.1f}s")

@@ -1,0 +1,80 @@
+"""How a captioner is asked for a caption, and where its answer is: one way per kind of family.
+
+* ``continuation`` (BLIP, BLIP-2, GIT, VisionEncoderDecoder): the caption continues an optional prompt
+  (``caption.prompt``, e.g. BLIP's "a picture of"), which is removed from its start; null: the model's own start.
+* ``prefix`` (PaliGemma): the model's processor puts the image tokens, the prompt (``caption en``) and its
+  separator before the answer; the answer is what the model generated after them.
+* ``chat`` (LLaVA, Gemma 3): the prompt is the user's message beside the image, written by the model's own chat
+  template with the generation prompt added; the answer is what the model generated after it, with the template's
+  text and special tokens never part of it.
+
+Which family asks which way, and each family's default prompt, is :mod:`capsearch.models.families`' table. The
+prompt's token ids are built once per prompt by the model's processor (on a probe image: the families run here
+have a fixed number of image tokens) and repeated for every image of a batch, so a batch needs no padding and a
+batched caption equals the caption of the image alone. The answer is decoded without special tokens and its
+whitespace normalised; it is never cut.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+from capsearch.models import ModelLoadError
+from capsearch.models.pixels import probe_image
+
+# what a processor builds around a prompt that ``generate`` takes (not the pixels, not training labels)
+TEXT_INPUTS = ("input_ids", "attention_mask", "token_type_ids")
+
+
+@dataclass(frozen=True)
+class Asked:
+    """A prompt as the model is asked it: its text inputs (1, L), the text the template made of it, and (the
+    continuation way) the prompt as decoded, removed from the start of each caption."""
+
+    inputs: dict[str, torch.Tensor]
+    text: str
+    shown: str = ""
+
+    @property
+    def length(self) -> int:
+        """How many tokens the prompt takes (where a decoder-only model's answer starts)."""
+        return int(self.inputs["input_ids"].shape[1]) if self.inputs else 0
+
+
+def ask(way: str, model_type: str, processor: Any, tokenizer: Any, prompt: str | None, param: str) -> Asked:
+    """The inputs that ask a captioner of ``model_type`` for a caption ``way`` (see the module), with ``prompt``
+    (None: the model's own start, for the continuation way only). ``param``: the model's param, for errors."""
+    if way == "continuation":
+        if not prompt:
+            return Asked({}, "")
+        if processor is not None:
+            encoded = processor(images=[probe_image()], text=[prompt], return_tensors="pt")
+        else:
+            encoded = tokenizer([prompt], return_tensors="pt")
+        ids, mask = encoded["input_ids"], encoded["attention_mask"]
+        if model_type == "git" and int(ids[0, -1]) == tokenizer.sep_token_id:  # GIT continues from [CLS] + prompt
+            ids, mask = ids[:, :-1], mask[:, :-1]
+        shown = tokenizer.decode(ids[0], skip_special_tokens=True).strip()
+        return Asked({"input_ids": ids, "attention_mask": mask}, prompt, shown)
+    assert prompt, "the instruction ways always have a prompt (the family's default where caption.prompt is null)"
+    text = prompt
+    if way == "chat":
+        if not getattr(processor, "chat_template", None):
+            raise ModelLoadError(f"{param}: its processor has no chat template, so it cannot be asked for a caption")
+        messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": prompt}]}]
+        text = processor.apply_chat_template(messages, add_generation_prompt=True)
+    encoded = processor(images=[probe_image()], text=[text], return_tensors="pt")
+    return Asked({name: encoded[name] for name in TEXT_INPUTS if name in encoded}, text)
+
+
+def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked) -> list[str]:
+    """The captions in ``generate``'s ``output`` for a batch asked with ``asked``."""
+    if way == "continuation":
+        texts = [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
+        shown = asked.shown
+        return [text[len(shown) :].strip() if shown and text.startswith(shown) else text for text in texts]
+    generated = output[:, asked.length :]  # decoder-only: the prompt comes back first
+    return [" ".join(text.split()) for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
