@@ -480,7 +480,47 @@ def test_a_checkpoint_a_kill_left_mid_save_is_recovered_and_clear_leaves_nothing
     assert list((tmp_path / "checkpoints").iterdir()) == []
 
 
-def test_fine_tuning_an_instruction_vlm_is_refused_naming_the_param(toy_vlms):
-    llava = Captioner(str(toy_vlms / "toy-llava"), None, "fp32", "cpu")
-    with pytest.raises(ValueError, match=r"^finetune.captioner.epochs: fine-tuning a llava captioner .* not built"):
-        CaptioningTask(llava, caption_settings(), GREEDY, 8, 0)
+@pytest.mark.parametrize("name", ["toy-paligemma", "toy-llava"])
+def test_vlm_teacher_inputs_score_the_answer_and_its_end_not_the_prompt_image_tokens_or_template(name, toy_vlms):
+    captioner = Captioner(str(toy_vlms / name), None, "fp32", "cpu")
+    tokenizer, texts = captioner.tokenizer, ["a red circle", "a small blue square on a white background"]
+    inputs = teacher_inputs(captioner, texts, None)
+    prompt = captioner.asked(None).inputs["input_ids"][0].tolist()  # as captioning asks: image tokens, template
+    asked = tokenizer.convert_ids_to_tokens(prompt)
+    assert "<image>" in asked and (("<|assistant|>" in asked and "answer" in asked) or name == "toy-paligemma")
+    width = inputs["input_ids"].shape[1]
+    for row, text in enumerate(texts):  # token by token
+        answer = [*tokenizer(text, add_special_tokens=False)["input_ids"], tokenizer.eos_token_id]
+        end = len(prompt) + len(answer)
+        ids, labels = inputs["input_ids"][row].tolist(), inputs["labels"][row].tolist()
+        assert ids[: len(prompt)] == prompt and labels[: len(prompt)] == [-100] * len(prompt)
+        assert ids[len(prompt) : end] == answer and labels[len(prompt) : end] == answer
+        assert labels[end:] == [-100] * (width - end) and set(ids[end:]) <= {tokenizer.pad_token_id}
+        assert inputs["attention_mask"][row].tolist() == [1] * end + [0] * (width - end)
+        if name == "toy-paligemma":  # PaliGemma's prefix seen whole (0), its suffix causal (1)
+            assert inputs["token_type_ids"][row].tolist()[:end] == [0] * len(prompt) + [1] * len(answer)
+    assert _scored(inputs, tokenizer) == [f"{text} {tokenizer.eos_token}" for text in texts]
+    pixels = torch.zeros((2, 3, *reversed(captioner.pixels.output_size())), dtype=torch.uint8)
+    loss = captioner.model(pixel_values=captioner.normalised_pixels(pixels), **inputs).loss
+    assert torch.isfinite(loss)
+
+
+def test_a_chat_vlm_fine_tunes_on_the_answer_and_hands_on_a_model_that_captions_as_trained(toy_vlms, striped, tmp_path):
+    captioner = Captioner(str(toy_vlms / "toy-llava"), None, "fp32", "cpu")
+    base = {name: t.clone() for name, t in captioner.model.state_dict().items()}
+    settings_ = caption_settings(epochs=2, learning_rate=1e-3, batch_size=16, warmup_steps=2)
+    outcome = finetune_captioner(
+        captioner, small(striped["train"], 64), small(striped["dev"], 32), settings_, decoding=GREEDY,
+        batch_size=32, workers=0, checkpoints=CheckpointStore(tmp_path / "checkpoint"), checkpoint_steps=1000,
+    )  # fmt: skip
+    assert [row["epoch"] for row in outcome.history.epochs] == [0, 1, 2]
+    assert all(math.isfinite(row[1]) for row in outcome.history.steps)
+    trained = captioner.model.state_dict()
+    assert any(not torch.equal(trained[n], base[n]) for n in base) == (outcome.best_epoch > 0)
+    captioner.save(tmp_path / "saved")  # model, processor, chat template: a caption.model
+    reloaded = Captioner(str(tmp_path / "saved"), None, "fp32", "cpu")
+    assert reloaded.asked(None).text == captioner.asked(None).text
+    ids = striped["test"].image_ids[:8]
+    assert reloaded.caption_images(striped["test"].source, ids, GREEDY, 8) == (
+        captioner.caption_images(striped["test"].source, ids, GREEDY, 8)
+    )

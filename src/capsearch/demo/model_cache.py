@@ -99,7 +99,13 @@ TOY_VLMS = ToyModelSet(
         ToyModel(("toy-paligemma",), "capsearch.demo.toy_vlms:build_toy_paligemma"),
         ToyModel(("toy-llava",), "capsearch.demo.toy_vlms:build_toy_llava"),
     ),
-    ("capsearch.demo.toy_vlms", "capsearch.demo.toy_models", "capsearch.demo.scenes", "capsearch.models.pixels"),
+    (
+        "capsearch.demo.toy_vlms",
+        "capsearch.demo.toy_models",
+        "capsearch.demo.scenes",
+        "capsearch.models.pixels",
+        "capsearch.models.asking",  # they are asked and trained by capsearch's own asking code
+    ),
     KEYED_LIBRARIES,
 )
 TOY_MODEL_NAMES = TOY_MODELS.names

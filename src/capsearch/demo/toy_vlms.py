@@ -11,7 +11,8 @@ own classes and processors with tiny configs and saved with ``save_pretrained`` 
   special tokens (``<|user|>``, ``<|end|>``) around the prompt, which a caption must never contain.
 
 Both tokenizers are word-level, trained on the scenes' captions and the prompts (``tokenizers``, saved as
-``tokenizer.json``). Each is trained on the answer tokens only (the prompt and template masked).
+``tokenizer.json``). Each is asked and trained as capsearch asks and fine-tunes it (:mod:`capsearch.models.asking`):
+on the answer tokens only, the prompt and template masked.
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from PIL import Image
 
 from capsearch.demo.scenes import generate_scenes
 from capsearch.demo.toy_models import IMAGE_SIZE, TOWER, _pixels, _set_seed, names_colour_and_shape
+from capsearch.models.asking import ask, teacher_forced
 
 PALIGEMMA_PROMPT = "caption en"  # PaliGemma's own caption prefix (and capsearch's default for the family)
 CHAT_PROMPT = "Describe this image in one sentence."  # capsearch's default for chat-template families
@@ -91,22 +93,6 @@ def _one_caption_each(captions: list[list[str]], seed: int) -> list[str]:
     return [group[pick] for group, pick in zip(captions, picks, strict=True)]
 
 
-def answer_batch(tokenizer: Any, prompt_ids: torch.Tensor, answers: list[str]) -> dict[str, torch.Tensor]:
-    """Teacher-forcing inputs: the same prompt (its ids as the processor builds them) then each answer and the end
-    token, right-padded; labels score the answer and end tokens only (the prompt and padding are -100)."""
-    encoded = tokenizer([a + tokenizer.eos_token for a in answers], add_special_tokens=False)["input_ids"]
-    width = len(prompt_ids) + max(len(a) for a in encoded)
-    ids = torch.full((len(answers), width), tokenizer.pad_token_id)
-    labels = torch.full((len(answers), width), -100)
-    mask = torch.zeros((len(answers), width), dtype=torch.long)
-    for row, answer in enumerate(encoded):
-        end = len(prompt_ids) + len(answer)
-        ids[row, : len(prompt_ids)] = prompt_ids
-        ids[row, len(prompt_ids) : end] = labels[row, len(prompt_ids) : end] = torch.tensor(answer)
-        mask[row, :end] = 1
-    return {"input_ids": ids, "attention_mask": mask, "labels": labels}
-
-
 def train_toy_paligemma(out_dir: Path, steps: int = PALIGEMMA_STEPS, seed: int = 0) -> Any:
     """Train and save a small PaliGemmaForConditionalGeneration (prefix ``caption en``, suffix the caption)."""
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
@@ -133,13 +119,11 @@ def train_toy_paligemma(out_dir: Path, steps: int = PALIGEMMA_STEPS, seed: int =
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     pixels = _pixels(image_processor, images)
 
-    prompt_ids = processor(text=[PALIGEMMA_PROMPT], images=[images[0]], return_tensors="pt")["input_ids"][0]
+    asked = ask("prefix", "paligemma", processor, tokenizer, PALIGEMMA_PROMPT, "toy-paligemma")
 
     def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
-        inputs = answer_batch(tokenizer, prompt_ids, texts)
-        # PaliGemma's token types: 0 for the prefix (seen whole), 1 for the suffix (causal), as its processor sets
-        return {**inputs, "token_type_ids": (inputs["labels"] != -100).long(), "pixel_values": pixels[idx]}
+        return {**teacher_forced("prefix", tokenizer, asked, texts), "pixel_values": pixels[idx]}
 
     _train(model, batch, steps, seed, lr=2e-3)
     model.save_pretrained(out_dir / "toy-paligemma")
@@ -178,13 +162,11 @@ def train_toy_llava(out_dir: Path, steps: int = LLAVA_STEPS, seed: int = 0) -> A
     model.generation_config.eos_token_id = tokenizer.eos_token_id
     model.generation_config.pad_token_id = tokenizer.pad_token_id
     pixels = _pixels(image_processor, images)
-    messages = [{"role": "user", "content": [{"type": "image"}, {"type": "text", "text": CHAT_PROMPT}]}]
-    prompt = processor.apply_chat_template(messages, add_generation_prompt=True)
-    prompt_ids = processor(text=[prompt], images=[images[0]], return_tensors="pt")["input_ids"][0]
+    asked = ask("chat", "llava", processor, tokenizer, CHAT_PROMPT, "toy-llava")
 
     def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
         texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
-        return {**answer_batch(tokenizer, prompt_ids, texts), "pixel_values": pixels[idx]}
+        return {**teacher_forced("chat", tokenizer, asked, texts), "pixel_values": pixels[idx]}
 
     _train(model, batch, steps, seed)
     model.save_pretrained(out_dir / "toy-llava")

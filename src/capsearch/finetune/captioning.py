@@ -4,7 +4,10 @@ The loss is the family's own language-model loss (``forward(labels=...)``): BLIP
 (with its label smoothing), GIT's causal LM after the image tokens, a VisionEncoderDecoder's decoder from its
 start token, BLIP-2's language model after its query tokens (with the Q-Former and projection the only parts that
 train, as BLIP-2 was trained). With ``caption.prompt`` set, each caption is trained as the prompt's continuation
-and the prompt's tokens are not scored (as LAVIS trains BLIP). The loop is :mod:`capsearch.finetune.loop`'s.
+and the prompt's tokens are not scored (as LAVIS trains BLIP). An instruction VLM (PaliGemma, LLaVA, Gemma 3) is
+trained as it is asked (:func:`capsearch.models.asking.teacher_forced`): its prompt, image tokens and template as
+they are built for captioning, then the caption and the end token, which alone are scored. The loop is
+:mod:`capsearch.finetune.loop`'s.
 """
 
 from __future__ import annotations
@@ -17,17 +20,20 @@ import torch
 from capsearch.evaluation.coco_captions import bleu_of, cider_d_of, tokenize_pairs
 from capsearch.finetune.checkpoint import CheckpointStore
 from capsearch.finetune.loop import Logger, Named, Outcome, Pairs, Task, add_lora, train
+from capsearch.models.asking import IGNORE, teacher_forced
 from capsearch.models.captioner import Captioner, DecodingSettings
 from capsearch.models.pixels import probe_image
 from capsearch.params import FinetuneCaptionerParams
 
-IGNORE = -100  # labels transformers' losses skip
 # the image encoder of each family (freeze: vision); BLIP-2 trains only what follows its prefixes in ``BLIP2_TRAINS``
 VISION = {
     "blip": ("vision_model.",),
     "git": ("git.image_encoder.",),
     "vision-encoder-decoder": ("encoder.",),
     "blip-2": ("vision_model.",),
+    "paligemma": ("model.vision_tower.",),
+    "llava": ("model.vision_tower.",),
+    "gemma3": ("model.vision_tower.",),
 }
 BLIP2_TRAINS = ("qformer.", "query_tokens", "language_projection.")
 LORA_TARGETS = ["query", "key", "value", "qkv", "q_proj", "k_proj", "v_proj", "out_proj"]
@@ -48,11 +54,6 @@ class CaptioningTask(Task):
     ) -> None:
         if captioner.family.model_type == "vision-encoder-decoder" and decoding.prompt:
             raise ValueError("caption.prompt: vision-encoder-decoder captioners take no prompt")
-        if captioner.family.asking != "continuation":
-            raise ValueError(
-                f"{p.name('epochs')}: fine-tuning a {captioner.family.model_type} captioner (asked through its "
-                f"{captioner.family.asking} prompt) is not built yet; set it to 0 to caption with the model as it is"
-            )
         if p.lora_rank and captioner.family.model_type == "blip-2":
             raise ValueError(
                 f"{p.name('lora_rank')}: BLIP-2 fine-tunes its Q-Former and projection only (its language model "
@@ -119,6 +120,8 @@ def teacher_inputs(captioner: Captioner, texts: Sequence[str], prompt: str | Non
     """The token inputs and labels of a batch of captions for ``captioner``'s family: padding and the prompt's
     tokens labelled -100, every caption ending with the end token generation stops at."""
     kind, tokenizer = captioner.family.model_type, captioner.tokenizer
+    if captioner.family.asking != "continuation":  # an instruction VLM: asked as it captions, the answer scored
+        return teacher_forced(captioner.family.asking, tokenizer, captioner.asked(prompt), list(texts))
     config = captioner.model.config
     full = [f"{prompt} {text}" if prompt else text for text in texts]
     if kind == "vision-encoder-decoder":

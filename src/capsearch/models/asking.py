@@ -78,3 +78,32 @@ def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked) -> lis
         return [text[len(shown) :].strip() if shown and text.startswith(shown) else text for text in texts]
     generated = output[:, asked.length :]  # decoder-only: the prompt comes back first
     return [" ".join(text.split()) for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+
+IGNORE = -100  # labels transformers' losses skip
+
+
+def teacher_forced(way: str, tokenizer: Any, asked: Asked, texts: list[str]) -> dict[str, torch.Tensor]:
+    """Training inputs of an instruction VLM asked with ``asked`` (prefix or chat): the prompt's ids as the model is
+    asked (image tokens, template, generation prompt), then each text and the end token, right-padded. Labels score
+    the text and its end token only (the prompt, the template and the padding are -100). Where the prompt has token
+    types, the answer's are 1 for the prefix way (PaliGemma's suffix; its prefix is 0 and seen whole) and 0 for a
+    chat model (Gemma 3 marks its image tokens 1)."""
+    prompt = asked.inputs["input_ids"][0]
+    answers = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+    answers = [[*answer, tokenizer.eos_token_id] for answer in answers]
+    width = len(prompt) + max(len(answer) for answer in answers)
+    ids = torch.full((len(answers), width), tokenizer.pad_token_id, dtype=torch.long)
+    labels = torch.full((len(answers), width), IGNORE, dtype=torch.long)
+    mask = torch.zeros((len(answers), width), dtype=torch.long)
+    for row, answer in enumerate(answers):
+        end = len(prompt) + len(answer)
+        ids[row, : len(prompt)] = prompt
+        ids[row, len(prompt) : end] = labels[row, len(prompt) : end] = torch.tensor(answer)
+        mask[row, :end] = 1
+    inputs = {"input_ids": ids, "attention_mask": mask, "labels": labels}
+    if "token_type_ids" in asked.inputs:
+        types = torch.full((len(answers), width), int(way == "prefix"), dtype=torch.long)
+        types[:, : len(prompt)] = asked.inputs["token_type_ids"][0]
+        inputs["token_type_ids"] = types
+    return inputs
