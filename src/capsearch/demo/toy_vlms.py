@@ -93,6 +93,29 @@ def _one_caption_each(captions: list[list[str]], seed: int) -> list[str]:
     return [group[pick] for group, pick in zip(captions, picks, strict=True)]
 
 
+def _fit_and_save(
+    model: Any, processor: Any, asking: tuple[str, str], scenes: tuple[list[Image.Image], list[list[str]]],
+    hyper: tuple[int, int, float], folder: Path,
+) -> None:  # fmt: skip
+    """Train ``model`` on the scenes' captions as capsearch asks it (``asking``: the way and the prompt, see
+    :mod:`capsearch.models.asking`; ``hyper``: steps, seed, learning rate), then save it and its processor in
+    ``folder``."""
+    (images, captions), (steps, seed, lr), (way, prompt) = scenes, hyper, asking
+    tokenizer = processor.tokenizer
+    model.generation_config.eos_token_id = tokenizer.eos_token_id
+    model.generation_config.pad_token_id = tokenizer.pad_token_id
+    pixels = _pixels(processor.image_processor, images)
+    asked = ask(way, model.config.model_type, processor, tokenizer, prompt, folder.name)
+
+    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
+        texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
+        return {**teacher_forced(way, tokenizer, asked, texts), "pixel_values": pixels[idx]}
+
+    _train(model, batch, steps, seed, lr)
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+
+
 def train_toy_paligemma(out_dir: Path, steps: int = PALIGEMMA_STEPS, seed: int = 0) -> Any:
     """Train and save a small PaliGemmaForConditionalGeneration (prefix ``caption en``, suffix the caption)."""
     from transformers import PaliGemmaConfig, PaliGemmaForConditionalGeneration, PaliGemmaProcessor
@@ -115,19 +138,8 @@ def train_toy_paligemma(out_dir: Path, steps: int = PALIGEMMA_STEPS, seed: int =
         image_token_index=processor.image_token_id, projection_dim=TOWER["hidden_size"],
     )  # fmt: skip
     model = PaliGemmaForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    pixels = _pixels(image_processor, images)
-
-    asked = ask("prefix", "paligemma", processor, tokenizer, PALIGEMMA_PROMPT, "toy-paligemma")
-
-    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
-        return {**teacher_forced("prefix", tokenizer, asked, texts), "pixel_values": pixels[idx]}
-
-    _train(model, batch, steps, seed, lr=2e-3)
-    model.save_pretrained(out_dir / "toy-paligemma")
-    processor.save_pretrained(out_dir / "toy-paligemma")
+    _fit_and_save(model, processor, ("prefix", PALIGEMMA_PROMPT), (images, captions), (steps, seed, 2e-3),
+                  out_dir / "toy-paligemma")  # fmt: skip
     return model, processor
 
 
@@ -159,18 +171,8 @@ def train_toy_llava(out_dir: Path, steps: int = LLAVA_STEPS, seed: int = 0) -> A
         vision_feature_layer=-1, image_seq_length=IMAGE_TOKENS,
     )  # fmt: skip
     model = LlavaForConditionalGeneration(config)
-    model.generation_config.eos_token_id = tokenizer.eos_token_id
-    model.generation_config.pad_token_id = tokenizer.pad_token_id
-    pixels = _pixels(image_processor, images)
-    asked = ask("chat", "llava", processor, tokenizer, CHAT_PROMPT, "toy-llava")
-
-    def batch(idx: torch.Tensor) -> dict[str, torch.Tensor]:
-        texts = _one_caption_each([captions[i] for i in idx.tolist()], int(idx.sum()))
-        return {**teacher_forced("chat", tokenizer, asked, texts), "pixel_values": pixels[idx]}
-
-    _train(model, batch, steps, seed)
-    model.save_pretrained(out_dir / "toy-llava")
-    processor.save_pretrained(out_dir / "toy-llava")
+    _fit_and_save(model, processor, ("chat", CHAT_PROMPT), (images, captions), (steps, seed, 3e-3),
+                  out_dir / "toy-llava")  # fmt: skip
     return model, processor
 
 
