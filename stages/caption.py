@@ -20,6 +20,7 @@ def main() -> None:
     # torch and transformers load only once the params are checked: a bad param fails in a second
     from capsearch.engine import compute_parts
     from capsearch.job import ImageTask
+    from capsearch.models.asking import told
     from capsearch.models.captioner import Captioner, DecodingSettings
     from capsearch.models.runtime import model_label, resolve_runtime
     from capsearch.progress import counted
@@ -33,12 +34,11 @@ def main() -> None:
         run = compute_parts(task, parts, store, rt, knobs)
     except EXPECTED as exc:
         fail("caption", exc)
-    asked = task.family.prompt(settings.prompt)  # the family's default where caption.prompt is null
-    how = {"chat": " through its chat template", "prefix": " as its prefix"}.get(task.family.asking, "")
+    asked = told(task.family.asking, task.family.prompt(settings.prompt))  # the family's default where it is null
     summary(
         "caption",
         f"captioned by {model_label(run.manifest['model'], run.manifest['revision'])} ({p.precision}, "
-        f"{counted(settings.num_beams, 'beam')}{f', asked {asked!r}{how}' if asked else ''}): {run.describe()} in "
+        f"{counted(settings.num_beams, 'beam')}{f', {asked}' if asked else ''}): {run.describe()} in "
         f"{run.seconds:.1f}s -> {RUN.generated}",
     )
 

@@ -80,6 +80,12 @@ def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked) -> lis
     return [" ".join(text.split()) for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
 
 
+def told(way: str, prompt: str | None) -> str:
+    """What a run was asked, for a stage's summary: ``asked 'caption en' as its prefix`` (empty without a prompt)."""
+    how = {"chat": " through its chat template", "prefix": " as its prefix"}.get(way, "")
+    return f"asked {prompt!r}{how}" if prompt else ""
+
+
 IGNORE = -100  # labels transformers' losses skip
 
 
