@@ -11,6 +11,10 @@ weights):
 - the CLIP image tower alone on pixels already on the device;
 - embed_images end to end, both decode paths; embed_texts;
 - caption end to end, greedy 20 tokens and the default params (3 beams, up to 30 tokens);
+- an instruction VLM next to BLIP-base: SmolVLM-256M's architecture (Idefics3: its processor splits a 500×375
+  photo into 12 tiles of 512 px and a global image, 64 tokens each, asked through its chat template) with random
+  weights, greedy 20 tokens, each model in its own process so that its peak memory is its own (peak RSS on the
+  CPU, peak allocated on a GPU);
 - all of Flickr8k's model work as the stages run it (``compute_parts`` for caption with the default params and
   embed_images, then ``embed_texts`` of 40,460 captions; model loading included);
 - the decode deviation: the GPU path against the CPU path on the same photos (pixels, image-embedding cosine)
@@ -44,6 +48,7 @@ from PIL import Image
 
 from capsearch.artifacts import PartStore, plan_parts
 from capsearch.data.images import ImageSource
+from capsearch.demo.toy_vlms import SMOLVLM_256M, TINY_IDEFICS3, build_idefics3
 from capsearch.engine import compute_parts
 from capsearch.job import ImageTask
 from capsearch.models.batching import AUTO_BATCH_SIZES, resolve_num_workers
@@ -59,9 +64,16 @@ GREEDY = DecodingSettings(num_beams=1, max_new_tokens=20, min_new_tokens=20)
 DEFAULT_PARAMS = DecodingSettings(num_beams=3, max_new_tokens=30, min_new_tokens=5)
 FLICKR8K_IMAGES, FLICKR8K_CAPTIONS = 8091, 40460
 PRESETS = {  # how many images (or texts) each row uses
-    "cuda": {"images": FLICKR8K_IMAGES, "caption": 4096, "params": 2048, "texts": FLICKR8K_CAPTIONS, "whole": 1},
-    "cpu": {"images": 256, "caption": 24, "params": 8, "texts": 4096, "whole": 0},
-    "quick": {"images": 48, "caption": 8, "params": 4, "texts": 256, "whole": 1},
+    "cuda": {
+        "images": FLICKR8K_IMAGES,
+        "caption": 4096,
+        "params": 2048,
+        "texts": FLICKR8K_CAPTIONS,
+        "whole": 1,
+        "vlm": 512,
+    },
+    "cpu": {"images": 256, "caption": 24, "params": 8, "texts": 4096, "whole": 0, "vlm": 4},
+    "quick": {"images": 48, "caption": 8, "params": 4, "texts": 256, "whole": 1, "vlm": 2},
 }
 DEVIATION_IMAGES = {"cuda": 1024, "cpu": 64, "quick": 16}
 BATCH_KEYS = {"caption": "caption", "embed_images": "embed", "embed_texts": "text"}
@@ -122,7 +134,9 @@ class Table:
         self.rows: list[dict[str, Any]] = []
         self.deviation: list[dict[str, Any]] = []
 
-    def add(self, work: str, way: str, decode: str, count: int, seconds: float, unit: str = "images") -> None:
+    def add(
+        self, work: str, way: str, decode: str, count: int, seconds: float, unit: str = "images", **extra: Any
+    ) -> None:
         rate = count / seconds if seconds > 0 else float("inf")
         row = {
             "work": work,
@@ -133,6 +147,7 @@ class Table:
             "seconds": round(seconds, 3),
             "images_per_s": round(rate, 2),
             "machine": self.machine,
+            **extra,
         }
         self.rows.append(row)
         print(f"{work:<34} {way:<50} {decode:<4} {count:>6} {unit} in {seconds:8.2f}s = {rate:10.1f}/s", flush=True)
@@ -252,6 +267,40 @@ def bench_caption(
 
         way = f"capsearch {dtype}, batch {batch}, {workers} workers"
         table.add(f"caption ({name})", way, decode, len(chosen), timed(caption, device))
+
+
+def _caption_in_own_process(model: str, folder: str, ids: list[str], settings: dict[str, Any]) -> dict[str, Any]:
+    """(In a fresh process) load ``model``, caption one image to warm up, then ``ids`` greedily: the seconds, the
+    caption tokens per image and the process's peak memory in MB (RSS on the CPU, allocated on a GPU)."""
+    import resource
+
+    device, batch = settings["device"], settings["caption_batch"]
+    captioner = Captioner(model, precision=settings["precision"], device=device.type)
+    source = ImageSource(folder)
+    captioner.caption_images(source, ids[:1], GREEDY, 1, 0)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+    seconds = timed(lambda: captioner.caption_images(source, ids, GREEDY, batch, settings["workers"]), device)
+    if device.type == "cuda":
+        peak = torch.cuda.max_memory_allocated() / 2**20
+    else:
+        peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # KiB on Linux
+    run = captioner.last_run
+    family = captioner.family.model_type
+    return {"seconds": seconds, "tokens": run.tokens / max(run.computed, 1), "peak_mb": round(peak), "family": family}
+
+
+def bench_vlm(table: Table, models: dict[str, Path], folder: Path, ids: list[str], settings: dict[str, Any]) -> None:
+    """Greedy captions (20 tokens) by each of ``models`` (name -> folder), each in its own spawned process."""
+    context = multiprocessing.get_context("spawn")
+    for name, model in models.items():
+        with context.Pool(1) as pool:
+            got = pool.apply(_caption_in_own_process, (str(model), str(folder), ids, settings))
+        way = f"{name} ({got['family']}), batch {settings['caption_batch']}, {settings['workers']} workers"
+        table.add(
+            "caption: VLM vs BLIP (greedy, 20 tokens)", way, "cpu", len(ids), got["seconds"],
+            peak_mb=got["peak_mb"], tokens_per_image=round(got["tokens"], 1),
+        )  # fmt: skip
 
 
 def bench_whole(
@@ -430,6 +479,11 @@ def run_benchmark(args: argparse.Namespace) -> dict[str, Any]:
     bench_deviation(table, embedder, source, ids[: DEVIATION_IMAGES[kind]], gpu, settings, toy)
     del embedder
     bench_caption(table, blip_dir, source, ids, preset, gpu, settings)
+    shape = ("idefics3-tiny-random", TINY_IDEFICS3) if args.models == "toy" else ("smolvlm-256m-random", SMOLVLM_256M)
+    vlm = Path(args.models_dir) / shape[0]
+    if not (vlm / "model.safetensors").exists():
+        build_idefics3(vlm, shape[1])
+    bench_vlm(table, {"BLIP": blip_dir, "SmolVLM-256M shape": vlm}, folder, ids[: preset["vlm"]], settings)
     if preset["whole"]:
         whole_texts = _texts(FLICKR8K_CAPTIONS if kind == "cuda" else 5 * len(ids), seed=1)
         bench_whole(table, (blip_dir, clip_dir), folder, ids, whole_texts, gpu, settings)

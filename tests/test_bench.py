@@ -16,7 +16,8 @@ def test_the_stage_benchmark_runs_in_quick_mode_and_writes_every_row(toy_models,
     out = tmp_path / "stages.json"
     result = subprocess.run(
         [sys.executable, "bench/stages.py", "--quick", "--device", "cpu", "--models", "toy", "--toy-models",
-         str(toy_models), "--images-dir", str(tmp_path / "photos"), "--out", str(out)],
+         str(toy_models), "--images-dir", str(tmp_path / "photos"), "--models-dir", str(tmp_path / "models"),
+         "--out", str(out)],
         cwd=PROJECT, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert result.returncode == 0, result.stderr[-3000:]
@@ -26,7 +27,10 @@ def test_the_stage_benchmark_runs_in_quick_mode_and_writes_every_row(toy_models,
     works = {row["work"] for row in rows}
     assert {"decode + resize", "embed_images: loader only", "embed_images: model only", "embed_images",
             "embed_texts", "caption (greedy, 20 tokens)", "caption (default params: 3 beams, <=30 tokens)",
-            "Flickr8k: all model work"} <= works  # fmt: skip
+            "Flickr8k: all model work", "caption: VLM vs BLIP (greedy, 20 tokens)"} <= works  # fmt: skip
+    vlm = [row for row in rows if row["work"].startswith("caption: VLM")]
+    assert [row["way"].split(" (")[1].split(")")[0] for row in vlm] == ["blip", "idefics3"]
+    assert all(row["peak_mb"] > 100 and row["tokens_per_image"] > 0 for row in vlm)
     assert {row["decode"] for row in rows} <= {"cpu", "gpu", "none"} and report["decode_auto"] == "cpu"
     pixels, recall = report["deviation"]
     assert 0 < pixels["max_pixel_difference"] <= 8 and pixels["min_cosine"] > 0.99

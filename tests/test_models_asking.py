@@ -68,7 +68,7 @@ def test_the_prompt_decides_the_recipe_and_the_default_is_the_familys(toy_vlms, 
 @pytest.mark.parametrize(
     ("config", "message"),
     [
-        ({"model_type": "qwen2_vl", "architectures": ["Qwen2VLForConditionalGeneration"]}, "own patch grid"),
+        ({"model_type": "qwen3_vl", "architectures": ["Qwen3VLForConditionalGeneration"]}, "own patch grid"),
         ({"model_type": "smolvlm", "architectures": ["SmolVLMForConditionalGeneration"]}, "into tiles"),
         (
             {"model_type": "florence2", "auto_map": {"AutoModelForCausalLM": "modeling_florence2.Florence2"}},

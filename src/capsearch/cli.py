@@ -281,7 +281,7 @@ def _caption(args: argparse.Namespace) -> int:
         source,
         ids,
         settings,
-        runtime.batch_sizes["caption"],
+        runtime.batch_for("caption", captioner.family),
         runtime.num_workers,
         runtime.cache,
         runtime.decode,

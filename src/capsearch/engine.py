@@ -29,6 +29,7 @@ from capsearch.artifacts import PartStore, PlannedPart
 from capsearch.data.images import ImageSource
 from capsearch.data.webdataset import file_sha256, index_shard, shards_digest
 from capsearch.job import EngineError, ImageTask, PartResult
+from capsearch.models.batching import RunStats
 from capsearch.models.runtime import Runtime, precision_name
 from capsearch.params import ENGINES, RuntimeParams
 
@@ -65,7 +66,7 @@ def _local_parts(
     if not todo:
         return
     wrapper = task.load(runtime.device)
-    computed = cached = gpu = fallback = 0
+    computed = cached = gpu = fallback = tokens = 0
     for part in todo:
         source = ImageSource(part.shard)
         try:
@@ -75,13 +76,14 @@ def _local_parts(
         stats = wrapper.last_run
         unreadable = {image_id for image_id, _ in stats.skipped}
         good = [image_id for image_id in part.image_ids if image_id not in unreadable]
-        computed, cached = computed + stats.computed, cached + stats.cached
+        computed, cached, tokens = computed + stats.computed, cached + stats.cached, tokens + stats.tokens
         gpu, fallback = gpu + stats.gpu_decoded, fallback + stats.cpu_fallbacks
         decoded = f", {gpu} decoded on the GPU and {fallback} on the CPU" if stats.decode == "gpu" else ""
         notes["detail"] = (
             f"{precision_name(wrapper.dtype)} on {wrapper.device.type}, batch {stats.batch_size}, "
-            f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed, "
-            f"{cached} from the result cache ({runtime.cache_note()})"
+            f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed"
+            f"{RunStats(computed=computed, tokens=tokens).per_image_tokens()}, {cached} from the result cache "
+            f"({runtime.cache_note()})"
         )
         yield PartResult(part, good, values, stats.skipped)
 

@@ -129,7 +129,7 @@ class ImageTask:
         """Results for the readable ones of ``ids`` through the wrapper's own loop (decoding workers, OOM back-off,
         result cache); ``wrapper.last_run.skipped`` names the unreadable ones."""
         return wrapper.run_images(
-            source, ids, self.settings, runtime.batch_sizes[self.kind], runtime.num_workers, runtime.cache,
+            source, ids, self.settings, runtime.batch_for(self.kind, self.family), runtime.num_workers, runtime.cache,
             self.decode, skip_unreadable=True,
         )  # fmt: skip
 

@@ -45,7 +45,14 @@ def caption_and_embed(
     """
     sizes, workers, cache, decode = runtime.batch_sizes, runtime.num_workers, runtime.cache, runtime.decode
     generated = captioner.caption_images(
-        source, image_ids, settings, sizes["caption"], workers, cache, decode, skip_unreadable=True
+        source,
+        image_ids,
+        settings,
+        runtime.batch_for("caption", captioner.family),
+        workers,
+        cache,
+        decode,
+        skip_unreadable=True,
     )
     skipped = captioner.last_run.skipped
     unreadable = {image_id for image_id, _ in skipped}

@@ -214,12 +214,17 @@ def ray_parts(
     task: ImageTask, todo: Sequence[PlannedPart], runtime: Runtime, knobs: RuntimeParams, notes: dict[str, str]
 ) -> Iterator[PartResult]:
     """Compute ``todo`` on Ray; each part is yielded as soon as all its rows are back."""
+    pipeline = task.pixel_pipeline()
+    if not isinstance(pipeline, PixelPipeline):
+        raise EngineError(
+            f"runtime.engine: the ray engine decodes images to one pixel size, but a {task.family.model_type} "
+            "model's own processor gives each image its own tiles or patch grid; use runtime.engine: local"
+        )
     started = connect(knobs.ray_address)
     stalled = False
     try:
         plan = actor_plan(knobs)
-        batch_size = runtime.batch_sizes[task.kind]
-        pipeline = task.pixel_pipeline()
+        batch_size = runtime.batch_for(task.kind, task.family)
         # absolute paths: Ray's workers do not run in the driver's folder (on a cluster, every node must see the
         # shards at the same path: a shared file system)
         items = [

@@ -208,6 +208,112 @@ def build_toy_llava(out_dir: str | Path, steps: int = LLAVA_STEPS, seed: int = 0
     return {"llava_colour_and_shape_accuracy": _accuracy(answers, EVAL_SEED + seed)}
 
 
+# VLMs whose processor tiles each image or gives it its own patch grid: built with random weights, for what their
+# processors make and how capsearch batches it (the captions are the model's, not a scene's description)
+IDEFICS3_TEMPLATE = (  # SmolVLM's chat template
+    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] =="
+    " 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text'"
+    " %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
+    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
+)
+QWEN2_VL_TEMPLATE = (  # Qwen2-VL's, without its default system message
+    "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}{% if "
+    "part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
+    "{% endfor %}<|im_end|>\n{% endfor %}{% if add_generation_prompt %}<|im_start|>assistant\n{% endif %}"
+)
+TINY_TEXT = {"hidden_size": 48, "intermediate_size": 96, "num_hidden_layers": 2, "num_attention_heads": 4,
+             "num_key_value_heads": 2, "max_position_embeddings": 4096}  # fmt: skip
+# SmolVLM-256M's published shape (HuggingFaceTB/SmolVLM-256M-Instruct; model type idefics3): a SigLIP-B/16 tower at
+# 512 px, pixel shuffle by 4 (64 image tokens per tile), SmolLM2-135M's decoder; images up to 2048 px in 512 px tiles
+SMOLVLM_256M = {
+    "vision": {"hidden_size": 768, "intermediate_size": 3072, "num_hidden_layers": 12, "num_attention_heads": 12,
+               "image_size": 512, "patch_size": 16},
+    "text": {"hidden_size": 576, "intermediate_size": 1536, "num_hidden_layers": 30, "num_attention_heads": 9,
+             "num_key_value_heads": 3, "max_position_embeddings": 8192, "rope_theta": 100000.0},
+    "scale_factor": 4, "longest_edge": 2048, "vocab_size": 49280,
+}  # fmt: skip
+TINY_IDEFICS3 = {
+    "vision": {"hidden_size": 32, "intermediate_size": 64, "num_hidden_layers": 2, "num_attention_heads": 4,
+               "image_size": 32, "patch_size": 8},
+    "text": TINY_TEXT, "scale_factor": 2, "longest_edge": 64, "vocab_size": 0,
+}  # fmt: skip
+
+
+def _tiny_words() -> list[str]:
+    return [c for _, _, group in generate_scenes(40, seed=TRAIN_SEED) for c in group] + [CHAT_PROMPT]
+
+
+def build_idefics3(folder: str | Path, shape: dict[str, Any] = TINY_IDEFICS3, seed: int = 0) -> Path:
+    """An ``Idefics3ForConditionalGeneration`` (SmolVLM's class) of ``shape`` with random weights and its real
+    processor (image splitting into tiles of the tower's size, a global image, row/column tokens; SmolVLM's chat
+    template), saved in ``folder``. ``vocab_size`` 0: the word-level tokenizer's size."""
+    from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
+    from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+
+    _set_seed(seed)
+    tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
+    tokenizer = _word_tokenizer(
+        [*_tiny_words(), "User:", "Assistant:"],
+        ["<image>", "<fake_token_around_image>", "<global-img>", "<end_of_utterance>", *tiles],
+        bos_token="<|im_start|>", eos_token="<end_of_utterance>", pad_token="<pad>", unk_token="<unk>",
+    )  # fmt: skip
+    vision, tile = shape["vision"], shape["vision"]["image_size"]
+    image_processor = Idefics3ImageProcessorPil(
+        size={"longest_edge": shape["longest_edge"]}, max_image_size={"longest_edge": tile}
+    )
+    image_tokens = (tile // vision["patch_size"]) ** 2 // shape["scale_factor"] ** 2
+    processor = Idefics3Processor(
+        image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_tokens,
+        chat_template=IDEFICS3_TEMPLATE,
+    )  # fmt: skip
+    ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
+           "eos_token_id": tokenizer.eos_token_id}  # fmt: skip
+    vocab = shape["vocab_size"] or len(tokenizer)
+    config = Idefics3Config(
+        vision_config=vision, text_config={"model_type": "llama", **shape["text"], "vocab_size": vocab, **ids},
+        scale_factor=shape["scale_factor"], image_token_id=processor.image_token_id, pad_token_id=ids["pad_token_id"],
+    )  # fmt: skip
+    return _save_random(Idefics3ForConditionalGeneration(config), processor, Path(folder))
+
+
+def build_qwen2_vl(folder: str | Path, seed: int = 0) -> Path:
+    """A tiny ``Qwen2VLForConditionalGeneration`` with random weights and its real processor (each image resized to
+    its own grid of 14 px patches, merged 2 x 2; Qwen2-VL's chat template), saved in ``folder``."""
+    from transformers import Qwen2VLConfig, Qwen2VLForConditionalGeneration, Qwen2VLProcessor
+    from transformers.models.qwen2_vl.image_processing_pil_qwen2_vl import Qwen2VLImageProcessorPil
+    from transformers.models.qwen2_vl.video_processing_qwen2_vl import Qwen2VLVideoProcessor
+
+    _set_seed(seed)
+    tokenizer = _word_tokenizer(
+        [*_tiny_words(), "user", "assistant"],
+        ["<|im_start|>", "<|im_end|>", "<|vision_start|>", "<|vision_end|>", "<|image_pad|>", "<|video_pad|>"],
+        bos_token="<|im_start|>", eos_token="<|im_end|>", pad_token="<pad>", unk_token="<unk>",
+    )  # fmt: skip
+    image_processor = Qwen2VLImageProcessorPil(min_pixels=28 * 28, max_pixels=112 * 112, patch_size=14, merge_size=2)
+    processor = Qwen2VLProcessor(
+        image_processor=image_processor, tokenizer=tokenizer, video_processor=Qwen2VLVideoProcessor(),
+        chat_template=QWEN2_VL_TEMPLATE,
+    )  # fmt: skip
+    config = Qwen2VLConfig(
+        vision_config={"depth": 2, "embed_dim": 32, "hidden_size": 48, "num_heads": 4, "mlp_ratio": 2,
+                       "patch_size": 14, "spatial_merge_size": 2, "temporal_patch_size": 2},
+        text_config={**TINY_TEXT, "vocab_size": len(tokenizer), "rope_scaling": {"type": "mrope",
+                     "mrope_section": [2, 2, 2]}, "pad_token_id": tokenizer.pad_token_id,
+                     "bos_token_id": tokenizer.bos_token_id, "eos_token_id": tokenizer.eos_token_id},
+        image_token_id=processor.image_token_id, video_token_id=processor.video_token_id,
+        vision_start_token_id=tokenizer.convert_tokens_to_ids("<|vision_start|>"),
+    )  # fmt: skip
+    return _save_random(Qwen2VLForConditionalGeneration(config), processor, Path(folder))
+
+
+def _save_random(model: Any, processor: Any, folder: Path) -> Path:
+    model.generation_config.eos_token_id = processor.tokenizer.eos_token_id
+    model.generation_config.pad_token_id = processor.tokenizer.pad_token_id
+    model.save_pretrained(folder)
+    processor.save_pretrained(folder)
+    return folder
+
+
 if __name__ == "__main__":  # a quick look: python -m capsearch.demo.toy_vlms [steps]
     import sys
     import time

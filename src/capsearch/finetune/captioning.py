@@ -52,6 +52,12 @@ class CaptioningTask(Task):
         batch_size: int,
         workers: int,
     ) -> None:
+        if captioner.family.prepared_by_processor:
+            raise ValueError(
+                f"{p.name('epochs')}: finetune_captioner does not train {captioner.family.model_type} captioners yet "
+                "(their processor tiles each image or gives it its own patch grid); set it to 0 to caption with the "
+                "model as it is"
+            )
         if captioner.family.model_type == "vision-encoder-decoder" and decoding.prompt:
             raise ValueError("caption.prompt: vision-encoder-decoder captioners take no prompt")
         if p.lora_rank and captioner.family.model_type == "blip-2":

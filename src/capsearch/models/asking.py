@@ -70,14 +70,28 @@ def ask(way: str, model_type: str, processor: Any, tokenizer: Any, prompt: str |
     return Asked({name: encoded[name] for name in TEXT_INPUTS if name in encoded}, text)
 
 
-def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked) -> list[str]:
-    """The captions in ``generate``'s ``output`` for a batch asked with ``asked``."""
+def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked, start: int | None = None) -> list[str]:
+    """The captions in ``generate``'s ``output`` for a batch asked with ``asked`` (``start``: where the answers
+    begin when the batch's prompts were built per image, left-padded to one length)."""
     if way == "continuation":
         texts = [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
         shown = asked.shown
         return [text[len(shown) :].strip() if shown and text.startswith(shown) else text for text in texts]
-    generated = output[:, asked.length :]  # decoder-only: the prompt comes back first
+    generated = output[:, asked.length if start is None else start :]  # decoder-only: the prompt comes back first
     return [" ".join(text.split()) for text in tokenizer.batch_decode(generated, skip_special_tokens=True)]
+
+
+def answer_tokens(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked, start: int | None = None) -> int:
+    """How many caption tokens ``generate`` produced for the batch in ``output`` (read as :func:`answers` reads it):
+    the prompt and special tokens (start, end, padding, any a caption's decoding skips) not counted."""
+    hidden = {i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
+    special = torch.tensor(sorted(hidden | set(tokenizer.all_special_ids)), dtype=output.dtype, device=output.device)
+    if way == "continuation":  # the prompt's own tokens come back first, after the decoder's start token
+        prompt = asked.inputs.get("input_ids")
+        in_prompt = 0 if prompt is None else int((~torch.isin(prompt.to(output.device), special)).sum()) * len(output)
+        return int((~torch.isin(output, special)).sum()) - in_prompt
+    new = output[:, asked.length if start is None else start :]
+    return int((~torch.isin(new, special)).sum())
 
 
 def told(way: str, prompt: str | None) -> str:

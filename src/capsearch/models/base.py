@@ -17,6 +17,7 @@ from capsearch.models.batching import RunStats
 from capsearch.models.families import ModelFamily, read_config
 from capsearch.models.gpu_decode import resolve_decode
 from capsearch.models.pixels import PixelPipeline, processor_difference
+from capsearch.models.processed import ProcessorPipeline
 from capsearch.models.runtime import (
     ModelSource,
     load_pretrained,
@@ -67,6 +68,27 @@ def load_pixel_pipeline(model_id: str, revision: str | None, param: str) -> tupl
     return pipeline, processor
 
 
+def load_image_pipeline(
+    family: ModelFamily, model_id: str, revision: str | None, param: str, processor: Any = None
+) -> tuple[PixelPipeline | ProcessorPipeline, Any]:
+    """How the model's images are prepared, and its image processor: capsearch's fast pipeline checked against the
+    processor (:func:`load_pixel_pipeline`), or for a family whose processor tiles each image or gives it its own
+    patch grid, that ``processor`` itself (loaded here when not given), run in the decode workers."""
+    if not family.prepared_by_processor:
+        return load_pixel_pipeline(model_id, revision, param)
+    if processor is None:
+        processor = _processor_and_tokenizer(model_id, revision, param)[0]
+    if processor is None or getattr(processor, "image_processor", None) is None:
+        raise ModelLoadError(f"{param}: a {family.model_type} model needs its processor (processor_config.json)")
+    from transformers import AutoImageProcessor
+
+    # the PIL backend: the reference, the same on every machine (torchvision's resizes differ, and may be absent)
+    processor.image_processor = load_pretrained(
+        AutoImageProcessor, model_id, revision, param, weights=False, backend="pil"
+    )
+    return ProcessorPipeline(processor, "", processor.tokenizer.pad_token_id), processor.image_processor
+
+
 class PretrainedWrapper:
     """A transformers model loaded through its Auto class, safely (safetensors only, no remote code, one commit).
 
@@ -89,8 +111,8 @@ class PretrainedWrapper:
         # a hub id: the one commit every file comes from
         self.source, self.family = type(self).inspect(model_id, revision, param)
         pinned = self.source.load_revision
-        self.pixels, self.image_processor = load_pixel_pipeline(model_id, pinned, param)
         self.processor, self.tokenizer = _processor_and_tokenizer(model_id, pinned, param)
+        self.pixels, self.image_processor = load_image_pipeline(self.family, model_id, pinned, param, self.processor)
         self.model = load_pretrained(self.model_class, model_id, pinned, param, dtype=self.dtype).to(self.device)
         self.model.eval()
         self.last_run = RunStats()  # of the last run over images
@@ -111,10 +133,10 @@ class PretrainedWrapper:
         return inspect_model(cls.family_of, model_id, revision, param)
 
     @classmethod
-    def pixel_pipeline_of(cls, model_id: str, revision: str | None, param: str) -> PixelPipeline:
+    def pixel_pipeline_of(cls, model_id: str, revision: str | None, param: str) -> PixelPipeline | ProcessorPipeline:
         """The model's preprocessing from its processor config alone (no weights loaded), checked as at load."""
-        source = resolve_model(model_id, revision, param)
-        return load_pixel_pipeline(model_id, source.load_revision, param)[0]
+        source, family = cls.inspect(model_id, revision, param)
+        return load_image_pipeline(family, model_id, source.load_revision, param)[0]
 
     @classmethod
     def fingerprint_of(cls, model_id: str, revision: str | None, param: str) -> str:

@@ -5,14 +5,13 @@ from __future__ import annotations
 import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TypeVar
+from typing import Any, TypeVar
 
 import torch
 
 from capsearch.cache import ResultCache, content_hash
 from capsearch.data.images import ImageSource
-from capsearch.models.loader import ImageLoader, JpegDecoder
-from capsearch.models.pixels import PixelPipeline
+from capsearch.models.loader import ImageLoader, ImagePipeline, JpegDecoder
 from capsearch.progress import progress
 
 R = TypeVar("R")
@@ -73,7 +72,8 @@ class OomBackoff:
         self.backoffs = 0
         self.device = device
 
-    def __call__(self, fn: Callable[[torch.Tensor], list[R]], batch: torch.Tensor) -> list[R]:
+    def __call__(self, fn: Callable[[Any], list[R]], batch: Any) -> list[R]:
+        """``fn`` over ``batch`` (a tensor, or anything sliced by row) in chunks."""
         results: list[R] = []
         start = 0
         while start < len(batch):
@@ -107,6 +107,7 @@ class RunStats:
     gpu_decoded: int = 0
     cpu_fallbacks: int = 0
     skipped: list[tuple[str, str]] = field(default_factory=list)
+    tokens: int = 0  # caption tokens generated for the computed images (captioners)
 
     def describe(self) -> str:
         """For stage summaries."""
@@ -114,14 +115,23 @@ class RunStats:
         decoded = ""
         if self.decode == "gpu":
             decoded = f", {self.gpu_decoded} decoded on the GPU, {self.cpu_fallbacks} on the CPU (not plain JPEGs)"
-        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}{decoded}"
+        return (
+            f"{self.computed} computed{self.per_image_tokens()}, {self.cached} from cache, batch {self.batch_size}"
+            f"{backoff}{decoded}"
+        )
+
+    def per_image_tokens(self) -> str:
+        """``(12.3 caption tokens generated per image)`` for a captioner's run that computed images, else empty."""
+        if not (self.tokens and self.computed):
+            return ""
+        return f" ({self.tokens / self.computed:.1f} caption tokens generated per image)"
 
 
 def run_over_images(
     source: ImageSource,
     image_ids: Sequence[str],
-    pipeline: PixelPipeline,
-    batch_fn: Callable[[torch.Tensor], list[R]],
+    pipeline: ImagePipeline,
+    batch_fn: Callable[[Any], list[R]],
     encode: Callable[[R], bytes],
     decode: Callable[[bytes], R],
     *,

@@ -19,10 +19,12 @@ from transformers import AutoModelForImageTextToText
 
 from capsearch.cache import ResultCache
 from capsearch.data.images import ImageSource
-from capsearch.models.asking import Asked, answers, ask
+from capsearch.models.asking import Asked, answer_tokens, answers, ask
 from capsearch.models.base import PretrainedWrapper
 from capsearch.models.batching import run_over_images
 from capsearch.models.families import ModelFamily, captioner_family, check_prompt
+from capsearch.models.pixels import PixelPipeline
+from capsearch.models.processed import ProcessorBatch, ProcessorPipeline
 from capsearch.params import DEFAULT_BLIP, DEFAULT_DECODE, CaptionParams, check_decoding
 
 
@@ -67,6 +69,7 @@ class Captioner(PretrainedWrapper):
     ) -> None:
         super().__init__(model_id, revision, precision, device, param)
         self._asked: dict[str, Asked] = {}
+        self.tokens = 0  # caption tokens generated since the model loaded (see answer_tokens)
 
     def asked(self, prompt: str | None) -> Asked:
         """What the model is asked with ``caption.prompt`` = ``prompt`` (None: the family's default, or for BLIP-like
@@ -80,13 +83,29 @@ class Captioner(PretrainedWrapper):
             )  # fmt: skip
         return self._asked[key]
 
+    def image_pipeline(self, settings: DecodingSettings) -> PixelPipeline | ProcessorPipeline:
+        """How images are prepared for a run with ``settings``: the fast pipeline, or for a family whose processor
+        tiles each image (or gives it its own patch grid) that processor, asked with the run's prompt."""
+        if isinstance(self.pixels, ProcessorPipeline):
+            return self.pixels.asking(self.asked(settings.prompt).text)
+        return self.pixels
+
     @torch.inference_mode()
-    def caption_pixels(self, pixels: torch.Tensor, settings: DecodingSettings) -> list[str]:
-        """Captions of a uint8 batch from ``preprocess`` (KV cache on, greedy or beam search, no sampling)."""
+    def caption_pixels(self, pixels: torch.Tensor | ProcessorBatch, settings: DecodingSettings) -> list[str]:
+        """Captions of a uint8 batch from ``preprocess``, or of a batch its processor prepared with the run's prompt
+        (:meth:`image_pipeline`); KV cache on, greedy or beam search, no sampling."""
         asked = self.asked(settings.prompt)
-        inputs = {name: value.repeat(len(pixels), 1).to(self.device) for name, value in asked.inputs.items()}
+        start = None
+        if isinstance(pixels, ProcessorBatch):
+            inputs = {
+                name: value.to(self.device, dtype=self.dtype if value.is_floating_point() else value.dtype)
+                for name, value in pixels.inputs().items()
+            }
+            start = int(inputs["input_ids"].shape[1])  # every prompt left-padded to one length
+        else:
+            inputs = {name: value.repeat(len(pixels), 1).to(self.device) for name, value in asked.inputs.items()}
+            inputs["pixel_values"] = self.normalised_pixels(pixels)
         output = self.model.generate(
-            pixel_values=self.normalised_pixels(pixels),
             **inputs,
             num_beams=settings.num_beams,
             max_new_tokens=settings.max_new_tokens,
@@ -94,7 +113,8 @@ class Captioner(PretrainedWrapper):
             do_sample=False,
             use_cache=True,
         )
-        return answers(self.family.asking, self.tokenizer, output, asked)
+        self.tokens += answer_tokens(self.family.asking, self.tokenizer, output, asked, start)
+        return answers(self.family.asking, self.tokenizer, output, asked, start)
 
     def caption_images(
         self,
@@ -114,12 +134,13 @@ class Captioner(PretrainedWrapper):
         ``skip_unreadable`` an image that cannot be decoded is left out (``last_run.skipped`` names it) instead of
         failing the run.
         """
-        self.asked(settings.prompt)  # a model that takes no prompt fails before any image is read
+        pipeline = self.image_pipeline(settings)  # a model that takes no prompt fails before any image is read
         path = self.decode_path(decode)
+        tokens = self.tokens
         captions, self.last_run = run_over_images(
             source,
             image_ids,
-            self.pixels,
+            pipeline,
             lambda batch: self.caption_pixels(batch, settings),
             lambda caption: caption.encode("utf-8"),
             lambda blob: blob.decode("utf-8"),
@@ -132,6 +153,7 @@ class Captioner(PretrainedWrapper):
             decode_path=path,
             skip_unreadable=skip_unreadable,
         )
+        self.last_run.tokens = self.tokens - tokens
         return captions
 
     @classmethod

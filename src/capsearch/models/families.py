@@ -8,10 +8,11 @@ before any weights or images are read, whether that class can do the job of its 
   lower-cased text padded to its full 64 tokens and no attention mask (the pad token is its end token and the
   pooled output is the last position), CLIP's saw text padded to the longest with a mask.
 * ``caption.model``: an image-to-text generator of a family whose generation capsearch knows: BLIP, BLIP-2, GIT,
-  VisionEncoderDecoder (ViT-GPT2 and the like), and the instruction VLMs PaliGemma (a prefix prompt), LLaVA and
-  Gemma 3 (a chat template); :data:`CAPTIONERS` says how each is asked and its default prompt. VLMs whose processor
-  gives each image its own grid or tiles (Qwen-VL, SmolVLM, ...) are refused in one line, as are remote-code
-  repos, naming the native checkpoints where transformers has them.
+  VisionEncoderDecoder (ViT-GPT2 and the like), and the instruction VLMs PaliGemma (a prefix prompt), LLaVA,
+  Gemma 3, SmolVLM / Idefics3 and Qwen2-VL / Qwen2.5-VL (a chat template); :data:`CAPTIONERS` says how each is asked
+  and its default prompt, :data:`PREPARED_BY_PROCESSOR` which give each image its own tiles or patch grid (their
+  processor prepares the images). Instruction VLMs not verified here (:data:`NOT_YET`) are refused in one line, as
+  are remote-code repos, naming the native checkpoints where transformers has them.
 
 A config naming remote code (``auto_map``), a model type transformers does not know, a classifier or a model
 of the other kind is refused with one line naming the param.
@@ -36,16 +37,29 @@ CAPTIONERS: dict[str, tuple[str, str | None]] = {
     "paligemma": ("prefix", "caption en"),
     "llava": ("chat", CHAT_PROMPT),
     "gemma3": ("chat", CHAT_PROMPT),
+    "idefics3": ("chat", CHAT_PROMPT),  # SmolVLM (256M, 500M, 2.2B) and Idefics3
+    "qwen2_vl": ("chat", CHAT_PROMPT),
+    "qwen2_5_vl": ("chat", CHAT_PROMPT),
 }
 CAPTIONER_FAMILIES = tuple(CAPTIONERS)
 PROMPT_FAMILIES = tuple(family for family in CAPTIONERS if family != "vision-encoder-decoder")
-# instruction VLMs whose processor gives each image its own number of image tokens or tiles: not run yet
-PER_IMAGE_GRIDS = {
-    "idefics3": "splits each image into tiles", "smolvlm": "splits each image into tiles",
-    "qwen2_vl": "resizes each image to its own patch grid", "qwen2_5_vl": "resizes each image to its own patch grid",
-    "qwen3_vl": "resizes each image to its own patch grid", "llava_onevision": "tiles each image (anyres)",
-    "llava_next": "tiles each image (anyres)", "internvl": "tiles each image", "mllama": "tiles each image",
+# VLMs whose processor gives each image its own tiles or patch grid: it prepares their images in the decode workers
+# (capsearch.models.processed), and what it does to an image is named in the summary of a refusal
+PREPARED_BY_PROCESSOR = {
+    "idefics3": "splits each image into tiles",
+    "qwen2_vl": "resizes each image to its own patch grid",
+    "qwen2_5_vl": "resizes each image to its own patch grid",
+}
+# instruction VLMs of that kind not run yet: their batching by the processor is not verified here
+NOT_YET = {
+    "smolvlm": "splits each image into tiles", "qwen3_vl": "resizes each image to its own patch grid",
+    "llava_onevision": "tiles each image (anyres)", "llava_next": "tiles each image (anyres)",
+    "internvl": "tiles each image", "mllama": "tiles each image and attends to them by cross-attention",
 }  # fmt: skip
+# starting caption batches (runtime.batch_size.caption: auto, backing off on out-of-memory) of instruction VLMs, whose
+# images are hundreds of tokens in the prompt (PaliGemma 256, LLaVA 576) or their processor's many (SmolVLM up to
+# 17 tiles of 64, Qwen2-VL up to thousands); the continuation families start at the task's own (models.batching)
+VLM_CAPTION_BATCH = {"fixed": {"cuda": 64, "cpu": 4}, "processor": {"cuda": 16, "cpu": 2}}
 # remote-code model types (auto_map) that transformers now ships natively, and where the native checkpoints are
 NATIVE = {
     "florence2": "florence-community/Florence-2-base (or -large), which transformers runs natively",
@@ -73,6 +87,20 @@ class ModelFamily:
     model_type: str
     architecture: str
     text: TextSettings | None = None
+
+    @property
+    def prepared_by_processor(self) -> bool:
+        """Whether the model's own processor prepares its images (tiles, a patch grid per image) in the decode
+        workers, instead of capsearch's fixed-size pipeline."""
+        return self.model_type in PREPARED_BY_PROCESSOR
+
+    def auto_batch(self, device_type: str) -> int | None:
+        """This family's starting caption batch on ``device_type`` for ``auto``, where it has its own (None: the
+        task's)."""
+        if self.model_type not in CAPTIONERS or self.asking == "continuation":
+            return None
+        sizes = VLM_CAPTION_BATCH["processor" if self.prepared_by_processor else "fixed"]
+        return sizes["cuda" if device_type == "cuda" else "cpu"]
 
     @property
     def asking(self) -> str:
@@ -175,10 +203,10 @@ def captioner_family(config: dict[str, Any], param: str = "caption.model") -> Mo
 
     model_type = checked_model_type(config, param)
     architecture = MODEL_FOR_IMAGE_TEXT_TO_TEXT_MAPPING_NAMES.get(model_type)
-    if model_type in PER_IMAGE_GRIDS and _holds(config, architecture):
+    if model_type in NOT_YET and _holds(config, architecture):
         raise ModelLoadError(
-            f"{param}: {model_type} captioners are not run yet: the model's processor {PER_IMAGE_GRIDS[model_type]}, "
-            "which capsearch's batched preprocessing does not do; instruction VLMs it runs: "
+            f"{param}: {model_type} captioners are not run yet: the model's processor {NOT_YET[model_type]}, and "
+            "capsearch's batching of what it makes is not verified for this family; instruction VLMs it runs: "
             f"{', '.join(f for f, (way, _) in CAPTIONERS.items() if way != 'continuation')}"
         )
     if model_type not in CAPTIONER_FAMILIES or not _holds(config, architecture):

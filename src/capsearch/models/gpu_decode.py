@@ -28,7 +28,7 @@ def torchvision_decoder() -> tuple[Any, str]:
     return (decode_jpeg, ImageReadMode), ""
 
 
-def resolve_decode(name: str, device: torch.device, pipeline: PixelPipeline | None = None) -> str:
+def resolve_decode(name: str, device: torch.device, pipeline: object = None) -> str:
     """``cpu`` or ``gpu`` for ``runtime.decode``: ``auto`` picks the GPU on CUDA where torchvision's decoder imports
     (and the model's resize filter has a tensor equivalent); ``gpu`` where that cannot work is an error naming the
     param."""
@@ -39,6 +39,8 @@ def resolve_decode(name: str, device: torch.device, pipeline: PixelPipeline | No
     why = ""
     if device.type != "cuda":
         why = f"the model runs on {device.type}, not on a CUDA GPU"
+    elif pipeline is not None and not isinstance(pipeline, PixelPipeline):
+        why = "the model's own processor prepares its images (tiles or a patch grid per image) on the CPU"
     elif pipeline is not None and pipeline.resample not in TENSOR_MODES:
         why = f"the model's resize filter ({pipeline.resample}) has no GPU equivalent"
     else:

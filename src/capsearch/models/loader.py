@@ -8,7 +8,9 @@ enough chunks in flight for two batches, so every worker decodes while the model
 Two decode paths (``runtime.decode``):
 
 * ``cpu``: PIL in the workers (:meth:`ImageSource.open_rgb`: EXIF rotation, CMYK, 16-bit, transparency), resized
-  and cropped on uint8 by :class:`PixelPipeline`: the reference path, identical on every machine.
+  and cropped on uint8 by :class:`PixelPipeline`: the reference path, identical on every machine. For VLMs whose
+  processor tiles each image or gives it its own patch grid, the workers run that processor instead
+  (:class:`capsearch.models.processed.ProcessorPipeline`).
 * ``gpu``: the workers only read each file; plain JPEGs are decoded in batches on the GPU (nvJPEG,
   :mod:`capsearch.models.gpu_decode`) and resized there. Every other image (PNG, CMYK, EXIF-rotated, or one the GPU
   decoder refuses) takes the CPU path, one by one, and is counted.
@@ -24,13 +26,16 @@ from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import torch
 
 from capsearch.data.images import ImageReadError, ImageSource
 from capsearch.models.pixels import PixelPipeline
+from capsearch.models.processed import ProcessorBatch, ProcessorPipeline
 
 CHUNK_IMAGES = 16  # images one worker decodes per task: small, so that every worker has work at any batch size
+
+# what a worker turns an image into: uint8 pixels at the model's size, or the model's own processor's inputs
+ImagePipeline = PixelPipeline | ProcessorPipeline
 
 # decodes a list of JPEG files (1-d uint8 tensors) into uint8 (3, H, W) tensors on the device; None where it cannot
 JpegDecoder = Callable[[list[torch.Tensor]], list[torch.Tensor | None]]
@@ -43,13 +48,14 @@ def _as_is(item: Any) -> Any:
 class ChunkDataset:
     """Chunk ``i`` of ``image_ids``: every image decoded (``cpu``) or read as a plain JPEG for the GPU (``gpu``).
 
-    An item is a dict: ``start`` (position of its first image), ``pixels`` (uint8 (n, 3, H, W) of the images decoded
-    here) at chunk offsets ``decoded``, ``encoded`` (JPEG files as 1-d uint8 tensors) at offsets ``encoded_at``, and
-    ``failed``: (offset, reason) of the images that could not be decoded. Workers never raise for a bad image.
+    An item is a dict: ``start`` (position of its first image), ``pixels`` (the pipeline's stack of the images
+    decoded here: uint8 (n, 3, H, W), or the processor's outputs) at chunk offsets ``decoded``, ``encoded`` (JPEG
+    files as 1-d uint8 tensors) at offsets ``encoded_at``, and ``failed``: (offset, reason) of the images that could
+    not be decoded. Workers never raise for a bad image.
     """
 
     def __init__(
-        self, source: ImageSource, image_ids: Sequence[str], pipeline: PixelPipeline, decode: str, chunk: int
+        self, source: ImageSource, image_ids: Sequence[str], pipeline: ImagePipeline, decode: str, chunk: int
     ) -> None:
         if decode not in ("cpu", "gpu"):
             raise ValueError(f"runtime.decode: unknown decode path {decode!r}; choose one of cpu, gpu")
@@ -84,29 +90,21 @@ class ChunkDataset:
                 failed.append((offset, str(exc)))
         return {
             "start": start,
-            "pixels": self._stacked(rows),
+            "pixels": self.pipeline.stack(rows),
             "decoded": decoded,
             "encoded": encoded,
             "encoded_at": encoded_at,
             "failed": failed,
         }
 
-    def _stacked(self, rows: list[torch.Tensor]) -> torch.Tensor:
-        """The rows as one uint8 tensor; in a worker process straight into shared memory (no second copy when the
-        chunk is sent to the main process)."""
-        width, height = self.pipeline.output_size()
-        out = torch.empty((len(rows), 3, height, width), dtype=torch.uint8)
-        if rows and torch.utils.data.get_worker_info() is not None:
-            out = out.share_memory_()
-        return torch.stack(rows, out=out) if rows else out
-
 
 @dataclass
 class LoadedBatch:
-    """One model batch: uint8 pixels (n, 3, H, W) on the device, and the position in the id list of each row."""
+    """One model batch: uint8 pixels (n, 3, H, W) on the device (or the processor's inputs of n images), and the
+    position in the id list of each row."""
 
     positions: list[int]
-    pixels: torch.Tensor
+    pixels: torch.Tensor | ProcessorBatch
 
 
 @dataclass
@@ -130,7 +128,7 @@ class ImageLoader:
         self,
         source: ImageSource,
         image_ids: Sequence[str],
-        pipeline: PixelPipeline,
+        pipeline: ImagePipeline,
         *,
         batch_size: int,
         num_workers: int,
@@ -183,8 +181,8 @@ class ImageLoader:
                 if not self.skip_unreadable:
                     raise ImageReadError(reason)
                 self.stats.skipped.append((start + offset, reason))
-            pixels = chunk["pixels"].to(self.device, non_blocking=True)
-            rows = [(start + o, ("pixels", row)) for o, row in zip(chunk["decoded"], pixels.unbind(0), strict=True)]
+            pixels = self.dataset.pipeline.unstack(chunk["pixels"], self.device)
+            rows = [(start + o, ("pixels", row)) for o, row in zip(chunk["decoded"], pixels, strict=True)]
             rows += [(start + o, ("jpeg", data)) for o, data in zip(chunk["encoded_at"], chunk["encoded"], strict=True)]
             self.stats.cpu_decoded += len(chunk["decoded"])
             if self.dataset.decode == "gpu":
@@ -212,15 +210,7 @@ class ImageLoader:
                 if image is None:  # the GPU decoder refused it: the CPU path, here
                     images[i] = self._cpu_row(rows[i][0])
         kept = [(position, image) for (position, _), image in zip(rows, images, strict=True) if image is not None]
-        if not kept:
-            width, height = self.dataset.pipeline.output_size()
-            return LoadedBatch([], torch.zeros((0, 3, height, width), dtype=torch.uint8, device=self.device))
-        rows = [image for _, image in kept]
-        if self.device.type == "cpu":  # numpy's copy runs on this thread alone: torch's would wake its thread pool,
-            pixels = torch.from_numpy(np.stack([row.numpy() for row in rows]))  # whose spinning slows the workers
-        else:
-            pixels = torch.stack(rows)
-        return LoadedBatch([p for p, _ in kept], pixels)
+        return LoadedBatch([p for p, _ in kept], self.dataset.pipeline.batch([image for _, image in kept], self.device))
 
     def _cpu_row(self, position: int) -> torch.Tensor | None:
         """One image through the CPU path in this process (after the GPU decoder refused it); None if unreadable."""

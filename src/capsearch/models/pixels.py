@@ -128,6 +128,28 @@ class PixelPipeline:
                 out[i] = row
         return out  # type: ignore[return-value]
 
+    def stack(self, rows: list[torch.Tensor]) -> torch.Tensor:
+        """A worker's rows as one uint8 tensor (n, 3, H, W), in a worker process straight into shared memory (no
+        second copy when it is sent to the main process)."""
+        width, height = self.output_size()
+        out = torch.empty((len(rows), 3, height, width), dtype=torch.uint8)
+        if rows and torch.utils.data.get_worker_info() is not None:
+            out = out.share_memory_()
+        return torch.stack(rows, out=out) if rows else out
+
+    def unstack(self, stacked: torch.Tensor, device: torch.device) -> list[torch.Tensor]:
+        """The rows of a worker's tensor, on ``device``."""
+        return list(stacked.to(device, non_blocking=True).unbind(0))
+
+    def batch(self, rows: list[torch.Tensor], device: torch.device) -> torch.Tensor:
+        """Rows (on ``device``) as one uint8 batch."""
+        if not rows:
+            width, height = self.output_size()
+            return torch.zeros((0, 3, height, width), dtype=torch.uint8, device=device)
+        if device.type == "cpu":  # numpy's copy runs on this thread alone: torch's would wake its thread pool,
+            return torch.from_numpy(np.stack([row.numpy() for row in rows]))  # whose spinning slows the workers
+        return torch.stack(rows)
+
     def normalise(self, batch: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
         """Float pixels of a uint8 batch (N, 3, H, W), computed where the batch lives, cast to ``dtype``."""
         mean = torch.tensor(self.mean, device=batch.device).view(1, 3, 1, 1)

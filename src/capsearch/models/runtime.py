@@ -306,6 +306,14 @@ class Runtime:
     num_workers: int
     cache: ResultCache | None
     decode: str  # runtime.decode as asked (auto, cpu, gpu), resolved per model by the job; Ray decodes on CPUs: cpu
+    auto_batches: frozenset[str] = frozenset()  # the tasks whose batch size was asked as auto
+
+    def batch_for(self, task: str, family: Any = None) -> int:
+        """The batch size of ``task``; where it was ``auto``, the model family's own starting size if it has one
+        (:meth:`capsearch.models.families.ModelFamily.auto_batch`: instruction VLMs, whose images take many tokens
+        in the prompt)."""
+        own = family.auto_batch(self.device) if task in self.auto_batches and family is not None else None
+        return own or self.batch_sizes[task]
 
     def cache_note(self) -> str:
         """Where results are cached, for a summary line."""
@@ -329,4 +337,6 @@ def resolve_runtime(params: RuntimeParams, use_cache: bool = True) -> Runtime:
             message = f"runtime.cache_dir: cannot use the result cache ({exc}); fix it or set runtime.cache: false"
             raise ValueError(message) from exc
     decode = params.decode if params.engine == "local" else "cpu"
-    return Runtime(device.type, batch_sizes, resolve_num_workers(params.num_workers, device), cache, decode)
+    auto = frozenset(task for task, size in params.batch_size.items() if size == "auto")
+    workers = resolve_num_workers(params.num_workers, device)
+    return Runtime(device.type, batch_sizes, workers, cache, decode, auto)
