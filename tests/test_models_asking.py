@@ -6,6 +6,7 @@ recipe, and the VLMs capsearch does not run are refused in one line."""
 from __future__ import annotations
 
 import pytest
+import torch
 
 from capsearch.demo.toy_models import names_colour_and_shape
 from capsearch.job import ImageTask
@@ -81,3 +82,57 @@ def test_vlms_capsearch_does_not_run_are_refused_in_one_line(config, message):
         captioner_family(config)
     text = str(refused.value)
     assert text.startswith("caption.model: ") and message in text and "\n" not in text, text
+
+
+@pytest.fixture(scope="module")
+def florence2(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A small Florence-2 (the real classes and processor) trained for a few steps: it writes scene-like words and
+    ends its captions (its colours and shapes are mostly wrong)."""
+    from capsearch.demo.toy_vlms import build_florence2
+
+    return str(build_florence2(tmp_path_factory.mktemp("florence2") / "florence2", steps=30))
+
+
+def test_florence2_is_asked_by_its_task_token_and_answers_as_its_processor_reads_it(florence2, unseen):
+    source, ids, _ = unseen
+    captioner = Captioner(florence2, None, "fp32", "cpu")
+    asked = captioner.asked(None)
+    assert captioner.family.asking == "task" and asked.text == "<CAPTION>"
+    # the processor puts the task's text in the token's place, after the image tokens
+    assert captioner.tokenizer.decode(asked.inputs["input_ids"][0], skip_special_tokens=True).strip() == (
+        "what does the image describe?"
+    )
+    images = [source.open_rgb(image_id) for image_id in ids[:6]]
+    for settings in (DecodingSettings(1, 8, 3), DecodingSettings(3, 8, 3)):
+        captions = captioner.caption_images(source, ids[:6], settings, batch_size=6)
+        inputs = captioner.processor(images=images, text=["<CAPTION>"] * 6, return_tensors="pt")
+        output = captioner.model.generate(
+            **inputs, num_beams=settings.num_beams, max_new_tokens=8, min_new_tokens=3, do_sample=False
+        )
+        texts = captioner.processor.batch_decode(output, skip_special_tokens=True)
+        theirs = [
+            captioner.processor.post_process_generation(text, task="<CAPTION>", image_size=image.size)["<CAPTION>"]
+            for text, image in zip(texts, images, strict=True)
+        ]
+        assert captions == [" ".join(text.split()) for text in theirs] and all(captions)
+        assert captioner.caption_images(source, ids[:6], settings, batch_size=1) == captions
+    with pytest.raises(ModelLoadError, match=r"^caption\.prompt: <OD> answers with description_with_bboxes"):
+        captioner.asked("<OD>")
+
+
+def test_florence2_fine_tunes_on_what_it_generates_as_it_generates_it(florence2, unseen):
+    """Teacher forcing on the model's own greedy captions gives back exactly those tokens: the encoder's prompt, the
+    decoder's start and the labels (<s>, caption, </s>) line up with generation, token by token."""
+    from capsearch.models.asking import IGNORE, teacher_forced
+
+    source, ids, _ = unseen
+    captioner = Captioner(florence2, None, "fp32", "cpu")
+    pixels = torch.stack([captioner.preprocess(source.open_rgb(image_id)) for image_id in ids[:4]])
+    captions = captioner.caption_pixels(pixels, DecodingSettings(1, 12, 1))
+    inputs = teacher_forced("task", captioner.tokenizer, captioner.asked(None), captions)
+    labels = inputs["labels"]
+    assert (labels[:, 0] == captioner.tokenizer.bos_token_id).all()
+    with torch.inference_mode():
+        logits = captioner.model(pixel_values=captioner.normalised_pixels(pixels), **inputs).logits
+    scored = labels != IGNORE
+    assert torch.equal(logits.argmax(-1)[scored], labels[scored])

@@ -81,10 +81,11 @@ def _local_parts(
         decoded = f", {gpu} decoded on the GPU and {fallback} on the CPU" if stats.decode == "gpu" else ""
         notes["detail"] = (
             f"{precision_name(wrapper.dtype)} on {wrapper.device.type}, batch {stats.batch_size}, "
-            f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed"
-            f"{RunStats(computed=computed, tokens=tokens).per_image_tokens()}, {cached} from the result cache "
-            f"({runtime.cache_note()})"
+            f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed, "
+            f"{cached} from the result cache ({runtime.cache_note()})"
         )
+        per_image = RunStats(computed=computed, tokens=tokens).per_image_tokens()
+        notes["detail"] += f"; {per_image}" if per_image else ""
         yield PartResult(part, good, values, stats.skipped)
 
 

@@ -4,9 +4,9 @@ The loss is the family's own language-model loss (``forward(labels=...)``): BLIP
 (with its label smoothing), GIT's causal LM after the image tokens, a VisionEncoderDecoder's decoder from its
 start token, BLIP-2's language model after its query tokens (with the Q-Former and projection the only parts that
 train, as BLIP-2 was trained). With ``caption.prompt`` set, each caption is trained as the prompt's continuation
-and the prompt's tokens are not scored (as LAVIS trains BLIP). An instruction VLM (PaliGemma, LLaVA, Gemma 3) is
-trained as it is asked (:func:`capsearch.models.asking.teacher_forced`): its prompt, image tokens and template as
-they are built for captioning, then the caption and the end token, which alone are scored. The loop is
+and the prompt's tokens are not scored (as LAVIS trains BLIP). An instruction VLM (Florence-2, PaliGemma, LLaVA,
+Gemma 3) is trained as it is asked (:func:`capsearch.models.asking.teacher_forced`): its prompt, image tokens and
+template as they are built for captioning, then the caption and the end token, which alone are scored. The loop is
 :mod:`capsearch.finetune.loop`'s.
 """
 
@@ -31,6 +31,7 @@ VISION = {
     "git": ("git.image_encoder.",),
     "vision-encoder-decoder": ("encoder.",),
     "blip-2": ("vision_model.",),
+    "florence2": ("model.vision_tower.",),
     "paligemma": ("model.vision_tower.",),
     "llava": ("model.vision_tower.",),
     "gemma3": ("model.vision_tower.",),

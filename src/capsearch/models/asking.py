@@ -2,6 +2,10 @@
 
 * ``continuation`` (BLIP, BLIP-2, GIT, VisionEncoderDecoder): the caption continues an optional prompt
   (``caption.prompt``, e.g. BLIP's "a picture of"), which is removed from its start; null: the model's own start.
+* ``task`` (Florence-2): the prompt is a task token (``<CAPTION>``, ``<DETAILED_CAPTION>``,
+  ``<MORE_DETAILED_CAPTION>``) the model's processor turns into its task's text, after the image tokens, for the
+  encoder; the answer is what the decoder generated, as the processor's own post-processing reads a text task
+  (special tokens removed). Tasks whose answer is not text (``<OD>``: boxes) are refused.
 * ``prefix`` (PaliGemma): the model's processor puts the image tokens, the prompt (``caption en``) and its
   separator before the answer; the answer is what the model generated after them.
 * ``chat`` (LLaVA, Gemma 3): the prompt is the user's message beside the image, written by the model's own chat
@@ -61,6 +65,13 @@ def ask(way: str, model_type: str, processor: Any, tokenizer: Any, prompt: str |
         return Asked({"input_ids": ids, "attention_mask": mask}, prompt, shown)
     assert prompt, "the instruction ways always have a prompt (the family's default where caption.prompt is null)"
     text = prompt
+    if way == "task":
+        answer_kind = getattr(processor, "tasks_answer_post_processing_type", {}).get(prompt, "pure_text")
+        if answer_kind != "pure_text":
+            raise ModelLoadError(
+                f"{param.rsplit('.', 1)[0]}.prompt: {prompt} answers with {answer_kind}, not a caption; use a text "
+                "task such as <CAPTION>, <DETAILED_CAPTION> or <MORE_DETAILED_CAPTION>"
+            )
     if way == "chat":
         if not getattr(processor, "chat_template", None):
             raise ModelLoadError(f"{param}: its processor has no chat template, so it cannot be asked for a caption")
@@ -73,6 +84,8 @@ def ask(way: str, model_type: str, processor: Any, tokenizer: Any, prompt: str |
 def answers(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked, start: int | None = None) -> list[str]:
     """The captions in ``generate``'s ``output`` for a batch asked with ``asked`` (``start``: where the answers
     begin when the batch's prompts were built per image, left-padded to one length)."""
+    if way == "task":  # an encoder-decoder: the output is the decoder's answer alone
+        return [" ".join(text.split()) for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
     if way == "continuation":
         texts = [text.strip() for text in tokenizer.batch_decode(output, skip_special_tokens=True)]
         shown = asked.shown
@@ -86,6 +99,8 @@ def answer_tokens(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked, 
     the prompt and special tokens (start, end, padding, any a caption's decoding skips) not counted."""
     hidden = {i for i, token in getattr(tokenizer, "added_tokens_decoder", {}).items() if token.special}
     special = torch.tensor(sorted(hidden | set(tokenizer.all_special_ids)), dtype=output.dtype, device=output.device)
+    if way == "task":
+        return int((~torch.isin(output, special)).sum())
     if way == "continuation":  # the prompt's own tokens come back first, after the decoder's start token
         prompt = asked.inputs.get("input_ids")
         in_prompt = 0 if prompt is None else int((~torch.isin(prompt.to(output.device), special)).sum()) * len(output)
@@ -96,7 +111,7 @@ def answer_tokens(way: str, tokenizer: Any, output: torch.Tensor, asked: Asked, 
 
 def told(way: str, prompt: str | None) -> str:
     """What a run was asked, for a stage's summary: ``asked 'caption en' as its prefix`` (empty without a prompt)."""
-    how = {"chat": " through its chat template", "prefix": " as its prefix"}.get(way, "")
+    how = {"chat": " through its chat template", "prefix": " as its prefix", "task": " as its task"}.get(way, "")
     return f"asked {prompt!r}{how}" if prompt else ""
 
 
@@ -108,7 +123,18 @@ def teacher_forced(way: str, tokenizer: Any, asked: Asked, texts: list[str]) -> 
     asked (image tokens, template, generation prompt), then each text and the end token, right-padded. Labels score
     the text and its end token only (the prompt, the template and the padding are -100). Where the prompt has token
     types, the answer's are 1 for the prefix way (PaliGemma's suffix; its prefix is 0 and seen whole) and 0 for a
-    chat model (Gemma 3 marks its image tokens 1)."""
+    chat model (Gemma 3 marks its image tokens 1). The task way (an encoder-decoder) gives the encoder the prompt and
+    scores the decoder on ``<s>``, the text and ``</s>``, as Florence-2 is fine-tuned (its decoder starts from
+    ``</s>``)."""
+    if way == "task":
+        rows = [
+            [tokenizer.bos_token_id, *ids, tokenizer.eos_token_id]
+            for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]
+        ]
+        labels = torch.full((len(rows), max(len(row) for row in rows)), IGNORE, dtype=torch.long)
+        for row, ids in enumerate(rows):
+            labels[row, : len(ids)] = torch.tensor(ids)
+        return {**{name: value.repeat(len(rows), 1) for name, value in asked.inputs.items()}, "labels": labels}
     prompt = asked.inputs["input_ids"][0]
     answers = tokenizer(list(texts), add_special_tokens=False)["input_ids"]
     answers = [[*answer, tokenizer.eos_token_id] for answer in answers]

@@ -115,16 +115,14 @@ class RunStats:
         decoded = ""
         if self.decode == "gpu":
             decoded = f", {self.gpu_decoded} decoded on the GPU, {self.cpu_fallbacks} on the CPU (not plain JPEGs)"
-        return (
-            f"{self.computed} computed{self.per_image_tokens()}, {self.cached} from cache, batch {self.batch_size}"
-            f"{backoff}{decoded}"
-        )
+        tokens = f", {self.per_image_tokens()}" if self.per_image_tokens() else ""
+        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}{decoded}{tokens}"
 
     def per_image_tokens(self) -> str:
-        """``(12.3 caption tokens generated per image)`` for a captioner's run that computed images, else empty."""
+        """``12.3 caption tokens generated per image`` for a captioner's run that computed images, else empty."""
         if not (self.tokens and self.computed):
             return ""
-        return f" ({self.tokens / self.computed:.1f} caption tokens generated per image)"
+        return f"{self.tokens / self.computed:.1f} caption tokens generated per image"
 
 
 def run_over_images(

@@ -1,9 +1,9 @@
 """Image captioning by any supported image-to-text generator (BLIP, BLIP-2, GIT, VisionEncoderDecoder, and the
-instruction VLMs PaliGemma, LLaVA, Gemma 3), batched, with the decoding settings (and the prompt) as explicit
-arguments.
+instruction VLMs Florence-2, PaliGemma, LLaVA, Gemma 3, SmolVLM / Idefics3, Qwen2-VL), batched, with the decoding
+settings (and the prompt) as explicit arguments.
 
 The model class comes from the checkpoint's config through ``AutoModelForImageTextToText``; which families are
-run, how each is asked (a continued prompt, a prefix, a chat template) and its default prompt is
+run, how each is asked (a continued prompt, a task token, a prefix, a chat template) and its default prompt is
 :mod:`capsearch.models.families`' call, the asking itself :mod:`capsearch.models.asking`'s.
 """
 

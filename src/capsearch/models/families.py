@@ -8,7 +8,8 @@ before any weights or images are read, whether that class can do the job of its 
   lower-cased text padded to its full 64 tokens and no attention mask (the pad token is its end token and the
   pooled output is the last position), CLIP's saw text padded to the longest with a mask.
 * ``caption.model``: an image-to-text generator of a family whose generation capsearch knows: BLIP, BLIP-2, GIT,
-  VisionEncoderDecoder (ViT-GPT2 and the like), and the instruction VLMs PaliGemma (a prefix prompt), LLaVA,
+  VisionEncoderDecoder (ViT-GPT2 and the like), and the instruction VLMs Florence-2 (a task token), PaliGemma (a
+  prefix prompt), LLaVA,
   Gemma 3, SmolVLM / Idefics3 and Qwen2-VL / Qwen2.5-VL (a chat template); :data:`CAPTIONERS` says how each is asked
   and its default prompt, :data:`PREPARED_BY_PROCESSOR` which give each image its own tiles or patch grid (their
   processor prepares the images). Instruction VLMs not verified here (:data:`NOT_YET`) are refused in one line, as
@@ -34,6 +35,7 @@ CAPTIONERS: dict[str, tuple[str, str | None]] = {
     "blip-2": ("continuation", None),
     "git": ("continuation", None),
     "vision-encoder-decoder": ("continuation", None),  # starts from its decoder's BOS: takes no prompt
+    "florence2": ("task", "<CAPTION>"),  # native Florence-2 (florence-community/Florence-2-base, -large)
     "paligemma": ("prefix", "caption en"),
     "llava": ("chat", CHAT_PROMPT),
     "gemma3": ("chat", CHAT_PROMPT),
