@@ -77,6 +77,7 @@ def test_search_table_methods_and_queries_file(demo_run, tmp_path):
     ("args", "code", "message"),
     [
         (["search", ""], 2, "capsearch search: query 1 is empty"),
+        (["search", "a dog", "\u200b\ufeff"], 2, "capsearch search: query 2 is empty"),  # zero-width space, BOM
         (["search", "a dog", "-k", "0"], 2, "capsearch search: -k must be at least 1, got 0"),
         (["search"], 2, "capsearch search: no query given"),
     ],

@@ -93,16 +93,18 @@ def _captioner(args: argparse.Namespace, device: str) -> Any:
 
 
 def _read_queries(args: argparse.Namespace) -> list[str]:
+    from capsearch.search import is_blank
+
     queries = list(args.queries)
     if args.queries_file:
         try:
             lines = Path(args.queries_file).read_text(encoding="utf-8").splitlines()
         except OSError as exc:
             raise UsageError(f"cannot read --queries-file: {exc}") from exc
-        queries += [line.strip() for line in lines if line.strip()]
+        queries += [line.strip() for line in lines if not is_blank(line)]
     if not queries:
         raise UsageError("no query given: pass one or more queries, or --queries-file FILE")
-    empty = [i + 1 for i, q in enumerate(queries) if not q.strip()]
+    empty = [i + 1 for i, q in enumerate(queries) if is_blank(q)]
     if empty:
         raise UsageError(f"query {empty[0]} is empty: give some words to search for")
     return [q.strip() for q in queries]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import unicodedata
 from dataclasses import dataclass
 
 import numpy as np
@@ -29,6 +30,19 @@ class Hit:
 
 
 CALIBRATION_ROWS = 2000  # images sampled to place the weak-match line
+# what a query can hold without holding anything to search for: controls (NUL), format characters (zero-width
+# space, BOM) and separators (spaces)
+INVISIBLE = frozenset({"Cc", "Cf", "Zs", "Zl", "Zp"})
+
+
+def is_blank(query: str) -> bool:
+    """Whether ``query`` has nothing to search for: only spaces, control or format characters."""
+    return all(unicodedata.category(char) in INVISIBLE for char in query)
+
+
+def ranked_exactly(index: SearchIndex, exact: bool) -> bool:
+    """Whether a search of ``index`` ranks every image exactly: asked so, or an index with no approximate part."""
+    return exact or not index.ann or all(ann.kind == "exact" for ann in index.ann.values())
 
 
 def weak_below(index: SearchIndex) -> float:

@@ -50,7 +50,7 @@ from starlette.routing import Route
 
 from capsearch.index import SearchIndex
 from capsearch.io import write_json
-from capsearch.search import METHODS, search, weak_below
+from capsearch.search import METHODS, is_blank, ranked_exactly, search, weak_below
 
 MAX_K = 100
 MAX_QUERY_CHARS = 500
@@ -101,7 +101,7 @@ def query_params(request: Request) -> dict[str, str]:
 def parse_search(params: dict[str, str]) -> tuple[str, int, str, bool, float | None]:
     """(query, k, method, exact, alpha) of a search request, or :class:`BadRequest` naming what is wrong."""
     query = params.get("q", "").strip()
-    if not query:
+    if is_blank(query):  # spaces alone, or a zero-width space, a BOM, NUL
         raise BadRequest("empty query: type some words to search for")
     if len(query) > MAX_QUERY_CHARS:
         raise BadRequest(f"query too long: {len(query)} characters, at most {MAX_QUERY_CHARS}")
@@ -170,7 +170,7 @@ def create_app(service: Service) -> Starlette:
                 "query": query,
                 "method": method,
                 "k": k,
-                "exact": exact or not index.ann,
+                "exact": ranked_exactly(index, exact),
                 "images": len(index.ids),
                 "took_ms": {"encode": 1000 * (encoded - started), "search": 1000 * (finished - encoded)},
                 "weak": all(hit.weak for hit in hits),  # no image matches the query well
