@@ -29,7 +29,7 @@ from capsearch.artifacts import PartStore, PlannedPart
 from capsearch.data.images import ImageSource
 from capsearch.data.webdataset import file_sha256, index_shard, shards_digest
 from capsearch.job import EngineError, ImageTask, PartResult
-from capsearch.models.batching import RunStats
+from capsearch.models.batching import per_image_tokens
 from capsearch.models.runtime import Runtime, precision_name
 from capsearch.params import ENGINES, RuntimeParams
 
@@ -84,7 +84,7 @@ def _local_parts(
             f"{runtime.num_workers} decode workers ({stats.decode} decoding{decoded}); {computed} images computed, "
             f"{cached} from the result cache ({runtime.cache_note()})"
         )
-        per_image = RunStats(computed=computed, tokens=tokens).per_image_tokens()
+        per_image = per_image_tokens(tokens, computed)
         notes["detail"] += f"; {per_image}" if per_image else ""
         yield PartResult(part, good, values, stats.skipped)
 

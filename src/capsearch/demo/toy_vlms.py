@@ -50,9 +50,10 @@ PATCH = 16
 IMAGE_TOKENS = (IMAGE_SIZE // PATCH) ** 2
 
 
-def _word_tokenizer(texts: list[str], specials: list[str], **named: str) -> Any:
+def _word_tokenizer(texts: list[str], specials: list[str], extra: dict[str, str] | None = None, **named: str) -> Any:
     """A lower-cased word-level ``PreTrainedTokenizerFast`` over ``texts``' words and punctuation, with
-    ``specials`` (and the ``named`` special tokens: bos, eos, pad, unk) kept whole."""
+    ``specials`` (and the ``named`` special tokens: bos, eos, pad, unk) kept whole; ``extra``: named roles of some
+    of ``specials`` (``{"image_token": "<image>"}``), as a model's processor asks its tokenizer for them."""
     from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast
 
@@ -62,7 +63,8 @@ def _word_tokenizer(texts: list[str], specials: list[str], **named: str) -> Any:
     tokenizer.decoder = decoders.WordPiece(prefix="##")  # joins words with spaces, no space before punctuation
     every = list(dict.fromkeys([*named.values(), *specials]))
     tokenizer.train_from_iterator(texts, trainers.WordLevelTrainer(special_tokens=every, min_frequency=1))
-    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named, additional_special_tokens=specials)
+    roles = {"extra_special_tokens": extra} if extra else {}
+    return PreTrainedTokenizerFast(tokenizer_object=tokenizer, **named, additional_special_tokens=specials, **roles)
 
 
 def _scenes(count: int, seed: int) -> tuple[list[Image.Image], list[list[str]]]:
@@ -192,13 +194,9 @@ def florence2(words: list[str], stride: int = 8) -> tuple[Any, Any]:
     from transformers import Florence2Config, Florence2ForConditionalGeneration, Florence2Processor
     from transformers.models.clip.image_processing_pil_clip import CLIPImageProcessorPil
 
-    table = _word_tokenizer(
-        [*words, FLORENCE2_TASK_TEXT], ["<image>"], bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        unk_token="<unk>",
-    )  # fmt: skip
-    tokenizer = type(table)(
-        tokenizer_object=table.backend_tokenizer, bos_token="<s>", eos_token="</s>", pad_token="<pad>",
-        unk_token="<unk>", extra_special_tokens={"image_token": "<image>"},
+    tokenizer = _word_tokenizer(
+        [*words, FLORENCE2_TASK_TEXT], ["<image>"], {"image_token": "<image>"}, bos_token="<s>", eos_token="</s>",
+        pad_token="<pad>", unk_token="<unk>",
     )  # fmt: skip
     image_processor = CLIPImageProcessorPil(
         size={"height": IMAGE_SIZE, "width": IMAGE_SIZE}, do_center_crop=False, resample=3
@@ -274,12 +272,6 @@ def build_toy_llava(out_dir: str | Path, steps: int = LLAVA_STEPS, seed: int = 0
 
 # VLMs whose processor tiles each image or gives it its own patch grid: built with random weights, for what their
 # processors make and how capsearch batches it (the captions are the model's, not a scene's description)
-IDEFICS3_TEMPLATE = (  # SmolVLM's chat template
-    "<|im_start|>{% for message in messages %}{{message['role'] | capitalize}}{% if message['content'][0]['type'] =="
-    " 'image' %}{{':'}}{% else %}{{': '}}{% endif %}{% for line in message['content'] %}{% if line['type'] == 'text'"
-    " %}{{line['text']}}{% elif line['type'] == 'image' %}{{ '<image>' }}{% endif %}{% endfor %}<end_of_utterance>\n"
-    "{% endfor %}{% if add_generation_prompt %}{{ 'Assistant:' }}{% endif %}"
-)
 QWEN2_VL_TEMPLATE = (  # Qwen2-VL's, without its default system message
     "{% for message in messages %}<|im_start|>{{ message['role'] }}\n{% for part in message['content'] %}{% if "
     "part['type'] == 'image' %}<|vision_start|><|image_pad|><|vision_end|>{% else %}{{ part['text'] }}{% endif %}"
@@ -310,9 +302,10 @@ def _tiny_words() -> list[str]:
 def build_idefics3(folder: str | Path, shape: dict[str, Any] = TINY_IDEFICS3, seed: int = 0) -> Path:
     """An ``Idefics3ForConditionalGeneration`` (SmolVLM's class) of ``shape`` with random weights and its real
     processor (image splitting into tiles of the tower's size, a global image, row/column tokens; SmolVLM's chat
-    template), saved in ``folder``. ``vocab_size`` 0: the word-level tokenizer's size."""
+    template as transformers ships it), saved in ``folder``. ``vocab_size`` 0: the word-level tokenizer's size."""
     from transformers import Idefics3Config, Idefics3ForConditionalGeneration, Idefics3Processor
     from transformers.models.idefics3.image_processing_pil_idefics3 import Idefics3ImageProcessorPil
+    from transformers.models.smolvlm.processing_smolvlm import DEFAULT_CHAT_TEMPLATE as SMOLVLM_TEMPLATE
 
     _set_seed(seed)
     tiles = [f"<row_{i + 1}_col_{j + 1}>" for i in range(6) for j in range(6)]
@@ -328,7 +321,7 @@ def build_idefics3(folder: str | Path, shape: dict[str, Any] = TINY_IDEFICS3, se
     image_tokens = (tile // vision["patch_size"]) ** 2 // shape["scale_factor"] ** 2
     processor = Idefics3Processor(
         image_processor=image_processor, tokenizer=tokenizer, image_seq_len=image_tokens,
-        chat_template=IDEFICS3_TEMPLATE,
+        chat_template=SMOLVLM_TEMPLATE,
     )  # fmt: skip
     ids = {"pad_token_id": tokenizer.pad_token_id, "bos_token_id": tokenizer.bos_token_id,
            "eos_token_id": tokenizer.eos_token_id}  # fmt: skip

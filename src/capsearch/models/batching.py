@@ -115,14 +115,15 @@ class RunStats:
         decoded = ""
         if self.decode == "gpu":
             decoded = f", {self.gpu_decoded} decoded on the GPU, {self.cpu_fallbacks} on the CPU (not plain JPEGs)"
-        tokens = f", {self.per_image_tokens()}" if self.per_image_tokens() else ""
-        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}{decoded}{tokens}"
+        tokens = per_image_tokens(self.tokens, self.computed)
+        return f"{self.computed} computed, {self.cached} from cache, batch {self.batch_size}{backoff}{decoded}" + (
+            f", {tokens}" if tokens else ""
+        )
 
-    def per_image_tokens(self) -> str:
-        """``12.3 caption tokens generated per image`` for a captioner's run that computed images, else empty."""
-        if not (self.tokens and self.computed):
-            return ""
-        return f"{self.tokens / self.computed:.1f} caption tokens generated per image"
+
+def per_image_tokens(tokens: int, images: int) -> str:
+    """``12.3 caption tokens generated per image`` for a captioner's run that computed images, else empty."""
+    return f"{tokens / images:.1f} caption tokens generated per image" if tokens and images else ""
 
 
 def run_over_images(
